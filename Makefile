@@ -1,0 +1,67 @@
+# tether: `make demo` to see it work, `make test` for the whole suite (what CI runs).
+# Both install what a fresh Debian machine with a Rust toolchain lacks.
+
+CARGO ?= cargo
+# Only for `tether check` on the example configs: they read the secret from TETHER_SECRET.
+EXAMPLE_SECRET := example-secret-for-checking-conf-files-only
+
+.PHONY: all demo test deps deps-system deps-node build check-conf lint bench clean
+
+all: build
+
+## demo: build (release) and run three demo nodes with tether in front; open the printed URL.
+demo: deps-system
+	$(CARGO) run --release -- demo
+
+## test: formatting, lints, example configs and every test (unit, integration, socket.io).
+test: deps
+	$(CARGO) fmt --check
+	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) build --bins
+	$(MAKE) check-conf
+	$(CARGO) test
+
+build: deps-system
+	$(CARGO) build --release
+
+## check-conf: every example config under conf/ must pass `tether check`.
+check-conf:
+	@for f in conf/*.yaml; do \
+		TETHER_SECRET=$(EXAMPLE_SECRET) ./target/debug/tether check --config $$f || exit 1; \
+	done
+
+lint:
+	$(CARGO) fmt --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+deps: deps-system deps-node
+
+# pingora's zlib-ng is built with cmake.
+deps-system:
+	@if ! command -v cmake >/dev/null 2>&1; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			echo "installing cmake (pingora's zlib-ng needs it)"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq cmake >/dev/null; \
+		else \
+			echo "cmake is missing: install it (Debian: sudo apt-get install cmake); pingora's zlib-ng needs it" >&2; exit 1; \
+		fi; \
+	fi
+
+# The real-client tests run a socket.io cluster on Node.js, pinned by tests/socketio/package-lock.json.
+deps-node:
+	@if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			echo "installing nodejs and npm (for the socket.io tests)"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null; \
+		else \
+			echo "node and npm are missing: install them (Debian: sudo apt-get install nodejs npm)" >&2; exit 1; \
+		fi; \
+	fi
+	@if [ ! -f tests/socketio/node_modules/.package-lock.json ] || \
+	    [ tests/socketio/package-lock.json -nt tests/socketio/node_modules/.package-lock.json ]; then \
+		npm ci --prefix tests/socketio --no-audit --no-fund; \
+	fi
+
+clean:
+	$(CARGO) clean
+	rm -rf tests/socketio/node_modules

@@ -1,0 +1,134 @@
+//! Which node a client belongs to: signed cookie tokens and the consistent-hash ring.
+//!
+//! Pure code: no IO, no clock, no randomness. Time is passed in, so every rule is unit-testable
+//! and every replica decides the same way.
+
+pub mod cookie;
+pub mod ring;
+pub mod token;
+
+use crate::config::CookieSettings;
+use token::{Keyring, NodeTag};
+
+/// Cookie affinity for one upstream: reads pins from `Cookie` headers and issues new ones.
+#[derive(Clone)]
+pub struct CookiePins {
+    keyring: Keyring,
+    /// `tags[k][n]`: node `n`'s tag under key `k` (current key first).
+    tags: Vec<Vec<NodeTag>>,
+    set_cookie: cookie::SetCookie,
+    name: String,
+    max_age_secs: Option<u64>,
+}
+
+/// A pin read from a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pin {
+    /// Index of the pinned node in the upstream's node list.
+    pub node: usize,
+    /// The token was signed by a previous key: send a fresh cookie with the current key.
+    pub reissue: bool,
+}
+
+impl CookiePins {
+    /// `node_ids` in the upstream's node order; `previous_secrets` still verify during rotation.
+    pub fn new(settings: &CookieSettings, previous_secrets: &[&[u8]], node_ids: &[&str]) -> Self {
+        let keyring = Keyring::new(&settings.secret, previous_secrets);
+        let tags = keyring
+            .keys()
+            .iter()
+            .map(|k| node_ids.iter().map(|id| k.node_tag(id)).collect())
+            .collect();
+        CookiePins {
+            keyring,
+            tags,
+            set_cookie: cookie::SetCookie::new(settings),
+            name: settings.name.clone(),
+            max_age_secs: settings.max_age.map(|d| d.as_secs()),
+        }
+    }
+
+    /// The cookie's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The first valid pin among `Cookie` header values, to a node that still exists.
+    /// Anything else (no cookie, garbage, forged, expired, foreign key, removed node) is `None`,
+    /// which callers treat as "no pin yet": never an error.
+    pub fn lookup<'a>(&self, cookie_headers: impl IntoIterator<Item = &'a [u8]>, now: u64) -> Option<Pin> {
+        cookie::find_map(cookie_headers, &self.name, |v| {
+            let t = self.keyring.verify(v.as_bytes(), now, self.max_age_secs)?;
+            let node = self.tags[t.key_index].iter().position(|tag| *tag == t.tag)?;
+            Some(Pin {
+                node,
+                reissue: t.key_index != 0,
+            })
+        })
+    }
+
+    /// The `Set-Cookie` value pinning a client to `node` from `now`.
+    pub fn issue(&self, node: usize, now: u64) -> String {
+        let token = self.keyring.sign(&self.tags[0][node], now);
+        self.set_cookie.render(&token)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::SameSite;
+    use std::time::Duration;
+
+    fn settings(secret: &[u8]) -> CookieSettings {
+        CookieSettings {
+            name: "tn".into(),
+            secret: secret.to_vec(),
+            max_age: Some(Duration::from_secs(60)),
+            secure: false,
+            http_only: true,
+            same_site: SameSite::Lax,
+            path: "/".into(),
+            domain: None,
+        }
+    }
+
+    fn cookie_of(set_cookie: &str) -> String {
+        set_cookie.split(';').next().unwrap().to_string()
+    }
+
+    #[test]
+    fn a_pin_survives_node_list_changes_by_id() {
+        let s = settings(&[7; 32]);
+        let before = CookiePins::new(&s, &[], &["a", "b", "c"]);
+        let c = cookie_of(&before.issue(1, 100));
+        // Node "b" moves to another index, and a node is added: the pin follows the id.
+        let after = CookiePins::new(&s, &[], &["c", "d", "b"]);
+        let pin = after.lookup([c.as_bytes()], 110).unwrap();
+        assert_eq!(pin, Pin { node: 2, reissue: false });
+        // Node "b" removed: the pin is gone, which means "pick again".
+        let removed = CookiePins::new(&s, &[], &["a", "c"]);
+        assert_eq!(removed.lookup([c.as_bytes()], 110), None);
+        // Expired after max_age.
+        assert_eq!(before.lookup([c.as_bytes()], 161), None);
+    }
+
+    #[test]
+    fn previous_key_pins_are_reissued() {
+        let old = CookiePins::new(&settings(&[1; 32]), &[], &["a", "b"]);
+        let c = cookie_of(&old.issue(0, 100));
+        let prev: &[u8] = &[1; 32];
+        let rotated = CookiePins::new(&settings(&[2; 32]), &[prev], &["a", "b"]);
+        assert_eq!(rotated.lookup([c.as_bytes()], 100), Some(Pin { node: 0, reissue: true }));
+        let fresh = cookie_of(&rotated.issue(0, 100));
+        assert_eq!(rotated.lookup([fresh.as_bytes()], 100), Some(Pin { node: 0, reissue: false }));
+    }
+
+    #[test]
+    fn a_bad_cookie_before_a_good_one_does_not_hide_it() {
+        let p = CookiePins::new(&settings(&[3; 32]), &[], &["a", "b"]);
+        let good = cookie_of(&p.issue(1, 5));
+        let header = format!("tn=garbage; {good}");
+        assert_eq!(p.lookup([header.as_bytes()], 5).map(|p| p.node), Some(1));
+    }
+}

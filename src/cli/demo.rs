@@ -1,0 +1,105 @@
+//! `tether demo`: three demo nodes on loopback and tether in front of them, in one process.
+
+use crate::config::{
+    defaults, Affinity, Balance, Config, CookieSettings, Listener, Node, Route, SameSite, Timeouts,
+    Upstream,
+};
+use crate::demo;
+use crate::proxy::server::{self, RunOptions};
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+const NODE_IDS: [&str; 3] = ["node-a", "node-b", "node-c"];
+
+pub fn run(port: u16) -> ExitCode {
+    let (tx, rx) = std::sync::mpsc::channel();
+    // The nodes get their own runtime on their own thread: pingora builds its runtimes itself
+    // when the server runs, and the nodes must keep serving beside it.
+    let spawned = std::thread::Builder::new()
+        .name("demo-nodes".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                    return;
+                }
+            };
+            rt.block_on(async move {
+                let mut nodes = Vec::new();
+                for id in NODE_IDS {
+                    match demo::Node::spawn(id, SocketAddr::from(([127, 0, 0, 1], 0))).await {
+                        Ok(n) => nodes.push(n),
+                        Err(e) => {
+                            let _ = tx.send(Err(e));
+                            return;
+                        }
+                    }
+                }
+                let addrs: Vec<_> = nodes.iter().map(|n| (n.id().to_string(), n.addr())).collect();
+                let _ = tx.send(Ok(addrs));
+                std::future::pending::<()>().await;
+            });
+        });
+    let nodes = match (spawned, rx.recv()) {
+        (Ok(_), Ok(Ok(nodes))) => nodes,
+        (_, Ok(Err(e))) => {
+            eprintln!("tether demo: could not start the demo nodes: {e}");
+            return ExitCode::FAILURE;
+        }
+        _ => {
+            eprintln!("tether demo: could not start the demo nodes");
+            return ExitCode::FAILURE;
+        }
+    };
+    let listen = SocketAddr::from(([127, 0, 0, 1], port));
+    let config = demo_config(listen, &nodes, super::keygen().into_bytes());
+    println!("tether demo: {} nodes behind tether", nodes.len());
+    for (id, addr) in &nodes {
+        println!("  {id} at http://{addr}");
+    }
+    println!("open http://{listen}/ (Ctrl-C to stop)");
+    server::run(&config, &RunOptions::default())
+}
+
+fn demo_config(listen: SocketAddr, nodes: &[(String, SocketAddr)], secret: Vec<u8>) -> Config {
+    Config {
+        source: "<demo>".into(),
+        listen: vec![Listener { address: listen }],
+        upstreams: vec![Upstream {
+            name: "demo".into(),
+            nodes: nodes
+                .iter()
+                .map(|(id, address)| Node {
+                    id: id.clone(),
+                    address: *address,
+                    weight: 1,
+                })
+                .collect(),
+            balance: Balance::LeastConn,
+            affinity: Affinity::Cookie(CookieSettings {
+                name: defaults::DEFAULT_COOKIE_NAME.into(),
+                secret,
+                max_age: None,
+                secure: false,
+                http_only: true,
+                same_site: SameSite::Lax,
+                path: "/".into(),
+                domain: None,
+            }),
+            timeouts: Timeouts {
+                connect: defaults::DEFAULT_CONNECT_TIMEOUT,
+                read: defaults::DEFAULT_READ_TIMEOUT,
+                tunnel_idle: defaults::DEFAULT_TUNNEL_IDLE_TIMEOUT,
+            },
+        }],
+        routes: vec![Route {
+            path_prefix: "/".into(),
+            upstream: 0,
+        }],
+    }
+}

@@ -1,0 +1,139 @@
+//! Command-line entry: argument parsing and the subcommands. The only place that prints for users.
+
+mod demo;
+
+use crate::config;
+use crate::proxy::server::{self, RunOptions};
+use base64::Engine;
+use clap::{Parser, Subcommand};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// Exit status for an invalid config (distinct from 1, a runtime failure).
+pub const EXIT_CONFIG: u8 = 2;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "tether",
+    version,
+    about = "A sticky-session reverse proxy for realtime clusters (WebSocket, long-polling, socket.io).",
+    long_about = "A sticky-session reverse proxy for realtime clusters.\n\n\
+        Every client keeps reaching the node that holds its session, across plain requests, \
+        long-polls and the WebSocket Upgrade, by a signed affinity cookie or a consistent hash \
+        of its IP address.\n\nWith no subcommand, `tether --config PATH` runs the proxy.\n\
+        Logs go to stderr; RUST_LOG sets the level (e.g. RUST_LOG=tether=debug)."
+)]
+struct Cli {
+    /// Config file to run with (same as `tether run --config PATH`).
+    #[arg(long, short, global = false)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the proxy with a config file.
+    Run {
+        /// The YAML config file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Worker threads (default: one per CPU).
+        #[arg(long)]
+        threads: Option<usize>,
+    },
+    /// Validate a config file: exit 0 with a one-line summary, or exit 2 listing every problem
+    /// as PATH:LINE:COL: message.
+    Check {
+        /// The YAML config file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Print a fresh random 32-byte cookie secret (base64) for secret_env / secret_file.
+    Keygen,
+    /// Start three demo realtime nodes on loopback and tether in front of them with cookie
+    /// affinity; open the printed URL to watch your pin over long-poll and WebSocket.
+    Demo {
+        /// Port for tether to listen on (127.0.0.1).
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+    },
+}
+
+/// Parse arguments and run; the binary's `main` returns this.
+pub fn run() -> ExitCode {
+    let cli = Cli::parse();
+    match (cli.command, cli.config) {
+        (Some(Command::Run { config, threads }), _) => run_proxy(&config, threads),
+        (None, Some(config)) => run_proxy(&config, None),
+        (Some(Command::Check { config }), _) => check(&config),
+        (Some(Command::Keygen), _) => {
+            println!("{}", keygen());
+            ExitCode::SUCCESS
+        }
+        (Some(Command::Demo { port }), _) => {
+            init_logging();
+            demo::run(port)
+        }
+        (None, None) => {
+            eprintln!("tether: nothing to do: give --config PATH to run the proxy, or see `tether --help`");
+            ExitCode::from(EXIT_CONFIG)
+        }
+    }
+}
+
+/// Logs to stderr through tracing; pingora's `log` records land in the same stream.
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // try_init: tests and the demo may call this more than once per process.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn run_proxy(path: &Path, threads: Option<usize>) -> ExitCode {
+    init_logging();
+    let config = match config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let mut opts = RunOptions::default();
+    if let Some(t) = threads {
+        opts.threads = t.max(1);
+    }
+    server::run(&config, &opts)
+}
+
+fn check(path: &Path) -> ExitCode {
+    match config::load(path) {
+        Ok(c) => {
+            let nodes: usize = c.upstreams.iter().map(|u| u.nodes.len()).sum();
+            println!(
+                "{}: ok: {} listener(s), {} upstream(s) with {} node(s), {} route(s)",
+                path.display(),
+                c.listen.len(),
+                c.upstreams.len(),
+                nodes,
+                c.routes.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+    }
+}
+
+/// 32 random bytes, base64: the printable text itself is the secret (44 bytes).
+pub fn keygen() -> String {
+    use rand::RngCore;
+    let mut key = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut key);
+    base64::engine::general_purpose::STANDARD.encode(key)
+}
