@@ -1,0 +1,526 @@
+//! Checks the loosely typed file and builds `model::Config`, collecting every problem with the
+//! position of the key or value it concerns.
+
+use std::fmt::Display;
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::time::Duration;
+
+use super::defaults::*;
+use super::duration::parse_duration;
+use super::file::*;
+use super::model::*;
+use super::position::{Pos, Positions};
+use super::Diagnostic;
+
+/// What validation needs from outside the file.
+pub struct Context<'a> {
+    pub positions: &'a Positions,
+    /// The config file's path: `Config::source`, and the base of relative `secret_file` paths.
+    pub source: &'a Path,
+    pub env: &'a dyn Fn(&str) -> Option<String>,
+}
+
+/// Validates `file`; on failure returns every problem found (unsorted).
+pub fn validate(file: &FileConfig, cx: &Context) -> Result<Config, Vec<Diagnostic>> {
+    let mut c = Checker {
+        cx,
+        diags: Vec::new(),
+    };
+    let listen = c.listen(file);
+    let (names, upstreams) = c.upstreams(file);
+    let routes = c.routes(file, &names);
+    if !c.diags.is_empty() {
+        return Err(c.diags);
+    }
+    let source = cx.source.to_path_buf();
+    Ok(Config {
+        source,
+        listen,
+        upstreams,
+        routes,
+    })
+}
+
+const KEYGEN: &str = "make one with `tether keygen`";
+const NODE_EXAMPLE: &str = "e.g. `- { id: node-a, address: \"127.0.0.1:3001\" }`";
+const LISTEN_HINT: &str =
+    "add at least one address to accept clients on, e.g. `- address: \"127.0.0.1:8080\"`";
+
+fn join(parent: &str, key: &str) -> String {
+    format!("{parent}.{key}")
+}
+
+struct Checker<'a> {
+    cx: &'a Context<'a>,
+    diags: Vec<Diagnostic>,
+}
+
+impl Checker<'_> {
+    fn at(&mut self, pos: Pos, message: String) {
+        self.diags.push(Diagnostic {
+            line: pos.line,
+            col: pos.col,
+            message,
+        });
+    }
+
+    /// Reports a bad value at the value of `path`; returns `None` so callers can end with it.
+    fn bad<T>(&mut self, path: &str, msg: impl Display) -> Option<T> {
+        let pos = self.cx.positions.value(path);
+        self.at(pos, format!("{path}: {msg}"));
+        None
+    }
+
+    /// Reports a problem at `path` unless `ok`; returns `ok`.
+    fn ensure(&mut self, ok: bool, path: &str, msg: impl Display) -> bool {
+        if !ok {
+            self.bad::<()>(path, msg);
+        }
+        ok
+    }
+
+    /// Reports an absent required key at the key of the mapping that should hold it.
+    fn missing<T>(&mut self, parent: &str, key: &str, hint: &str) -> Option<T> {
+        if parent.is_empty() {
+            self.at(
+                Pos { line: 1, col: 1 },
+                format!("`{key}` is missing; {hint}"),
+            );
+        } else {
+            let pos = self.cx.positions.key(parent);
+            self.at(pos, format!("{parent}: `{key}` is missing; {hint}"));
+        }
+        None
+    }
+
+    fn listen(&mut self, file: &FileConfig) -> Vec<Listener> {
+        let mut out: Vec<Listener> = Vec::new();
+        match file.listen.as_deref() {
+            None => self.missing::<()>("", "listen", LISTEN_HINT),
+            Some([]) => self.bad("listen", format_args!("is empty; {LISTEN_HINT}")),
+            Some(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    let path = format!("listen[{i}]");
+                    let Some(text) = &item.address else {
+                        let hint = "give an IP:PORT such as `127.0.0.1:8080` or `[::]:8080`";
+                        self.missing::<()>(&path, "address", hint);
+                        continue;
+                    };
+                    let path = join(&path, "address");
+                    let Some(address) = self.socket_addr(&path, text, true) else {
+                        continue;
+                    };
+                    let unique = !out.iter().any(|l| l.address == address);
+                    if self.ensure(
+                        unique,
+                        &path,
+                        format_args!("`{text}` is listed twice; remove one"),
+                    ) {
+                        out.push(Listener { address });
+                    }
+                }
+                None
+            }
+        };
+        out
+    }
+
+    /// Parses `IP:PORT`; names are refused because tether resolves nothing at load time.
+    fn socket_addr(&mut self, path: &str, text: &str, allow_port_zero: bool) -> Option<SocketAddr> {
+        match (text.trim().parse::<SocketAddr>(), text.trim().parse::<IpAddr>()) {
+            (Ok(a), _) if a.port() == 0 && !allow_port_zero => self.bad(path, format_args!(
+                "`{text}` has port 0, which cannot be connected to; give the node's real port"
+            )),
+            (Ok(a), _) => Some(a),
+            // A bare IP is a common slip: show where the port goes (IPv6 needs brackets).
+            (_, Ok(IpAddr::V4(ip))) => {
+                self.bad(path, format_args!("`{text}` has no port; write `{ip}:PORT`"))
+            }
+            (_, Ok(IpAddr::V6(ip))) => self.bad(path, format_args!(
+                "`{text}` has no port; write `[{ip}]:PORT` (IPv6 addresses need brackets)"
+            )),
+            _ => self.bad(path, format_args!("`{text}` is not an IP:PORT address (e.g. `127.0.0.1:3001` or `[::1]:3001`); tether does not resolve names here")),
+        }
+    }
+
+    /// Returns the unique upstream names (what routes may name) and the validated upstreams.
+    fn upstreams(&mut self, file: &FileConfig) -> (Vec<String>, Vec<Upstream>) {
+        let (mut names, mut out) = (Vec::<String>::new(), Vec::new());
+        let Some(ups) = &file.upstreams else {
+            let hint = "define at least one pool of nodes, e.g. `upstreams: { realtime: { nodes: [...] } }`";
+            self.missing::<()>("", "upstreams", hint);
+            return (names, out);
+        };
+        let msg = "is empty; define at least one upstream with its `nodes`";
+        self.ensure(!ups.0.is_empty(), "upstreams", msg);
+        for (i, (name, up)) in ups.0.iter().enumerate() {
+            let path = join("upstreams", name);
+            let seen = ups.0[..i].iter().filter(|(n, _)| n == name).count();
+            if seen > 0 {
+                let pos = self.cx.positions.nth_key(&path, seen);
+                let msg = format!("{path}: upstream `{name}` is defined more than once; give each upstream a unique name");
+                self.at(pos, msg);
+                continue;
+            }
+            names.push(name.clone());
+            out.extend(self.upstream(&path, name, up));
+        }
+        (names, out)
+    }
+
+    fn upstream(&mut self, path: &str, name: &str, up: &FileUpstream) -> Option<Upstream> {
+        let nodes = self.nodes(path, up.nodes.as_deref());
+        let balances = [
+            ("least_conn", Balance::LeastConn),
+            ("round_robin", Balance::RoundRobin),
+        ];
+        let balance = match &up.balance {
+            None => Some(DEFAULT_BALANCE),
+            Some(b) => self.choice(&join(path, "balance"), b, &balances),
+        };
+        let affinity = self.affinity(&join(path, "affinity"), up.affinity.as_ref());
+        let timeouts = self.timeouts(&join(path, "timeouts"), up.timeouts.as_ref());
+        Some(Upstream {
+            name: name.to_string(),
+            nodes: nodes?,
+            balance: balance?,
+            affinity: affinity?,
+            timeouts: timeouts?,
+        })
+    }
+
+    fn nodes(&mut self, path: &str, nodes: Option<&[FileNode]>) -> Option<Vec<Node>> {
+        let nodes = match nodes {
+            None => {
+                return self.missing(
+                    path,
+                    "nodes",
+                    &format!("add at least one node, {NODE_EXAMPLE}"),
+                )
+            }
+            Some([]) => {
+                let msg = format!("is empty; add at least one node, {NODE_EXAMPLE}");
+                return self.bad(&join(path, "nodes"), msg);
+            }
+            Some(n) => n,
+        };
+        let mut out = Vec::new();
+        for (i, n) in nodes.iter().enumerate() {
+            let p = format!("{path}.nodes[{i}]");
+            let id = match n.id.as_deref().map(str::trim) {
+                None => self.missing(&p, "id", "give the node a stable name such as `node-a`; stickiness is keyed by it"),
+                Some("") => self.bad(&join(&p, "id"), "is empty; give the node a stable name such as `node-a`"),
+                Some(id) if nodes[..i].iter().any(|m| m.id.as_deref().map(str::trim) == Some(id)) => {
+                    self.bad(&join(&p, "id"), format_args!("`{id}` is already used by another node of this upstream; node ids must be unique"))
+                }
+                Some(id) => Some(id.to_string()),
+            };
+            let address = match &n.address {
+                None => self.missing(
+                    &p,
+                    "address",
+                    "give the node's IP:PORT, e.g. `127.0.0.1:3001`",
+                ),
+                Some(a) => self.socket_addr(&join(&p, "address"), a, false),
+            };
+            let weight = match n.weight {
+                None => Some(DEFAULT_WEIGHT),
+                Some(w) if (i64::from(MIN_WEIGHT)..=i64::from(MAX_WEIGHT)).contains(&w) => {
+                    u32::try_from(w).ok()
+                }
+                Some(w) => {
+                    // Weight 0 is often meant as "drain this node"; say how to do that instead.
+                    let hint = if w < 1 {
+                        "; to take a node out, remove it from the list"
+                    } else {
+                        ""
+                    };
+                    let msg = format!("{w} is out of range; a weight must be between {MIN_WEIGHT} and {MAX_WEIGHT}{hint}");
+                    self.bad(&join(&p, "weight"), msg)
+                }
+            };
+            out.push(match (id, address, weight) {
+                (Some(id), Some(address), Some(weight)) => Some(Node {
+                    id,
+                    address,
+                    weight,
+                }),
+                _ => None,
+            });
+        }
+        // Every node has been checked; only now give up if any of them failed.
+        out.into_iter().collect()
+    }
+
+    /// Maps an enum spelled as a string; unknown spellings list the valid ones.
+    fn choice<T: Copy>(&mut self, path: &str, text: &str, options: &[(&str, T)]) -> Option<T> {
+        let found = options
+            .iter()
+            .find(|(name, _)| *name == text.trim())
+            .map(|(_, v)| *v);
+        if found.is_none() {
+            let valid: Vec<&str> = options.iter().map(|(n, _)| *n).collect();
+            let msg = format!(
+                "unknown value `{text}`; expected one of: {}",
+                valid.join(", ")
+            );
+            self.bad::<()>(path, msg);
+        }
+        found
+    }
+
+    fn affinity(&mut self, path: &str, a: Option<&FileAffinity>) -> Option<Affinity> {
+        #[derive(Clone, Copy)]
+        enum Mode {
+            Cookie,
+            IpHash,
+            None,
+        }
+        let modes = [
+            ("cookie", Mode::Cookie),
+            ("ip_hash", Mode::IpHash),
+            ("none", Mode::None),
+        ];
+        let mode = a
+            .and_then(|a| a.mode.as_deref())
+            .unwrap_or(DEFAULT_AFFINITY_MODE);
+        // A cookie section under another mode is ignored, so switching modes is a one-line edit.
+        match self.choice(&join(path, "mode"), mode, &modes)? {
+            Mode::None => Some(Affinity::None),
+            Mode::IpHash => Some(Affinity::IpHash),
+            Mode::Cookie => {
+                let empty = FileCookie::default();
+                let c = a.and_then(|a| a.cookie.as_ref()).unwrap_or(&empty);
+                self.cookie(&join(path, "cookie"), c).map(Affinity::Cookie)
+            }
+        }
+    }
+
+    fn cookie(&mut self, path: &str, c: &FileCookie) -> Option<CookieSettings> {
+        let secret = self.secret(path, c);
+        let name = c.name.as_deref().unwrap_or(DEFAULT_COOKIE_NAME);
+        let mut ok = self.ensure(
+            !name.is_empty() && name.bytes().all(is_token_byte),
+            &join(path, "name"),
+            format_args!("`{name}` is not a valid cookie name; use only letters, digits and ! # $ % & ' * + - . ^ _ | ~"),
+        );
+        let max_age = match &c.max_age {
+            None => Some(DEFAULT_COOKIE_MAX_AGE),
+            Some(t) => match self.duration(&join(path, "max_age"), t) {
+                Some(d) if d < Duration::from_secs(1) => self.bad(&join(path, "max_age"), format_args!(
+                    "`{t}` is under one second; cookie lifetimes are whole seconds (omit max_age for a session cookie)"
+                )),
+                d => d.map(Some),
+            },
+        };
+        let secure = c.secure.unwrap_or(DEFAULT_COOKIE_SECURE);
+        let same_sites = [
+            ("lax", SameSite::Lax),
+            ("strict", SameSite::Strict),
+            ("none", SameSite::None),
+        ];
+        let same_site = match &c.same_site {
+            None => Some(DEFAULT_COOKIE_SAME_SITE),
+            Some(s) => self.choice(&join(path, "same_site"), s, &same_sites),
+        };
+        ok &= self.ensure(
+            secure || same_site != Some(SameSite::None),
+            &join(path, "same_site"),
+            "`none` needs `secure: true`; browsers reject SameSite=None cookies that are not Secure",
+        );
+        let cookie_path = c.path.as_deref().unwrap_or(DEFAULT_COOKIE_PATH);
+        ok &= self.ensure(
+            cookie_path.starts_with('/') && attribute_ok(cookie_path),
+            &join(path, "path"),
+            format_args!("`{cookie_path}` is not a valid cookie path; it must start with `/` and contain no `;`, spaces or control characters"),
+        );
+        let domain = c.domain.as_deref().or(DEFAULT_COOKIE_DOMAIN);
+        ok &= self.ensure(
+            domain.is_none_or(|d| !d.is_empty() && attribute_ok(d)),
+            &join(path, "domain"),
+            format_args!("`{}` is not a valid cookie domain; give a host name such as `example.com`, or omit it for a host-only cookie", domain.unwrap_or_default()),
+        );
+        let settings = CookieSettings {
+            name: name.to_string(),
+            secret: secret?,
+            max_age: max_age?,
+            secure,
+            http_only: c.http_only.unwrap_or(DEFAULT_COOKIE_HTTP_ONLY),
+            same_site: same_site?,
+            path: cookie_path.to_string(),
+            domain: domain.map(String::from),
+        };
+        ok.then_some(settings)
+    }
+
+    /// Reads the signing secret from exactly one of `secret_env` and `secret_file`.
+    fn secret(&mut self, path: &str, c: &FileCookie) -> Option<Vec<u8>> {
+        let (at, source, bytes) = match (&c.secret_env, &c.secret_file) {
+            (None, None) => {
+                let pos = self.cx.positions.key(path);
+                let affinity = path.trim_end_matches(".cookie");
+                let msg = format!("{affinity}: cookie affinity needs a signing secret: set affinity.cookie.secret_env or secret_file ({KEYGEN}), or use mode: ip_hash");
+                self.at(pos, msg);
+                return None;
+            }
+            (Some(_), Some(_)) => {
+                let msg = "set only one of secret_env and secret_file; remove the other";
+                return self.bad(&join(path, "secret_file"), msg);
+            }
+            (Some(var), None) => {
+                let (at, var) = (join(path, "secret_env"), var.trim());
+                let value = match (var, (self.cx.env)(var)) {
+                    ("", _) => return self.bad(&at, "is empty; name the environment variable that holds the secret, e.g. `TETHER_SECRET`"),
+                    (_, None) => return self.bad(&at, format_args!("environment variable {var} is not set; export it ({KEYGEN})")),
+                    (_, Some(v)) if v.trim().is_empty() => return self.bad(&at, format_args!("environment variable {var} is empty; export the secret in it ({KEYGEN})")),
+                    (_, Some(v)) => v,
+                };
+                (
+                    at,
+                    format!("environment variable {var}"),
+                    value.into_bytes(),
+                )
+            }
+            (None, Some(file)) => {
+                let at = join(path, "secret_file");
+                let full = self
+                    .cx
+                    .source
+                    .parent()
+                    .unwrap_or(Path::new(""))
+                    .join(file.trim());
+                match std::fs::read(&full) {
+                    Ok(b) => (at, format!("file {}", full.display()), b),
+                    Err(e) => {
+                        return self.bad(&at, format_args!("cannot read `{}`: {e}", full.display()))
+                    }
+                }
+            }
+        };
+        let secret = bytes.trim_ascii();
+        let n = secret.len();
+        let msg = format_args!(
+            "the secret in {source} is {n} bytes; it needs at least {MIN_SECRET_LEN} ({KEYGEN})"
+        );
+        self.ensure(n >= MIN_SECRET_LEN, &at, msg)
+            .then(|| secret.to_vec())
+    }
+
+    fn duration(&mut self, path: &str, text: &str) -> Option<Duration> {
+        parse_duration(text).map_or_else(|e| self.bad(path, e), Some)
+    }
+
+    /// A timeout: omitted means the default, zero is refused.
+    fn timeout(
+        &mut self,
+        path: &str,
+        text: Option<&String>,
+        default: Duration,
+    ) -> Option<Duration> {
+        let Some(text) = text else {
+            return Some(default);
+        };
+        let d = self.duration(path, text)?;
+        self.ensure(
+            !d.is_zero(),
+            path,
+            format_args!("`{text}` must be greater than zero"),
+        )
+        .then_some(d)
+    }
+
+    fn timeouts(&mut self, path: &str, t: Option<&FileTimeouts>) -> Option<Timeouts> {
+        let empty = FileTimeouts::default();
+        let t = t.unwrap_or(&empty);
+        let connect = self.timeout(
+            &join(path, "connect"),
+            t.connect.as_ref(),
+            DEFAULT_CONNECT_TIMEOUT,
+        );
+        let read = self.timeout(&join(path, "read"), t.read.as_ref(), DEFAULT_READ_TIMEOUT);
+        let idle = self.timeout(
+            &join(path, "tunnel_idle"),
+            t.tunnel_idle.as_ref(),
+            DEFAULT_TUNNEL_IDLE_TIMEOUT,
+        );
+        let (connect, read) = (connect?, read?);
+        // Point at whichever of the two the file actually sets.
+        let at = join(path, if t.read.is_some() { "read" } else { "connect" });
+        let (r, c) = (
+            humantime::format_duration(read),
+            humantime::format_duration(connect),
+        );
+        let msg = format_args!(
+            "read ({r}) is shorter than connect ({c}); make read at least as long as connect"
+        );
+        self.ensure(read >= connect, &at, msg).then_some(Timeouts {
+            connect,
+            read,
+            tunnel_idle: idle?,
+        })
+    }
+
+    fn routes(&mut self, file: &FileConfig, names: &[String]) -> Vec<Route> {
+        let Some(routes) = &file.routes else {
+            return match names {
+                [] => Vec::new(),
+                [_] => vec![Route {
+                    path_prefix: DEFAULT_ROUTE_PREFIX.to_string(),
+                    upstream: 0,
+                }],
+                [first, ..] => {
+                    let pos = self.cx.positions.key("upstreams");
+                    self.at(pos, format!("routes: required when there are several upstreams; add e.g. `routes: [{{ path_prefix: /, upstream: {first} }}]`"));
+                    Vec::new()
+                }
+            };
+        };
+        let msg = "is empty; add a route such as `- { path_prefix: /, upstream: NAME }`, or remove `routes` when there is one upstream";
+        self.ensure(!routes.is_empty(), "routes", msg);
+        let mut out = Vec::new();
+        for (i, r) in routes.iter().enumerate() {
+            let p = format!("routes[{i}]");
+            let prefix = match &r.path_prefix {
+                None => self.missing(&p, "path_prefix", "give the path it matches, e.g. `/` or `/socket.io/`"),
+                Some(s) if !s.starts_with('/') => self.bad(&join(&p, "path_prefix"), format_args!("`{s}` must start with `/`, e.g. `/{s}`")),
+                Some(s) if routes[..i].iter().any(|e| e.path_prefix.as_ref() == Some(s)) => {
+                    self.bad(&join(&p, "path_prefix"), format_args!("`{s}` is already routed by an earlier route; each prefix may appear once"))
+                }
+                Some(s) => Some(s.clone()),
+            };
+            let upstream = match (&r.upstream, names) {
+                (None, _) => {
+                    self.missing(&p, "upstream", "name the upstream that serves this prefix")
+                }
+                (Some(u), _) if names.contains(u) => names.iter().position(|n| n == u),
+                (Some(u), []) => self.bad(
+                    &join(&p, "upstream"),
+                    format_args!("no upstream named `{u}`; define it under `upstreams`"),
+                ),
+                (Some(u), _) => {
+                    let msg = format!(
+                        "no upstream named `{u}`; known upstreams: {}",
+                        names.join(", ")
+                    );
+                    self.bad(&join(&p, "upstream"), msg)
+                }
+            };
+            out.extend(prefix.zip(upstream).map(|(path_prefix, upstream)| Route {
+                path_prefix,
+                upstream,
+            }));
+        }
+        out
+    }
+}
+
+/// RFC 6265 `token`: visible ASCII except the HTTP separators.
+fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b)
+}
+
+/// Cookie attribute values may not contain `;`, whitespace or control characters.
+fn attribute_ok(s: &str) -> bool {
+    s.bytes().all(|b| b.is_ascii_graphic() && b != b';')
+}
