@@ -109,9 +109,15 @@ mod tests {
             None
         });
         assert_eq!((none, got), (None, vec!["first", "second"]));
-        assert_eq!(find_map([h1, h2], "tether_node", |v| v.starts_with('s').then_some(v)), Some("second"));
+        assert_eq!(
+            find_map([h1, h2], "tether_node", |v| v.starts_with('s').then_some(v)),
+            Some("second")
+        );
         assert_eq!(find_map([b"x=1".as_slice()], "tether_node", Some), None);
-        assert_eq!(find_map([b";;=;garbage".as_slice()], "tether_node", Some), None);
+        assert_eq!(
+            find_map([b";;=;garbage".as_slice()], "tether_node", Some),
+            None
+        );
     }
 
     #[test]

@@ -56,10 +56,16 @@ impl CookiePins {
     /// The first valid pin among `Cookie` header values, to a node that still exists.
     /// Anything else (no cookie, garbage, forged, expired, foreign key, removed node) is `None`,
     /// which callers treat as "no pin yet": never an error.
-    pub fn lookup<'a>(&self, cookie_headers: impl IntoIterator<Item = &'a [u8]>, now: u64) -> Option<Pin> {
+    pub fn lookup<'a>(
+        &self,
+        cookie_headers: impl IntoIterator<Item = &'a [u8]>,
+        now: u64,
+    ) -> Option<Pin> {
         cookie::find_map(cookie_headers, &self.name, |v| {
             let t = self.keyring.verify(v.as_bytes(), now, self.max_age_secs)?;
-            let node = self.tags[t.key_index].iter().position(|tag| *tag == t.tag)?;
+            let node = self.tags[t.key_index]
+                .iter()
+                .position(|tag| *tag == t.tag)?;
             Some(Pin {
                 node,
                 reissue: t.key_index != 0,
@@ -105,7 +111,13 @@ mod tests {
         // Node "b" moves to another index, and a node is added: the pin follows the id.
         let after = CookiePins::new(&s, &[], &["c", "d", "b"]);
         let pin = after.lookup([c.as_bytes()], 110).unwrap();
-        assert_eq!(pin, Pin { node: 2, reissue: false });
+        assert_eq!(
+            pin,
+            Pin {
+                node: 2,
+                reissue: false
+            }
+        );
         // Node "b" removed: the pin is gone, which means "pick again".
         let removed = CookiePins::new(&s, &[], &["a", "c"]);
         assert_eq!(removed.lookup([c.as_bytes()], 110), None);
@@ -119,9 +131,21 @@ mod tests {
         let c = cookie_of(&old.issue(0, 100));
         let prev: &[u8] = &[1; 32];
         let rotated = CookiePins::new(&settings(&[2; 32]), &[prev], &["a", "b"]);
-        assert_eq!(rotated.lookup([c.as_bytes()], 100), Some(Pin { node: 0, reissue: true }));
+        assert_eq!(
+            rotated.lookup([c.as_bytes()], 100),
+            Some(Pin {
+                node: 0,
+                reissue: true
+            })
+        );
         let fresh = cookie_of(&rotated.issue(0, 100));
-        assert_eq!(rotated.lookup([fresh.as_bytes()], 100), Some(Pin { node: 0, reissue: false }));
+        assert_eq!(
+            rotated.lookup([fresh.as_bytes()], 100),
+            Some(Pin {
+                node: 0,
+                reissue: false
+            })
+        );
     }
 
     #[test]

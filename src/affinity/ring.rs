@@ -121,7 +121,10 @@ mod tests {
                 assert_eq!(before, after, "{ip} moved off a node that stayed");
             }
         }
-        assert!(kept_c > 1_500 && kept_c < 3_500, "node-c owned {kept_c} of 10000");
+        assert!(
+            kept_c > 1_500 && kept_c < 3_500,
+            "node-c owned {kept_c} of 10000"
+        );
     }
 
     #[test]
@@ -143,7 +146,9 @@ mod tests {
         let ring = Ring::new([("a", 1), ("b", 1), ("c", 1)]);
         for ip in addrs(1_000) {
             let first = owner(&ring, ip);
-            let next = ring.get_where(ip_key(ip, &mut [0; 16]), |n| n != first).unwrap();
+            let next = ring
+                .get_where(ip_key(ip, &mut [0; 16]), |n| n != first)
+                .unwrap();
             assert_ne!(next, first);
         }
         assert_eq!(ring.get_where(b"x", |_| false), None);

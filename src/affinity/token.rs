@@ -217,9 +217,17 @@ mod tests {
         let t = ring.sign(&ring.keys()[0].node_tag("n"), 100);
         assert!(ring.verify(t.as_bytes(), 100 + 3600, Some(3600)).is_some());
         assert!(ring.verify(t.as_bytes(), 100 + 3601, Some(3600)).is_none());
-        assert!(ring.verify(t.as_bytes(), 100 - CLOCK_SKEW_SECS - 1, None).is_none());
+        assert!(ring
+            .verify(t.as_bytes(), 100 - CLOCK_SKEW_SECS - 1, None)
+            .is_none());
 
-        for g in [&b""[..], b"x", b"%%%%", &[0xffu8; TOKEN_LEN], &[b'A'; TOKEN_LEN + 1]] {
+        for g in [
+            &b""[..],
+            b"x",
+            b"%%%%",
+            &[0xffu8; TOKEN_LEN],
+            &[b'A'; TOKEN_LEN + 1],
+        ] {
             assert!(ring.verify(g, 100, None).is_none());
         }
     }

@@ -40,7 +40,10 @@ pub fn run(port: u16) -> ExitCode {
                         }
                     }
                 }
-                let addrs: Vec<_> = nodes.iter().map(|n| (n.id().to_string(), n.addr())).collect();
+                let addrs: Vec<_> = nodes
+                    .iter()
+                    .map(|n| (n.id().to_string(), n.addr()))
+                    .collect();
                 let _ = tx.send(Ok(addrs));
                 std::future::pending::<()>().await;
             });

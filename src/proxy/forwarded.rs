@@ -49,9 +49,18 @@ mod tests {
         req.append_header("x-forwarded-for", "10.0.0.1").unwrap();
         req.append_header("x-forwarded-for", "10.0.0.2").unwrap();
         let original = req.clone();
-        apply(&mut req, Some("192.0.2.9".parse().unwrap()), &original, false).unwrap();
+        apply(
+            &mut req,
+            Some("192.0.2.9".parse().unwrap()),
+            &original,
+            false,
+        )
+        .unwrap();
         assert_eq!(req.headers.get_all("x-forwarded-for").iter().count(), 1);
-        assert_eq!(req.headers["x-forwarded-for"], "10.0.0.1, 10.0.0.2, 192.0.2.9");
+        assert_eq!(
+            req.headers["x-forwarded-for"],
+            "10.0.0.1, 10.0.0.2, 192.0.2.9"
+        );
         assert_eq!(req.headers["x-forwarded-proto"], "http");
         assert_eq!(req.headers["x-forwarded-host"], "app.example");
     }

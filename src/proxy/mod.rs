@@ -133,7 +133,10 @@ impl ProxyHttp for Tether {
             return Ok(true);
         };
         ctx.pool = pool_index;
-        ctx.client_ip = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
+        ctx.client_ip = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
         ctx.upgrade = session.is_upgrade_req();
         let pool = &rt.pools[pool_index];
         if ctx.upgrade {
@@ -257,10 +260,8 @@ impl ProxyHttp for Tether {
             if let (Some(node), Some(Stickiness::Cookie(pins))) =
                 (ctx.node, ctx.pool().map(|p| &p.stickiness))
             {
-                upstream_response.append_header(
-                    http::header::SET_COOKIE,
-                    pins.issue(node, unix_now()),
-                )?;
+                upstream_response
+                    .append_header(http::header::SET_COOKIE, pins.issue(node, unix_now()))?;
             }
         }
         Ok(())

@@ -36,14 +36,26 @@ mod tests {
     #[test]
     fn longest_prefix_wins_and_no_match_is_none() {
         let r = Router::new(&[
-            Route { path_prefix: "/".into(), upstream: 0 },
-            Route { path_prefix: "/socket.io/".into(), upstream: 1 },
-            Route { path_prefix: "/socket.io/admin".into(), upstream: 2 },
+            Route {
+                path_prefix: "/".into(),
+                upstream: 0,
+            },
+            Route {
+                path_prefix: "/socket.io/".into(),
+                upstream: 1,
+            },
+            Route {
+                path_prefix: "/socket.io/admin".into(),
+                upstream: 2,
+            },
         ]);
         assert_eq!(r.route("/index.html"), Some(0));
         assert_eq!(r.route("/socket.io/?EIO=4"), Some(1));
         assert_eq!(r.route("/socket.io/admin/x"), Some(2));
-        let api_only = Router::new(&[Route { path_prefix: "/api".into(), upstream: 0 }]);
+        let api_only = Router::new(&[Route {
+            path_prefix: "/api".into(),
+            upstream: 0,
+        }]);
         assert_eq!(api_only.route("/other"), None);
     }
 }

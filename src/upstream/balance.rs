@@ -10,8 +10,13 @@ use std::sync::Arc;
 /// The policy with its small amount of shared state.
 #[derive(Debug)]
 pub enum Balancer {
-    LeastConn { rotate: AtomicUsize },
-    RoundRobin { schedule: Vec<u32>, next: AtomicUsize },
+    LeastConn {
+        rotate: AtomicUsize,
+    },
+    RoundRobin {
+        schedule: Vec<u32>,
+        next: AtomicUsize,
+    },
 }
 
 impl Balancer {
@@ -31,7 +36,10 @@ impl Balancer {
             for (c, &w) in current.iter_mut().zip(weights) {
                 *c += i64::from(w);
             }
-            let Some((best, _)) = current.iter().enumerate().max_by_key(|&(i, c)| (*c, -(i as i64)))
+            let Some((best, _)) = current
+                .iter()
+                .enumerate()
+                .max_by_key(|&(i, c)| (*c, -(i as i64)))
             else {
                 break;
             };
@@ -93,7 +101,13 @@ mod tests {
         weights
             .iter()
             .enumerate()
-            .map(|(i, &w)| Arc::new(NodeState::new(format!("n{i}"), "127.0.0.1:1".parse().unwrap(), w)))
+            .map(|(i, &w)| {
+                Arc::new(NodeState::new(
+                    format!("n{i}"),
+                    "127.0.0.1:1".parse().unwrap(),
+                    w,
+                ))
+            })
             .collect()
     }
 

@@ -37,7 +37,9 @@ impl Pool {
         let ids: Vec<&str> = up.nodes.iter().map(|n| n.id.as_str()).collect();
         let stickiness = match &up.affinity {
             Affinity::None => Stickiness::None,
-            Affinity::IpHash => Stickiness::IpHash(Ring::new(up.nodes.iter().map(|n| (n.id.as_str(), n.weight)))),
+            Affinity::IpHash => Stickiness::IpHash(Ring::new(
+                up.nodes.iter().map(|n| (n.id.as_str(), n.weight)),
+            )),
             Affinity::Cookie(c) => Stickiness::Cookie(CookiePins::new(c, &[], &ids)),
         };
         let balancer = match up.balance {

@@ -1,0 +1,19 @@
+//! tether's integration tests: one binary, real servers on 127.0.0.1, tether as a child process.
+//!
+//! Modules, each named after the promise it guards:
+//! - `sticky_cookie`: many clients each stay on one node; bad cookies are ignored, never an error.
+//! - `upgrade`: plain request, long-poll and WebSocket Upgrade share one node; tunnels, streaming,
+//!   timeouts and forwarded headers.
+//! - `ip_hash`: clients from distinct source addresses are placed stably and spread.
+//! - `failover`: a dead node's clients are re-pinned, everyone else stays; no node gives 503.
+//! - `socketio`: a real socket.io cluster behind tether (Node.js), with and without affinity.
+//! - `cli`: `tether check` golden diagnostics, `keygen`, the shipped example configs.
+
+mod support;
+
+mod cli;
+mod failover;
+mod ip_hash;
+mod socketio;
+mod sticky_cookie;
+mod upgrade;

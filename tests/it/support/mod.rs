@@ -1,0 +1,48 @@
+//! The test harness: real demo nodes in this process, tether as a child process, real clients.
+
+pub mod client;
+pub mod proxy;
+
+pub use client::{echo_many, Client};
+pub use proxy::Proxy;
+use std::net::SocketAddr;
+use tether::demo::Node;
+
+/// Start `n` demo nodes called node-a, node-b, ... on ephemeral loopback ports.
+pub async fn nodes(n: usize) -> Vec<Node> {
+    let mut out = Vec::new();
+    for i in 0..n {
+        let id = format!("node-{}", (b'a' + i as u8) as char);
+        out.push(
+            Node::spawn(&id, SocketAddr::from(([127, 0, 0, 1], 0)))
+                .await
+                .expect("spawn node"),
+        );
+    }
+    out
+}
+
+/// A config with one upstream over `nodes`, listening on `{listen}`; `affinity` is the YAML body
+/// of the `affinity:` key (e.g. `"mode: ip_hash"`).
+pub fn config(nodes: &[Node], affinity: &str, extra_upstream: &str) -> String {
+    let mut y =
+        String::from("listen:\n  - address: \"{listen}\"\nupstreams:\n  realtime:\n    nodes:\n");
+    for n in nodes {
+        y.push_str(&format!(
+            "      - {{ id: {}, address: \"{}\" }}\n",
+            n.id(),
+            n.addr()
+        ));
+    }
+    y.push_str("    affinity:\n");
+    for line in affinity.lines() {
+        y.push_str(&format!("      {line}\n"));
+    }
+    for line in extra_upstream.lines() {
+        y.push_str(&format!("    {line}\n"));
+    }
+    y
+}
+
+/// Cookie affinity signed with the test secret.
+pub const COOKIE_AFFINITY: &str = "mode: cookie\ncookie:\n  secret_env: TETHER_SECRET";
