@@ -69,6 +69,35 @@ pub fn run(port: u16) -> ExitCode {
     server::run(&config, &RunOptions::default())
 }
 
+/// `tether node`: one demo node in the foreground until the process is stopped.
+pub fn run_node(id: &str, listen: SocketAddr, threads: usize) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads.max(1))
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("tether node: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(async {
+        match demo::Node::spawn(id, listen).await {
+            Ok(node) => {
+                println!("node {} listening on http://{}", node.id(), node.addr());
+                let _ = tokio::signal::ctrl_c().await;
+                node.stop().await;
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("tether node: cannot listen on {listen}: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
 fn demo_config(listen: SocketAddr, nodes: &[(String, SocketAddr)], secret: Vec<u8>) -> Config {
     Config {
         source: "<demo>".into(),

@@ -58,6 +58,19 @@ enum Command {
         #[arg(long, default_value_t = 8080)]
         port: u16,
     },
+    /// Run one demo realtime node (the same as `demo` starts), e.g. to try conf/tether.yaml or
+    /// to benchmark: `tether node --id node-a --listen 127.0.0.1:3001`.
+    Node {
+        /// The node's id (sent back in the `x-node` header and WebSocket greeting).
+        #[arg(long)]
+        id: String,
+        /// Address to listen on.
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+        /// Worker threads.
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+    },
 }
 
 /// Parse arguments and run; the binary's `main` returns this.
@@ -74,6 +87,17 @@ pub fn run() -> ExitCode {
         (Some(Command::Demo { port }), _) => {
             init_logging();
             demo::run(port)
+        }
+        (
+            Some(Command::Node {
+                id,
+                listen,
+                threads,
+            }),
+            _,
+        ) => {
+            init_logging();
+            demo::run_node(&id, listen, threads)
         }
         (None, None) => {
             eprintln!("tether: nothing to do: give --config PATH to run the proxy, or see `tether --help`");
