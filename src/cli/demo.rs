@@ -66,7 +66,13 @@ pub fn run(port: u16) -> ExitCode {
         println!("  {id} at http://{addr}");
     }
     println!("open http://{listen}/ (Ctrl-C to stop)");
-    server::run(&config, &RunOptions::default())
+    match server::run(&config, &RunOptions::default()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tether demo: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// `tether node`: one demo node in the foreground until the process is stopped.

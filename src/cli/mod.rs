@@ -3,8 +3,8 @@
 mod demo;
 
 use crate::config;
-use crate::proxy::server::{self, RunOptions};
-use base64::Engine;
+use crate::proxy::server::{self, Engine, RunOptions};
+use base64::Engine as _;
 use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -27,6 +27,9 @@ struct Cli {
     /// Config file to run with (same as `tether run --config PATH`).
     #[arg(long, short, global = false)]
     config: Option<PathBuf>,
+    /// Request path: tether's own (default) or pingora's (for comparison).
+    #[arg(long, value_enum, default_value_t = Engine::Tether)]
+    engine: Engine,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -41,6 +44,9 @@ enum Command {
         /// Worker threads (default: one per CPU).
         #[arg(long)]
         threads: Option<usize>,
+        /// Request path: tether's own (default) or pingora's (for comparison).
+        #[arg(long, value_enum, default_value_t = Engine::Tether)]
+        engine: Engine,
     },
     /// Validate a config file: exit 0 with a one-line summary, or exit 2 listing every problem
     /// as PATH:LINE:COL: message.
@@ -77,8 +83,8 @@ enum Command {
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
     match (cli.command, cli.config) {
-        (Some(Command::Run { config, threads }), _) => run_proxy(&config, threads),
-        (None, Some(config)) => run_proxy(&config, None),
+        (Some(Command::Run { config, threads, engine }), _) => run_proxy(&config, threads, engine),
+        (None, Some(config)) => run_proxy(&config, None, cli.engine),
         (Some(Command::Check { config }), _) => check(&config),
         (Some(Command::Keygen), _) => {
             println!("{}", keygen());
@@ -117,7 +123,7 @@ fn init_logging() {
         .try_init();
 }
 
-fn run_proxy(path: &Path, threads: Option<usize>) -> ExitCode {
+fn run_proxy(path: &Path, threads: Option<usize>, engine: Engine) -> ExitCode {
     init_logging();
     let config = match config::load(path) {
         Ok(c) => c,
@@ -126,11 +132,20 @@ fn run_proxy(path: &Path, threads: Option<usize>) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let mut opts = RunOptions::default();
+    let mut opts = RunOptions {
+        engine,
+        ..RunOptions::default()
+    };
     if let Some(t) = threads {
         opts.threads = t.max(1);
     }
-    server::run(&config, &opts)
+    match server::run(&config, &opts) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tether: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn check(path: &Path) -> ExitCode {

@@ -10,6 +10,7 @@
 //! 5. `response_filter`: `Set-Cookie` when the client got a new pin (also on `101`).
 //! 6. `fail_to_proxy`: the status table in [`respond`].
 
+pub mod decide;
 pub mod forwarded;
 pub mod respond;
 pub mod route;
@@ -17,7 +18,8 @@ pub mod server;
 
 use crate::config::Config;
 use crate::upstream::node::LoadGuard;
-use crate::upstream::{Pool, Stickiness};
+use crate::upstream::Pool;
+use decide::{unix_now, Affinity, Decision};
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use pingora::prelude::HttpPeer;
@@ -27,7 +29,7 @@ use pingora_http::{RequestHeader, ResponseHeader};
 use route::Router;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 /// Connect attempts per request before giving up with 503 (each on a different node).
 pub const MAX_CONNECT_ATTEMPTS: usize = 3;
@@ -60,42 +62,16 @@ impl Tether {
     }
 }
 
-/// Why a client got the node it got; logged and (later) counted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Decision {
-    /// A valid pin was honoured (or ip_hash chose the ring owner).
-    Hit,
-    /// No pin: a first pick.
-    New,
-    /// The client's pin was unusable (node gone or refused): moved to another node.
-    Repinned,
-    /// No stickiness configured.
-    Unpinned,
-}
-
 /// Per-request state.
 pub struct Ctx {
     started: Instant,
     runtime: Option<Arc<Runtime>>,
     pool: usize,
-    /// The node the request is (or will be) sent to.
-    node: Option<usize>,
-    decision: Decision,
-    /// A cookie must be (re)issued on the response.
-    issue_cookie: bool,
-    /// Nodes that refused a connection for this request.
-    tried: Vec<usize>,
+    affinity: Affinity,
     /// Holds the node's load counter up until the request or tunnel ends.
     guard: Option<LoadGuard>,
     upgrade: bool,
     client_ip: Option<IpAddr>,
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 impl Ctx {
@@ -113,10 +89,7 @@ impl ProxyHttp for Tether {
             started: Instant::now(),
             runtime: None,
             pool: 0,
-            node: None,
-            decision: Decision::New,
-            issue_cookie: false,
-            tried: Vec::new(),
+            affinity: Affinity::default(),
             guard: None,
             upgrade: false,
             client_ip: None,
@@ -143,17 +116,8 @@ impl ProxyHttp for Tether {
             // pingora's default 60 s downstream read timeout would cut a quiet WebSocket.
             session.set_read_timeout(Some(pool.timeouts.tunnel_idle));
         }
-        if let Stickiness::Cookie(pins) = &pool.stickiness {
-            let headers = session.req_header().headers.get_all(http::header::COOKIE);
-            match pins.lookup(headers.iter().map(|v| v.as_bytes()), unix_now()) {
-                Some(pin) => {
-                    ctx.node = Some(pin.node);
-                    ctx.decision = Decision::Hit;
-                    ctx.issue_cookie = pin.reissue;
-                }
-                None => ctx.decision = Decision::New,
-            }
-        }
+        let cookies = session.req_header().headers.get_all(http::header::COOKIE);
+        ctx.affinity = Affinity::from_cookies(pool, cookies.iter().map(|v| v.as_bytes()), unix_now());
         ctx.runtime = Some(rt);
         Ok(false)
     }
@@ -163,50 +127,21 @@ impl ProxyHttp for Tether {
             return Err(Error::explain(ErrorType::HTTPStatus(500), "no runtime"));
         };
         let pool = &rt.pools[ctx.pool];
-        let tried = &ctx.tried;
-        let usable = |i: usize| !tried.contains(&i);
-        let node = match ctx.node {
-            Some(n) if usable(n) && n < pool.nodes.len() => n,
-            pinned => {
-                let pick = match &pool.stickiness {
-                    Stickiness::IpHash(ring) => {
-                        let mut buf = [0u8; 16];
-                        let key = ctx
-                            .client_ip
-                            .map(|ip| crate::affinity::ring::ip_key(ip, &mut buf))
-                            .unwrap_or(&[]);
-                        ring.get_where(key, usable)
-                    }
-                    _ => pool.balance(usable),
-                };
-                let Some(n) = pick else {
-                    return Err(Error::explain(
-                        ErrorType::HTTPStatus(503),
-                        format!("upstream {}: no usable node", pool.name),
-                    ));
-                };
-                ctx.decision = match (&pool.stickiness, pinned, ctx.tried.is_empty()) {
-                    (Stickiness::None, ..) => Decision::Unpinned,
-                    (Stickiness::IpHash(_), _, true) => Decision::Hit,
-                    (_, None, true) => Decision::New,
-                    _ => Decision::Repinned,
-                };
-                if let Stickiness::Cookie(_) = pool.stickiness {
-                    ctx.issue_cookie = true;
-                }
-                if ctx.decision == Decision::Repinned {
-                    tracing::info!(
-                        upstream = %pool.name,
-                        from = ?pinned.or(ctx.tried.last().copied()).and_then(|i| pool.nodes.get(i)).map(|n| &n.id),
-                        to = %pool.nodes[n].id,
-                        reason = "node refused the connection",
-                        "client re-pinned"
-                    );
-                }
-                ctx.node = Some(n);
-                n
-            }
+        let before = ctx.affinity.node;
+        let Some(node) = ctx.affinity.choose(pool, ctx.client_ip) else {
+            return Err(Error::explain(
+                ErrorType::HTTPStatus(503),
+                format!("upstream {}: no usable node", pool.name),
+            ));
         };
+        if ctx.affinity.decision == Some(Decision::Repinned) && before != Some(node) {
+            tracing::info!(
+                upstream = %pool.name,
+                to = %pool.nodes[node].id,
+                reason = "node refused the connection",
+                "client re-pinned"
+            );
+        }
         let state = &pool.nodes[node];
         ctx.guard = Some(state.acquire());
         let mut peer = HttpPeer::new(state.address, false, String::new());
@@ -230,12 +165,10 @@ impl ProxyHttp for Tether {
         mut e: Box<Error>,
     ) -> Box<Error> {
         let nodes = ctx.pool().map_or(0, |p| p.nodes.len());
-        if let Some(n) = ctx.node.take() {
-            tracing::warn!(node = %peer, error = ?e.etype(), "connect to node failed");
-            ctx.tried.push(n);
-        }
+        tracing::warn!(node = %peer, error = ?e.etype(), "connect to node failed");
+        ctx.affinity.connect_failed();
         ctx.guard = None;
-        if ctx.tried.len() < MAX_CONNECT_ATTEMPTS.min(nodes) {
+        if ctx.affinity.tried.len() < MAX_CONNECT_ATTEMPTS.min(nodes) {
             e.set_retry(true);
         }
         e
@@ -256,13 +189,8 @@ impl ProxyHttp for Tether {
         upstream_response: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        if ctx.issue_cookie {
-            if let (Some(node), Some(Stickiness::Cookie(pins))) =
-                (ctx.node, ctx.pool().map(|p| &p.stickiness))
-            {
-                upstream_response
-                    .append_header(http::header::SET_COOKIE, pins.issue(node, unix_now()))?;
-            }
+        if let Some(set) = ctx.pool().and_then(|p| ctx.affinity.set_cookie(p, unix_now())) {
+            upstream_response.append_header(http::header::SET_COOKIE, set)?;
         }
         Ok(())
     }
@@ -291,6 +219,7 @@ impl ProxyHttp for Tether {
         }
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let node = ctx
+            .affinity
             .node
             .and_then(|n| ctx.pool().and_then(|p| p.nodes.get(n)))
             .map(|n| n.id.as_str())
@@ -300,14 +229,14 @@ impl ProxyHttp for Tether {
             Some(e) => tracing::info!(
                 method = %session.req_header().method,
                 path = %session.req_header().uri.path(),
-                status, upstream, node, decision = ?ctx.decision,
+                status, upstream, node, decision = ?ctx.affinity.decision,
                 error = %e, elapsed_ms = ctx.started.elapsed().as_millis() as u64,
                 "request failed"
             ),
             None => tracing::debug!(
                 method = %session.req_header().method,
                 path = %session.req_header().uri.path(),
-                status, upstream, node, decision = ?ctx.decision, upgrade = ctx.upgrade,
+                status, upstream, node, decision = ?ctx.affinity.decision, upgrade = ctx.upgrade,
                 elapsed_ms = ctx.started.elapsed().as_millis() as u64,
                 "request"
             ),

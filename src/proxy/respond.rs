@@ -27,12 +27,33 @@ pub fn status_for(e: &Error) -> u16 {
 pub fn body_for(status: u16) -> Bytes {
     Bytes::from_static(match status {
         400 => b"bad request\n",
+        408 => b"the request head took too long to arrive\n",
+        414 => b"the request target is too long\n",
+        431 => b"the request head is too large\n",
         404 => b"no route for this path\n",
         502 => b"the node sent a broken response\n",
         503 => b"no node is available\n",
         504 => b"the node did not answer in time\n",
         _ => b"proxy error\n",
     })
+}
+
+/// The reason phrase for the statuses tether itself sends.
+pub fn reason(status: u16) -> &'static str {
+    match status {
+        400 => "Bad Request",
+        403 => "Forbidden",
+        404 => "Not Found",
+        408 => "Request Timeout",
+        414 => "URI Too Long",
+        426 => "Upgrade Required",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        _ => "Error",
+    }
 }
 
 #[cfg(test)]

@@ -10,23 +10,42 @@ use std::sync::Arc;
 /// Idle upstream connections kept for reuse, across all nodes.
 pub const UPSTREAM_POOL_SIZE: usize = 1024;
 
+/// Which request path serves traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Engine {
+    /// tether's own thread-per-core HTTP/1.1 path (`crate::engine`): the default.
+    #[default]
+    Tether,
+    /// pingora's proxy framework (`crate::proxy::Tether`), kept for comparison benchmarks.
+    Pingora,
+}
+
 /// Process-level settings that are not part of the config file.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
     /// Worker threads; defaults to the number of CPUs.
     pub threads: usize,
+    pub engine: Engine,
 }
 
 impl Default for RunOptions {
     fn default() -> Self {
         RunOptions {
             threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            engine: Engine::default(),
         }
     }
 }
 
-/// Run tether with `config` until a signal stops it. Never returns.
-pub fn run(config: &Config, opts: &RunOptions) -> ! {
+/// Run tether with `config` until a signal stops it. Returns only if it cannot start.
+pub fn run(config: &Config, opts: &RunOptions) -> std::io::Result<()> {
+    match opts.engine {
+        Engine::Tether => crate::engine::serve(config, opts.threads),
+        Engine::Pingora => run_pingora(config, opts),
+    }
+}
+
+fn run_pingora(config: &Config, opts: &RunOptions) -> ! {
     let mut conf = ServerConf {
         threads: opts.threads,
         upstream_keepalive_pool_size: UPSTREAM_POOL_SIZE,

@@ -1,0 +1,516 @@
+//! One client connection: read a request, choose the node, forward, stream the answer back, and
+//! loop for keep-alive, or turn into a tunnel after `101`.
+//!
+//! Everything for one exchange happens in this one task, in order (client → node → client), so a
+//! request costs the four socket operations it must and no cross-task wake-ups. Heads are parsed
+//! in place and rewritten into one reused output buffer; bodies are forwarded as they arrive.
+
+use super::chunked;
+use super::head::{self, Framing, HeadError, Span};
+use super::{pool, tunnel, Limits};
+use crate::proxy::decide::{unix_now, Affinity, Decision};
+use crate::proxy::respond::{body_for, reason};
+use crate::proxy::Runtime;
+use crate::upstream::Pool;
+use arc_swap::ArcSwap;
+use bytes::{Buf, BytesMut};
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::timeout;
+
+/// Connect attempts per request before giving up with 503 (each on a different node).
+pub const MAX_CONNECT_ATTEMPTS: usize = 3;
+/// Read size for heads and bodies.
+const READ_CHUNK: usize = 8 * 1024;
+
+/// What ended an exchange.
+enum Next {
+    /// Serve the next request on this connection.
+    KeepAlive,
+    /// Close the client connection.
+    Close,
+}
+
+/// A failure before the response head went out: answered with a status.
+#[derive(Debug)]
+struct Refuse(u16);
+
+struct Conn {
+    client: TcpStream,
+    peer: SocketAddr,
+    /// Bytes read from the client not yet consumed (pipelined requests stay here).
+    cbuf: BytesMut,
+    /// Bytes read from the node not yet consumed.
+    ubuf: BytesMut,
+    spans: Vec<Span>,
+    uspans: Vec<Span>,
+    /// The head being written (request to the node, response to the client).
+    out: Vec<u8>,
+    limits: Limits,
+}
+
+/// Serve one accepted client connection to its end.
+pub async fn serve(
+    client: TcpStream,
+    peer: SocketAddr,
+    runtime: Arc<ArcSwap<Runtime>>,
+    limits: Limits,
+) {
+    let mut c = Conn {
+        client,
+        peer,
+        cbuf: BytesMut::new(),
+        ubuf: BytesMut::new(),
+        spans: Vec::new(),
+        uspans: Vec::new(),
+        out: Vec::new(),
+        limits,
+    };
+    loop {
+        let req = match c.read_request().await {
+            Ok(Some(req)) => req,
+            Ok(None) => return,
+            Err(Refuse(status)) => {
+                c.refuse(status).await;
+                return;
+            }
+        };
+        let rt = runtime.load_full();
+        match c.exchange(req, &rt).await {
+            Ok(Next::KeepAlive) => continue,
+            Ok(Next::Close) => return,
+            Err(Refuse(status)) => {
+                c.refuse(status).await;
+                return;
+            }
+        }
+    }
+}
+
+impl Conn {
+    /// Read until a whole request head is buffered. `Ok(None)`: the client closed or idled out
+    /// between requests, which is normal.
+    async fn read_request(&mut self) -> Result<Option<head::Request>, Refuse> {
+        let started = Instant::now();
+        loop {
+            if !self.cbuf.is_empty() {
+                match head::parse_request(&self.cbuf, &mut self.spans) {
+                    Ok(Some(req)) => return Ok(Some(req)),
+                    Ok(None) if self.cbuf.len() >= self.limits.max_head => return Err(Refuse(431)),
+                    Ok(None) => {}
+                    Err(HeadError::TooManyHeaders) => return Err(Refuse(431)),
+                    Err(HeadError::Malformed | HeadError::BadFraming) => return Err(Refuse(400)),
+                }
+            }
+            // Between requests the keep-alive limit applies; inside a head, the (shorter) head
+            // limit, counted from the head's first byte, so a slow trickle cannot hold a slot.
+            let wait = if self.cbuf.is_empty() {
+                self.limits.keepalive
+            } else {
+                self.limits.head.saturating_sub(started.elapsed())
+            };
+            self.cbuf.reserve(READ_CHUNK);
+            match timeout(wait, self.client.read_buf(&mut self.cbuf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return Ok(None),
+                Ok(Ok(_)) => {}
+                Err(_) if self.cbuf.is_empty() => return Ok(None),
+                Err(_) => return Err(Refuse(408)),
+            }
+        }
+    }
+
+    /// One request/response exchange (or the start of a tunnel).
+    async fn exchange(&mut self, req: head::Request, rt: &Runtime) -> Result<Next, Refuse> {
+        let started = Instant::now();
+        let target = &self.cbuf[req.target.clone()];
+        let path = std::str::from_utf8(target).unwrap_or("");
+        let Some(pool_index) = rt.router.route(path) else {
+            self.drop_request(&req);
+            return Err(Refuse(404));
+        };
+        let pool = &rt.pools[pool_index];
+        let cookies = self
+            .spans
+            .iter()
+            .filter(|s| s.name(&self.cbuf).eq_ignore_ascii_case(b"cookie"))
+            .map(|s| s.value(&self.cbuf));
+        let mut affinity = Affinity::from_cookies(pool, cookies, unix_now());
+        let head_request = self.cbuf[req.method.clone()].eq_ignore_ascii_case(b"HEAD");
+
+        // Connect, trying other nodes (and re-pinning) when a node refuses.
+        let (mut node_conn, node, reused, _guard) = loop {
+            let Some(node) = affinity.choose(pool, Some(self.peer.ip())) else {
+                tracing::warn!(upstream = %pool.name, "no usable node");
+                return Err(Refuse(503));
+            };
+            let state = &pool.nodes[node];
+            let guard = state.acquire();
+            if let Some(s) = pool::take(state.address) {
+                break (s, node, true, guard);
+            }
+            match connect(state.address, pool.timeouts.connect).await {
+                Ok(s) => break (s, node, false, guard),
+                Err(e) => {
+                    tracing::warn!(upstream = %pool.name, node = %state.id, error = %e, "connect to node failed");
+                    affinity.connect_failed();
+                    if affinity.tried.len() >= MAX_CONNECT_ATTEMPTS.min(pool.nodes.len()) {
+                        return Err(Refuse(503));
+                    }
+                }
+            }
+        };
+        if affinity.decision == Some(Decision::Repinned) {
+            tracing::info!(upstream = %pool.name, to = %pool.nodes[node].id, reason = "node refused the connection", "client re-pinned");
+        }
+
+        // The request head (and whatever body bytes are already here) in one write.
+        self.write_request_head(&req);
+        let mut body = BodyState::new(req.framing);
+        self.cbuf.advance(req.len);
+        body.take_buffered(&mut self.cbuf, &mut self.out).map_err(|_| Refuse(400))?;
+        let whole_request_sent = body.done();
+        let mut wrote = node_conn.write_all(&self.out).await;
+        if wrote.is_err() && reused && whole_request_sent {
+            // A pooled connection the node had just closed: one fresh try, nothing was lost.
+            node_conn = self.reconnect(pool, node).await?;
+            wrote = node_conn.write_all(&self.out).await;
+        }
+        if wrote.is_err() {
+            return Err(Refuse(502));
+        }
+        if !body.done() {
+            self.stream_request_body(&mut node_conn, &mut body, pool.timeouts.read)
+                .await?;
+        }
+
+        // The response head, skipping interim 1xx answers (forwarded as they come).
+        self.ubuf.clear();
+        let resp = loop {
+            let resp = match self.read_response_head(&mut node_conn, head_request, pool.timeouts.read).await {
+                Ok(r) => r,
+                Err(Refuse(502)) if reused && whole_request_sent && self.ubuf.is_empty() => {
+                    node_conn = self.reconnect(pool, node).await?;
+                    node_conn.write_all(&self.out).await.map_err(|_| Refuse(502))?;
+                    self.read_response_head(&mut node_conn, head_request, pool.timeouts.read).await?
+                }
+                Err(e) => return Err(e),
+            };
+            if (100..200).contains(&resp.status) && resp.status != 101 {
+                let _ = self.client.write_all(&self.ubuf[..resp.len]).await;
+                self.ubuf.advance(resp.len);
+                continue;
+            }
+            break resp;
+        };
+
+        let set_cookie = affinity.set_cookie(pool, unix_now());
+        if resp.status == 101 {
+            if !req.upgrade {
+                return Err(Refuse(502));
+            }
+            return Ok(self.start_tunnel(node_conn, &resp, set_cookie.as_deref(), pool, node, started).await);
+        }
+
+        let keep_client = req.keep_alive && resp.framing != Framing::UntilClose;
+        self.write_response_head(&resp, set_cookie.as_deref(), keep_client, req.minor);
+        let mut rbody = BodyState::new(resp.framing);
+        self.ubuf.advance(resp.len);
+        if rbody.take_buffered(&mut self.ubuf, &mut self.out).is_err() {
+            return Ok(Next::Close);
+        }
+        if self.client.write_all(&self.out).await.is_err() {
+            return Ok(Next::Close);
+        }
+        let complete = rbody.done() || self.stream_response_body(&mut node_conn, &mut rbody, pool.timeouts.read).await;
+        if complete && resp.keep_alive && self.ubuf.is_empty() {
+            pool::put(pool.nodes[node].address, node_conn);
+        }
+        tracing::debug!(
+            upstream = %pool.name, node = %pool.nodes[node].id, status = resp.status,
+            decision = ?affinity.decision, elapsed_us = started.elapsed().as_micros() as u64,
+            "request"
+        );
+        Ok(if complete && keep_client { Next::KeepAlive } else { Next::Close })
+    }
+
+    async fn reconnect(&mut self, pool: &Pool, node: usize) -> Result<TcpStream, Refuse> {
+        connect(pool.nodes[node].address, pool.timeouts.connect)
+            .await
+            .map_err(|_| Refuse(502))
+    }
+
+    /// Rewrite the request head for the node into `self.out`.
+    fn write_request_head(&mut self, req: &head::Request) {
+        let buf = &self.cbuf[..];
+        let out = &mut self.out;
+        out.clear();
+        out.extend_from_slice(&buf[req.method.clone()]);
+        out.push(b' ');
+        out.extend_from_slice(&buf[req.target.clone()]);
+        out.extend_from_slice(if req.minor == 0 { b" HTTP/1.0\r\n" } else { b" HTTP/1.1\r\n" });
+        let mut xff: Option<&[u8]> = None;
+        for s in &self.spans {
+            let name = s.name(buf);
+            if head::is_hop_by_hop(name)
+                || (name.eq_ignore_ascii_case(b"upgrade") && !req.upgrade)
+                || name.eq_ignore_ascii_case(b"x-forwarded-proto")
+                || name.eq_ignore_ascii_case(b"x-forwarded-host")
+                || (req.nominated && head::nominated_by_connection(buf, &self.spans, name))
+            {
+                continue;
+            }
+            if name.eq_ignore_ascii_case(b"x-forwarded-for") {
+                // Several XFF lines are one list; they are merged below, ahead of our hop.
+                if xff.is_none() {
+                    xff = Some(s.value(buf));
+                } else {
+                    out.extend_from_slice(b"x-forwarded-for: ");
+                    out.extend_from_slice(s.value(buf));
+                    out.extend_from_slice(b"\r\n");
+                }
+                continue;
+            }
+            out.extend_from_slice(name);
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(s.value(buf));
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b"x-forwarded-for: ");
+        if let Some(prev) = xff {
+            out.extend_from_slice(prev);
+            out.extend_from_slice(b", ");
+        }
+        push_ip(out, self.peer.ip());
+        out.extend_from_slice(b"\r\nx-forwarded-proto: http\r\n");
+        if let Some((a, b)) = req.host {
+            out.extend_from_slice(b"x-forwarded-host: ");
+            out.extend_from_slice(&buf[a as usize..b as usize]);
+            out.extend_from_slice(b"\r\n");
+        }
+        if req.upgrade {
+            out.extend_from_slice(b"connection: upgrade\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+    }
+
+    /// Rewrite the response head for the client into `self.out`.
+    fn write_response_head(&mut self, resp: &head::Response, set_cookie: Option<&str>, keep: bool, client_minor: u8) {
+        let buf = &self.ubuf[..];
+        let out = &mut self.out;
+        out.clear();
+        // The status line as the node wrote it (its first line).
+        let line_end = buf.iter().position(|&b| b == b'\n').map_or(0, |i| i + 1);
+        out.extend_from_slice(&buf[..line_end]);
+        for s in &self.uspans {
+            let name = s.name(buf);
+            if head::is_hop_by_hop(name) || (resp.status != 101 && name.eq_ignore_ascii_case(b"upgrade")) {
+                continue;
+            }
+            out.extend_from_slice(name);
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(s.value(buf));
+            out.extend_from_slice(b"\r\n");
+        }
+        if let Some(c) = set_cookie {
+            out.extend_from_slice(b"set-cookie: ");
+            out.extend_from_slice(c.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        if resp.status == 101 {
+            out.extend_from_slice(b"connection: upgrade\r\n");
+        } else if !keep {
+            out.extend_from_slice(b"connection: close\r\n");
+        } else if client_minor == 0 {
+            out.extend_from_slice(b"connection: keep-alive\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+    }
+
+    async fn read_response_head(
+        &mut self,
+        node: &mut TcpStream,
+        head_request: bool,
+        read_timeout: Duration,
+    ) -> Result<head::Response, Refuse> {
+        let deadline = tokio::time::Instant::now() + read_timeout;
+        loop {
+            if !self.ubuf.is_empty() {
+                match head::parse_response(&self.ubuf, &mut self.uspans, head_request) {
+                    Ok(Some(r)) => return Ok(r),
+                    Ok(None) if self.ubuf.len() >= self.limits.max_head => return Err(Refuse(502)),
+                    Ok(None) => {}
+                    Err(_) => return Err(Refuse(502)),
+                }
+            }
+            self.ubuf.reserve(READ_CHUNK);
+            match tokio::time::timeout_at(deadline, node.read_buf(&mut self.ubuf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return Err(Refuse(502)),
+                Ok(Ok(_)) => {}
+                Err(_) => return Err(Refuse(504)),
+            }
+        }
+    }
+
+    /// The rest of a request body, client → node, as it arrives.
+    async fn stream_request_body(
+        &mut self,
+        node: &mut TcpStream,
+        body: &mut BodyState,
+        read_timeout: Duration,
+    ) -> Result<(), Refuse> {
+        while !body.done() {
+            self.cbuf.reserve(READ_CHUNK);
+            match timeout(read_timeout, self.client.read_buf(&mut self.cbuf)).await {
+                Ok(Ok(n)) if n > 0 => {}
+                _ => return Err(Refuse(400)),
+            }
+            self.out.clear();
+            body.take_buffered(&mut self.cbuf, &mut self.out).map_err(|_| Refuse(400))?;
+            node.write_all(&self.out).await.map_err(|_| Refuse(502))?;
+        }
+        Ok(())
+    }
+
+    /// The rest of a response body, node → client, each read written as it comes (so streams and
+    /// server-sent events are not held back). `false`: it did not end cleanly.
+    async fn stream_response_body(&mut self, node: &mut TcpStream, body: &mut BodyState, read_timeout: Duration) -> bool {
+        while !body.done() {
+            self.ubuf.reserve(READ_CHUNK);
+            match timeout(read_timeout, node.read_buf(&mut self.ubuf)).await {
+                // End of a close-delimited body is its normal end; any other EOF truncates it.
+                Ok(Ok(0)) => return body.framing == Framing::UntilClose,
+                Ok(Ok(_)) => {}
+                _ => return false,
+            }
+            self.out.clear();
+            if body.take_buffered(&mut self.ubuf, &mut self.out).is_err() {
+                return false;
+            }
+            if self.client.write_all(&self.out).await.is_err() {
+                return false;
+            }
+        }
+        true
+    }
+
+    async fn start_tunnel(
+        &mut self,
+        mut node_conn: TcpStream,
+        resp: &head::Response,
+        set_cookie: Option<&str>,
+        pool: &Pool,
+        node: usize,
+        started: Instant,
+    ) -> Next {
+        self.write_response_head(resp, set_cookie, true, 1);
+        // Anything the node sent after its 101 belongs to the new protocol.
+        self.out.extend_from_slice(&self.ubuf[resp.len..]);
+        if self.client.write_all(&self.out).await.is_err() {
+            return Next::Close;
+        }
+        // Anything the client sent after its request head (early frames) goes to the node.
+        if !self.cbuf.is_empty() && node_conn.write_all(&self.cbuf).await.is_err() {
+            return Next::Close;
+        }
+        // The tunnel owns no buffers: give back what the HTTP phase used.
+        self.cbuf = BytesMut::new();
+        self.ubuf = BytesMut::new();
+        self.out = Vec::new();
+        self.spans = Vec::new();
+        self.uspans = Vec::new();
+        tracing::debug!(upstream = %pool.name, node = %pool.nodes[node].id, "tunnel open");
+        let end = tunnel::run(&mut self.client, &mut node_conn, pool.timeouts.tunnel_idle).await;
+        tracing::debug!(upstream = %pool.name, node = %pool.nodes[node].id, ?end, secs = started.elapsed().as_secs(), "tunnel closed");
+        Next::Close
+    }
+
+    /// Skip the bytes of a request we will not forward, so nothing of it is read as a next request.
+    fn drop_request(&mut self, req: &head::Request) {
+        self.cbuf.advance(req.len.min(self.cbuf.len()));
+    }
+
+    /// Answer with an error status and close: we may not know where the request body ends.
+    async fn refuse(&mut self, status: u16) {
+        let body = body_for(status);
+        self.out.clear();
+        self.out.extend_from_slice(b"HTTP/1.1 ");
+        self.out.extend_from_slice(status.to_string().as_bytes());
+        self.out.push(b' ');
+        self.out.extend_from_slice(reason(status).as_bytes());
+        self.out.extend_from_slice(b"\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ");
+        self.out.extend_from_slice(body.len().to_string().as_bytes());
+        self.out.extend_from_slice(b"\r\nconnection: close\r\n\r\n");
+        self.out.extend_from_slice(&body);
+        let _ = self.client.write_all(&self.out).await;
+        let _ = self.client.shutdown().await;
+    }
+}
+
+/// Where a body being forwarded stands.
+struct BodyState {
+    framing: Framing,
+    remaining: u64,
+    chunks: chunked::Scanner,
+}
+
+impl BodyState {
+    fn new(framing: Framing) -> BodyState {
+        BodyState {
+            framing,
+            remaining: match framing {
+                Framing::Length(n) => n,
+                _ => 0,
+            },
+            chunks: chunked::Scanner::default(),
+        }
+    }
+
+    fn done(&self) -> bool {
+        match self.framing {
+            Framing::Empty => true,
+            Framing::Length(_) => self.remaining == 0,
+            Framing::Chunked => self.chunks.is_done(),
+            Framing::UntilClose => false,
+        }
+    }
+
+    /// Append the body bytes at the front of `buf` to `out` (which the caller then writes: after
+    /// a head, so head and first body bytes go out in one write). Bytes after the body's end stay
+    /// in `buf`.
+    fn take_buffered(&mut self, buf: &mut BytesMut, out: &mut Vec<u8>) -> Result<usize, chunked::BadChunk> {
+        let n = match self.framing {
+            Framing::Empty => 0,
+            Framing::Length(_) => (self.remaining.min(buf.len() as u64)) as usize,
+            Framing::Chunked => self.chunks.scan(buf)?,
+            Framing::UntilClose => buf.len(),
+        };
+        if let Framing::Length(_) = self.framing {
+            self.remaining -= n as u64;
+        }
+        out.extend_from_slice(&buf[..n]);
+        buf.advance(n);
+        Ok(n)
+    }
+}
+
+async fn connect(addr: SocketAddr, limit: Duration) -> io::Result<TcpStream> {
+    let stream = timeout(limit, TcpStream::connect(addr))
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+/// Write an IP address in text without allocating.
+fn push_ip(out: &mut Vec<u8>, ip: std::net::IpAddr) {
+    use std::io::Write;
+    let ip = match ip {
+        std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, std::net::IpAddr::V4),
+        v4 => v4,
+    };
+    let _ = write!(out, "{ip}");
+}

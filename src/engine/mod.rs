@@ -1,0 +1,161 @@
+//! tether's own HTTP/1.1 request path: thread-per-core, one task per client connection.
+//!
+//! Why not pingora's (kept in `proxy::Tether` and selectable with `--engine pingora`): on this
+//! project's 2-core loopback benchmark pingora 0.9 served ~0.6x nginx's requests per second at
+//! ~2x its CPU per request, and held ~70 KiB per open WebSocket. The costs were structural: a
+//! work-stealing runtime waking tasks across threads, per-request allocations and syscalls, and
+//! fixed per-tunnel buffers. This path keeps what pingora's design gets right (HTTP/1.1 framing
+//! done carefully, upstream keep-alive) and drops the rest:
+//!
+//! * one current-thread tokio runtime per worker, each with its own `SO_REUSEPORT` listener, so
+//!   the kernel spreads connections and nothing is shared between workers but the config
+//!   snapshot (an `ArcSwap`) and the nodes' atomic load counters;
+//! * per-worker upstream keep-alive pools (no locks);
+//! * a request parsed in place (httparse) and forwarded with one write per direction;
+//! * tunnels that own no buffer while quiet ([`tunnel`]).
+
+pub mod chunked;
+mod conn;
+pub mod head;
+mod pool;
+pub mod tunnel;
+
+use crate::config::Config;
+use crate::proxy::Runtime;
+use arc_swap::ArcSwap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Largest request or response head accepted (431 / 502 beyond).
+pub const DEFAULT_MAX_HEAD: usize = 64 * 1024;
+/// A request head must arrive within this long of its first byte (slowloris).
+pub const DEFAULT_HEAD_TIMEOUT: Duration = Duration::from_secs(30);
+/// An idle keep-alive client connection is closed after this long.
+pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(75);
+/// Pending connections the kernel queues per listener.
+const BACKLOG: i32 = 4096;
+
+/// Per-connection limits.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_head: usize,
+    pub head: Duration,
+    pub keepalive: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_head: DEFAULT_MAX_HEAD,
+            head: DEFAULT_HEAD_TIMEOUT,
+            keepalive: DEFAULT_KEEPALIVE_TIMEOUT,
+        }
+    }
+}
+
+/// Bind one listening socket with `SO_REUSEPORT`, so every worker can have its own.
+fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(BACKLOG)?;
+    Ok(socket.into())
+}
+
+/// Run the proxy on `threads` workers until the process is stopped. Returns only on a startup
+/// error (a listener that cannot be bound).
+pub fn serve(config: &Config, threads: usize) -> io::Result<()> {
+    let runtime = Arc::new(ArcSwap::from_pointee(Runtime::new(config)));
+    let limits = Limits::default();
+    // Bind everything before starting, so a taken port is one clear error and not a half-up proxy.
+    let mut listeners = Vec::new();
+    for _ in 0..threads.max(1) {
+        let mut mine = Vec::new();
+        for l in &config.listen {
+            let listener = bind(l.address).map_err(|e| {
+                io::Error::new(e.kind(), format!("cannot listen on {}: {e}", l.address))
+            })?;
+            mine.push(listener);
+        }
+        listeners.push(mine);
+    }
+    tracing::info!(
+        listen = ?config.listen.iter().map(|l| l.address).collect::<Vec<_>>(),
+        upstreams = config.upstreams.len(),
+        workers = listeners.len(),
+        config = %config.source.display(),
+        "tether started"
+    );
+    let mut workers = Vec::new();
+    for (i, mine) in listeners.into_iter().enumerate() {
+        let runtime = Arc::clone(&runtime);
+        workers.push(
+            std::thread::Builder::new()
+                .name(format!("tether-worker-{i}"))
+                .spawn(move || worker(mine, runtime, limits))?,
+        );
+    }
+    for w in workers {
+        let _ = w.join();
+    }
+    Ok(())
+}
+
+fn worker(listeners: Vec<std::net::TcpListener>, runtime: Arc<ArcSwap<Runtime>>, limits: Limits) {
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start a worker runtime");
+            return;
+        }
+    };
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&rt, async move {
+        let mut accepts = Vec::new();
+        for l in listeners {
+            let listener = match tokio::net::TcpListener::from_std(l) {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot register a listener");
+                    continue;
+                }
+            };
+            let runtime = Arc::clone(&runtime);
+            accepts.push(tokio::task::spawn_local(accept_loop(listener, runtime, limits)));
+        }
+        for a in accepts {
+            let _ = a.await;
+        }
+    });
+}
+
+async fn accept_loop(listener: tokio::net::TcpListener, runtime: Arc<ArcSwap<Runtime>>, limits: Limits) {
+    let mut fd_warned = false;
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                fd_warned = false;
+                let _ = stream.set_nodelay(true);
+                tokio::task::spawn_local(conn::serve(stream, peer, Arc::clone(&runtime), limits));
+            }
+            Err(e) => {
+                // Out of descriptors: say so once per episode, and give closing connections a
+                // moment instead of spinning on accept.
+                if e.raw_os_error() == Some(24) || e.raw_os_error() == Some(23) {
+                    if !fd_warned {
+                        tracing::warn!(error = %e, "open-file limit reached: new connections wait until others close");
+                        fd_warned = true;
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                } else {
+                    tracing::debug!(error = %e, "accept failed");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,141 @@
+//! The byte tunnel after a `101 Switching Protocols`: both directions until both close, or until
+//! nothing has moved for the idle timeout.
+//!
+//! Unlike `tokio::io::copy_bidirectional` (two 8 KiB buffers per tunnel for its whole life), a
+//! tunnel here owns no buffer while it is quiet: reads go into one scratch buffer per worker
+//! thread and are written straight through; only bytes the peer cannot take yet are copied into a
+//! small owned buffer until they drain. Thousands of mostly idle WebSockets then cost little more
+//! than their sockets.
+
+use std::cell::RefCell;
+use std::future::{poll_fn, Future};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::time::{sleep_until, Instant};
+
+/// Scratch size: one read's worth; larger messages simply take several reads.
+const SCRATCH: usize = 16 * 1024;
+/// Reads per direction per wake-up before yielding, so one busy tunnel cannot starve others.
+const BUDGET: usize = 16;
+
+thread_local! {
+    static SCRATCH_BUF: RefCell<Box<[u8]>> = RefCell::new(vec![0u8; SCRATCH].into_boxed_slice());
+}
+
+/// How a tunnel ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// Both sides closed (or one side's error ended it).
+    Closed,
+    /// Nothing moved for the idle timeout.
+    Idle,
+}
+
+/// One direction's state.
+#[derive(Default)]
+struct Half {
+    /// Bytes read but not yet written.
+    pending: Vec<u8>,
+    /// The source has reached EOF (and the destination's write side was shut down).
+    done: bool,
+}
+
+/// Relay until both sides are done or `idle` passes with no bytes moved either way.
+pub async fn run(client: &mut TcpStream, node: &mut TcpStream, idle: Duration) -> End {
+    let mut up = Half::default(); // client → node
+    let mut down = Half::default(); // node → client
+    let mut last_activity = Instant::now();
+    let mut timer = Box::pin(sleep_until(last_activity + idle));
+    poll_fn(|cx| {
+        let mut moved = false;
+        let r1 = pump(cx, client, node, &mut up, &mut moved);
+        let r2 = pump(cx, node, client, &mut down, &mut moved);
+        if r1.is_err() || r2.is_err() || (up.done && down.done) {
+            return Poll::Ready(End::Closed);
+        }
+        if moved {
+            last_activity = Instant::now();
+        }
+        // The timer is only re-armed when it fires, not on every message.
+        while timer.as_mut().poll(cx).is_ready() {
+            if last_activity.elapsed() >= idle {
+                return Poll::Ready(End::Idle);
+            }
+            timer.as_mut().reset(last_activity + idle);
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+/// Move bytes `from` → `to` until `from` would block, `to` is full, or the budget is spent.
+fn pump(
+    cx: &mut Context<'_>,
+    from: &mut TcpStream,
+    to: &mut TcpStream,
+    half: &mut Half,
+    moved: &mut bool,
+) -> std::io::Result<()> {
+    // Drain what the destination could not take last time before reading more (back-pressure).
+    while !half.pending.is_empty() {
+        match Pin::new(&mut *to).poll_write(cx, &half.pending) {
+            Poll::Ready(Ok(0)) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Poll::Ready(Ok(n)) => {
+                half.pending.drain(..n);
+                *moved = true;
+            }
+            Poll::Ready(Err(e)) => return Err(e),
+            Poll::Pending => return Ok(()),
+        }
+    }
+    half.pending = Vec::new();
+    if half.done {
+        return Ok(());
+    }
+    for round in 0..BUDGET {
+        let step = SCRATCH_BUF.with(|scratch| {
+            let mut scratch = scratch.borrow_mut();
+            let mut rb = ReadBuf::new(&mut scratch[..]);
+            match Pin::new(&mut *from).poll_read(cx, &mut rb) {
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                Poll::Ready(Ok(())) if rb.filled().is_empty() => Poll::Ready(Ok(0)),
+                Poll::Ready(Ok(())) => {
+                    let data = rb.filled();
+                    let written = match Pin::new(&mut *to).poll_write(cx, data) {
+                        Poll::Ready(Ok(n)) => n,
+                        Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                        Poll::Pending => 0,
+                    };
+                    if written < data.len() {
+                        half.pending.extend_from_slice(&data[written..]);
+                    }
+                    Poll::Ready(Ok(data.len()))
+                }
+            }
+        });
+        match step {
+            Poll::Pending => return Ok(()),
+            Poll::Ready(Err(e)) => return Err(e),
+            Poll::Ready(Ok(0)) => {
+                half.done = true;
+                // Pass the half-close on; the other direction keeps flowing.
+                let _ = Pin::new(&mut *to).poll_shutdown(cx);
+                return Ok(());
+            }
+            Poll::Ready(Ok(_)) => {
+                *moved = true;
+                if !half.pending.is_empty() {
+                    return Ok(());
+                }
+                if round + 1 == BUDGET {
+                    cx.waker().wake_by_ref();
+                }
+            }
+        }
+    }
+    Ok(())
+}
