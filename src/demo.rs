@@ -286,10 +286,20 @@ fn stream(shared: &Arc<Shared>, query: &str) -> Response<Body> {
 
 async fn echo(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
     let (parts, mut body) = req.into_parts();
-    // Drain frame by frame so a large upload is never buffered whole.
+    // Drain frame by frame so a large upload is never buffered whole; count and fingerprint it
+    // (FNV-1a) so tests can check a body arrived intact through the proxy.
+    let (mut bytes, mut fnv) = (0u64, 0xcbf2_9ce4_8422_2325u64);
     while let Some(frame) = body.frame().await {
-        if let Err(err) = frame {
-            return bad_request(format!("bad request body: {err}\n"));
+        match frame {
+            Err(err) => return bad_request(format!("bad request body: {err}\n")),
+            Ok(frame) => {
+                if let Some(data) = frame.data_ref() {
+                    bytes += data.len() as u64;
+                    for &b in data.iter() {
+                        fnv = (fnv ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+                    }
+                }
+            }
         }
     }
     let doc = json!({
@@ -297,6 +307,8 @@ async fn echo(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
         "method": parts.method.as_str(),
         "path": parts.uri.path_and_query().map_or("/", |pq| pq.as_str()),
         "headers": headers_json(&parts.headers),
+        "body_bytes": bytes,
+        "body_fnv": format!("{fnv:016x}"),
     });
     match serde_json::to_vec(&doc) {
         Ok(json) => respond(StatusCode::OK, "application/json", Bytes::from(json)),

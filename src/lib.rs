@@ -10,5 +10,6 @@ pub mod affinity;
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod engine;
 pub mod proxy;
 pub mod upstream;

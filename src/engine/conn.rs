@@ -171,7 +171,9 @@ impl Conn {
         self.write_request_head(&req);
         let mut body = BodyState::new(req.framing);
         self.cbuf.advance(req.len);
-        body.take_buffered(&mut self.cbuf, &mut self.out).map_err(|_| Refuse(400))?;
+        let n = body.claim(&self.cbuf).map_err(|_| Refuse(400))?;
+        self.out.extend_from_slice(&self.cbuf[..n]);
+        self.cbuf.advance(n);
         let whole_request_sent = body.done();
         let mut wrote = node_conn.write_all(&self.out).await;
         if wrote.is_err() && reused && whole_request_sent {
@@ -183,6 +185,10 @@ impl Conn {
             return Err(Refuse(502));
         }
         if !body.done() {
+            if req.expect_continue {
+                // We forward the body ourselves, so we (like nginx) tell the client to send it.
+                let _ = self.client.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await;
+            }
             self.stream_request_body(&mut node_conn, &mut body, pool.timeouts.read)
                 .await?;
         }
@@ -219,9 +225,11 @@ impl Conn {
         self.write_response_head(&resp, set_cookie.as_deref(), keep_client, req.minor);
         let mut rbody = BodyState::new(resp.framing);
         self.ubuf.advance(resp.len);
-        if rbody.take_buffered(&mut self.ubuf, &mut self.out).is_err() {
+        let Ok(n) = rbody.claim(&self.ubuf) else {
             return Ok(Next::Close);
-        }
+        };
+        self.out.extend_from_slice(&self.ubuf[..n]);
+        self.ubuf.advance(n);
         if self.client.write_all(&self.out).await.is_err() {
             return Ok(Next::Close);
         }
@@ -259,6 +267,7 @@ impl Conn {
                 || (name.eq_ignore_ascii_case(b"upgrade") && !req.upgrade)
                 || name.eq_ignore_ascii_case(b"x-forwarded-proto")
                 || name.eq_ignore_ascii_case(b"x-forwarded-host")
+                || (req.expect_continue && name.eq_ignore_ascii_case(b"expect"))
                 || (req.nominated && head::nominated_by_connection(buf, &self.spans, name))
             {
                 continue;
@@ -368,9 +377,9 @@ impl Conn {
                 Ok(Ok(n)) if n > 0 => {}
                 _ => return Err(Refuse(400)),
             }
-            self.out.clear();
-            body.take_buffered(&mut self.cbuf, &mut self.out).map_err(|_| Refuse(400))?;
-            node.write_all(&self.out).await.map_err(|_| Refuse(502))?;
+            let n = body.claim(&self.cbuf).map_err(|_| Refuse(400))?;
+            node.write_all(&self.cbuf[..n]).await.map_err(|_| Refuse(502))?;
+            self.cbuf.advance(n);
         }
         Ok(())
     }
@@ -386,13 +395,13 @@ impl Conn {
                 Ok(Ok(_)) => {}
                 _ => return false,
             }
-            self.out.clear();
-            if body.take_buffered(&mut self.ubuf, &mut self.out).is_err() {
+            let Ok(n) = body.claim(&self.ubuf) else {
+                return false;
+            };
+            if self.client.write_all(&self.ubuf[..n]).await.is_err() {
                 return false;
             }
-            if self.client.write_all(&self.out).await.is_err() {
-                return false;
-            }
+            self.ubuf.advance(n);
         }
         true
     }
@@ -478,10 +487,9 @@ impl BodyState {
         }
     }
 
-    /// Append the body bytes at the front of `buf` to `out` (which the caller then writes: after
-    /// a head, so head and first body bytes go out in one write). Bytes after the body's end stay
-    /// in `buf`.
-    fn take_buffered(&mut self, buf: &mut BytesMut, out: &mut Vec<u8>) -> Result<usize, chunked::BadChunk> {
+    /// How many bytes at the front of `buf` belong to this body (all of them unless it ends
+    /// inside `buf`); the state moves past them. Bytes after the body's end are the next message.
+    fn claim(&mut self, buf: &[u8]) -> Result<usize, chunked::BadChunk> {
         let n = match self.framing {
             Framing::Empty => 0,
             Framing::Length(_) => (self.remaining.min(buf.len() as u64)) as usize,
@@ -491,8 +499,6 @@ impl BodyState {
         if let Framing::Length(_) = self.framing {
             self.remaining -= n as u64;
         }
-        out.extend_from_slice(&buf[..n]);
-        buf.advance(n);
         Ok(n)
     }
 }

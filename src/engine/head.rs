@@ -67,6 +67,8 @@ pub struct Request {
     /// `Connection` header tokens other than keep-alive/close/upgrade name hop-by-hop headers
     /// that must not be forwarded; we record that some were present.
     pub nominated: bool,
+    /// `Expect: 100-continue`: tether answers it and does not forward it.
+    pub expect_continue: bool,
 }
 
 /// What the proxy needs from a response head.
@@ -173,6 +175,7 @@ pub fn parse_request(buf: &[u8], spans: &mut Vec<Span>) -> Result<Option<Request
     let mut host = None;
     let mut has_upgrade = false;
     let mut hosts = 0;
+    let mut expect_continue = false;
     for h in req.headers.iter() {
         let name = h.name.as_bytes();
         spans.push(Span {
@@ -190,6 +193,8 @@ pub fn parse_request(buf: &[u8], spans: &mut Vec<Span>) -> Result<Option<Request
             host = Some((offset(buf, h.value), offset(buf, h.value) + h.value.len() as u32));
         } else if name.eq_ignore_ascii_case(b"upgrade") {
             has_upgrade = true;
+        } else if name.eq_ignore_ascii_case(b"expect") {
+            expect_continue = h.value.trim_ascii().eq_ignore_ascii_case(b"100-continue");
         }
     }
     // A request with both framings, several lengths, an unknown coding, or two Host headers can be
@@ -219,6 +224,7 @@ pub fn parse_request(buf: &[u8], spans: &mut Vec<Span>) -> Result<Option<Request
         keep_alive,
         host,
         nominated: conn.other,
+        expect_continue,
     }))
 }
 

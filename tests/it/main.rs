@@ -4,6 +4,7 @@
 //! - `sticky_cookie`: many clients each stay on one node; bad cookies are ignored, never an error.
 //! - `upgrade`: plain request, long-poll and WebSocket Upgrade share one node; tunnels, streaming,
 //!   timeouts and forwarded headers.
+//! - `http1`: raw HTTP/1.1 through the engine: bodies, 100-continue, pipelining, bad framing.
 //! - `ip_hash`: clients from distinct source addresses are placed stably and spread.
 //! - `failover`: a dead node's clients are re-pinned, everyone else stays; no node gives 503.
 //! - `socketio`: a real socket.io cluster behind tether (Node.js), with and without affinity.
@@ -13,6 +14,7 @@ mod support;
 
 mod cli;
 mod failover;
+mod http1;
 mod ip_hash;
 mod socketio;
 mod sticky_cookie;
