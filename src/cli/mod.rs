@@ -83,7 +83,14 @@ enum Command {
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
     match (cli.command, cli.config) {
-        (Some(Command::Run { config, threads, engine }), _) => run_proxy(&config, threads, engine),
+        (
+            Some(Command::Run {
+                config,
+                threads,
+                engine,
+            }),
+            _,
+        ) => run_proxy(&config, threads, engine),
         (None, Some(config)) => run_proxy(&config, None, cli.engine),
         (Some(Command::Check { config }), _) => check(&config),
         (Some(Command::Keygen), _) => {

@@ -75,7 +75,11 @@ impl Scanner {
                     if b != b'\n' {
                         return Err(BadChunk);
                     }
-                    self.state = if self.size == 0 { State::TrailerStart } else { State::Data };
+                    self.state = if self.size == 0 {
+                        State::TrailerStart
+                    } else {
+                        State::Data
+                    };
                 }
                 State::Data => {
                     let take = (self.size).min((buf.len() - i) as u64) as usize;

@@ -187,7 +187,10 @@ impl Conn {
         if !body.done() {
             if req.expect_continue {
                 // We forward the body ourselves, so we (like nginx) tell the client to send it.
-                let _ = self.client.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await;
+                let _ = self
+                    .client
+                    .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+                    .await;
             }
             self.stream_request_body(&mut node_conn, &mut body, pool.timeouts.read)
                 .await?;
@@ -196,12 +199,19 @@ impl Conn {
         // The response head, skipping interim 1xx answers (forwarded as they come).
         self.ubuf.clear();
         let resp = loop {
-            let resp = match self.read_response_head(&mut node_conn, head_request, pool.timeouts.read).await {
+            let resp = match self
+                .read_response_head(&mut node_conn, head_request, pool.timeouts.read)
+                .await
+            {
                 Ok(r) => r,
                 Err(Refuse(502)) if reused && whole_request_sent && self.ubuf.is_empty() => {
                     node_conn = self.reconnect(pool, node).await?;
-                    node_conn.write_all(&self.out).await.map_err(|_| Refuse(502))?;
-                    self.read_response_head(&mut node_conn, head_request, pool.timeouts.read).await?
+                    node_conn
+                        .write_all(&self.out)
+                        .await
+                        .map_err(|_| Refuse(502))?;
+                    self.read_response_head(&mut node_conn, head_request, pool.timeouts.read)
+                        .await?
                 }
                 Err(e) => return Err(e),
             };
@@ -218,7 +228,9 @@ impl Conn {
             if !req.upgrade {
                 return Err(Refuse(502));
             }
-            return Ok(self.start_tunnel(node_conn, &resp, set_cookie.as_deref(), pool, node, started).await);
+            return Ok(self
+                .start_tunnel(node_conn, &resp, set_cookie.as_deref(), pool, node, started)
+                .await);
         }
 
         let keep_client = req.keep_alive && resp.framing != Framing::UntilClose;
@@ -233,7 +245,10 @@ impl Conn {
         if self.client.write_all(&self.out).await.is_err() {
             return Ok(Next::Close);
         }
-        let complete = rbody.done() || self.stream_response_body(&mut node_conn, &mut rbody, pool.timeouts.read).await;
+        let complete = rbody.done()
+            || self
+                .stream_response_body(&mut node_conn, &mut rbody, pool.timeouts.read)
+                .await;
         if complete && resp.keep_alive && self.ubuf.is_empty() {
             pool::put(pool.nodes[node].address, node_conn);
         }
@@ -242,7 +257,11 @@ impl Conn {
             decision = ?affinity.decision, elapsed_us = started.elapsed().as_micros() as u64,
             "request"
         );
-        Ok(if complete && keep_client { Next::KeepAlive } else { Next::Close })
+        Ok(if complete && keep_client {
+            Next::KeepAlive
+        } else {
+            Next::Close
+        })
     }
 
     async fn reconnect(&mut self, pool: &Pool, node: usize) -> Result<TcpStream, Refuse> {
@@ -259,7 +278,11 @@ impl Conn {
         out.extend_from_slice(&buf[req.method.clone()]);
         out.push(b' ');
         out.extend_from_slice(&buf[req.target.clone()]);
-        out.extend_from_slice(if req.minor == 0 { b" HTTP/1.0\r\n" } else { b" HTTP/1.1\r\n" });
+        out.extend_from_slice(if req.minor == 0 {
+            b" HTTP/1.0\r\n"
+        } else {
+            b" HTTP/1.1\r\n"
+        });
         let mut xff: Option<&[u8]> = None;
         for s in &self.spans {
             let name = s.name(buf);
@@ -307,7 +330,13 @@ impl Conn {
     }
 
     /// Rewrite the response head for the client into `self.out`.
-    fn write_response_head(&mut self, resp: &head::Response, set_cookie: Option<&str>, keep: bool, client_minor: u8) {
+    fn write_response_head(
+        &mut self,
+        resp: &head::Response,
+        set_cookie: Option<&str>,
+        keep: bool,
+        client_minor: u8,
+    ) {
         let buf = &self.ubuf[..];
         let out = &mut self.out;
         out.clear();
@@ -316,7 +345,9 @@ impl Conn {
         out.extend_from_slice(&buf[..line_end]);
         for s in &self.uspans {
             let name = s.name(buf);
-            if head::is_hop_by_hop(name) || (resp.status != 101 && name.eq_ignore_ascii_case(b"upgrade")) {
+            if head::is_hop_by_hop(name)
+                || (resp.status != 101 && name.eq_ignore_ascii_case(b"upgrade"))
+            {
                 continue;
             }
             out.extend_from_slice(name);
@@ -378,7 +409,9 @@ impl Conn {
                 _ => return Err(Refuse(400)),
             }
             let n = body.claim(&self.cbuf).map_err(|_| Refuse(400))?;
-            node.write_all(&self.cbuf[..n]).await.map_err(|_| Refuse(502))?;
+            node.write_all(&self.cbuf[..n])
+                .await
+                .map_err(|_| Refuse(502))?;
             self.cbuf.advance(n);
         }
         Ok(())
@@ -386,7 +419,12 @@ impl Conn {
 
     /// The rest of a response body, node → client, each read written as it comes (so streams and
     /// server-sent events are not held back). `false`: it did not end cleanly.
-    async fn stream_response_body(&mut self, node: &mut TcpStream, body: &mut BodyState, read_timeout: Duration) -> bool {
+    async fn stream_response_body(
+        &mut self,
+        node: &mut TcpStream,
+        body: &mut BodyState,
+        read_timeout: Duration,
+    ) -> bool {
         while !body.done() {
             self.ubuf.reserve(READ_CHUNK);
             match timeout(read_timeout, node.read_buf(&mut self.ubuf)).await {
@@ -450,8 +488,10 @@ impl Conn {
         self.out.extend_from_slice(status.to_string().as_bytes());
         self.out.push(b' ');
         self.out.extend_from_slice(reason(status).as_bytes());
-        self.out.extend_from_slice(b"\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ");
-        self.out.extend_from_slice(body.len().to_string().as_bytes());
+        self.out
+            .extend_from_slice(b"\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ");
+        self.out
+            .extend_from_slice(body.len().to_string().as_bytes());
         self.out.extend_from_slice(b"\r\nconnection: close\r\n\r\n");
         self.out.extend_from_slice(&body);
         let _ = self.client.write_all(&self.out).await;

@@ -128,8 +128,9 @@ impl FramingHeaders {
         // A list like "5, 5" is legal when all values agree; anything else is refused.
         for part in value.split(|&b| b == b',') {
             let part = part.trim_ascii();
-            let parsed = (!part.is_empty() && part.len() <= 18 && part.iter().all(u8::is_ascii_digit))
-                .then(|| part.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0')));
+            let parsed =
+                (!part.is_empty() && part.len() <= 18 && part.iter().all(u8::is_ascii_digit))
+                    .then(|| part.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0')));
             match (parsed, self.length) {
                 (None, _) => self.bad = true,
                 (Some(n), Some(m)) if n != m => self.bad = true,
@@ -180,7 +181,10 @@ pub fn parse_request(buf: &[u8], spans: &mut Vec<Span>) -> Result<Option<Request
         let name = h.name.as_bytes();
         spans.push(Span {
             name: (offset(buf, name), offset(buf, name) + name.len() as u32),
-            value: (offset(buf, h.value), offset(buf, h.value) + h.value.len() as u32),
+            value: (
+                offset(buf, h.value),
+                offset(buf, h.value) + h.value.len() as u32,
+            ),
         });
         if name.eq_ignore_ascii_case(b"connection") {
             connection_tokens(h.value, &mut conn);
@@ -190,7 +194,10 @@ pub fn parse_request(buf: &[u8], spans: &mut Vec<Span>) -> Result<Option<Request
             framing.transfer_encoding(h.value);
         } else if name.eq_ignore_ascii_case(b"host") {
             hosts += 1;
-            host = Some((offset(buf, h.value), offset(buf, h.value) + h.value.len() as u32));
+            host = Some((
+                offset(buf, h.value),
+                offset(buf, h.value) + h.value.len() as u32,
+            ));
         } else if name.eq_ignore_ascii_case(b"upgrade") {
             has_upgrade = true;
         } else if name.eq_ignore_ascii_case(b"expect") {
@@ -213,7 +220,11 @@ pub fn parse_request(buf: &[u8], spans: &mut Vec<Span>) -> Result<Option<Request
             Some(n) => Framing::Length(n),
         }
     };
-    let keep_alive = if minor == 0 { conn.keep_alive && !conn.close } else { !conn.close };
+    let keep_alive = if minor == 0 {
+        conn.keep_alive && !conn.close
+    } else {
+        !conn.close
+    };
     Ok(Some(Request {
         len,
         method: range(buf, method.as_bytes()),
@@ -252,7 +263,10 @@ pub fn parse_response(
         let name = h.name.as_bytes();
         spans.push(Span {
             name: (offset(buf, name), offset(buf, name) + name.len() as u32),
-            value: (offset(buf, h.value), offset(buf, h.value) + h.value.len() as u32),
+            value: (
+                offset(buf, h.value),
+                offset(buf, h.value) + h.value.len() as u32,
+            ),
         });
         if name.eq_ignore_ascii_case(b"connection") {
             connection_tokens(h.value, &mut conn);
@@ -282,7 +296,11 @@ pub fn parse_response(
         }
     };
     let keep_alive = body != Framing::UntilClose
-        && if minor == 0 { conn.keep_alive && !conn.close } else { !conn.close };
+        && if minor == 0 {
+            conn.keep_alive && !conn.close
+        } else {
+            !conn.close
+        };
     Ok(Some(Response {
         len,
         status,
@@ -333,20 +351,29 @@ mod tests {
         assert_eq!(r.len, raw.len() - 4);
         assert_eq!(r.framing, Framing::Empty);
         assert!(r.keep_alive && !r.upgrade);
-        assert_eq!(req("GET / HTTP/1.1\r\nHost: x\r\n").unwrap().map(|r| r.len), None);
+        assert_eq!(
+            req("GET / HTTP/1.1\r\nHost: x\r\n").unwrap().map(|r| r.len),
+            None
+        );
     }
 
     #[test]
     fn upgrades_and_keep_alive() {
-        let r = req("GET /ws HTTP/1.1\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\n\r\n")
-            .unwrap()
-            .unwrap();
+        let r = req(
+            "GET /ws HTTP/1.1\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\n\r\n",
+        )
+        .unwrap()
+        .unwrap();
         assert!(r.upgrade);
         let r = req("GET / HTTP/1.0\r\n\r\n").unwrap().unwrap();
         assert!(!r.keep_alive);
-        let r = req("GET / HTTP/1.1\r\nConnection: close\r\n\r\n").unwrap().unwrap();
+        let r = req("GET / HTTP/1.1\r\nConnection: close\r\n\r\n")
+            .unwrap()
+            .unwrap();
         assert!(!r.keep_alive);
-        let r = req("GET / HTTP/1.1\r\nConnection: upgrade\r\n\r\n").unwrap().unwrap();
+        let r = req("GET / HTTP/1.1\r\nConnection: upgrade\r\n\r\n")
+            .unwrap()
+            .unwrap();
         assert!(!r.upgrade, "no Upgrade header: not an upgrade");
     }
 
@@ -365,25 +392,51 @@ mod tests {
         ] {
             assert_eq!(req(raw).unwrap_err(), HeadError::BadFraming, "{raw:?}");
         }
-        let ok = req("POST / HTTP/1.1\r\nContent-Length: 5, 5\r\n\r\n").unwrap().unwrap();
+        let ok = req("POST / HTTP/1.1\r\nContent-Length: 5, 5\r\n\r\n")
+            .unwrap()
+            .unwrap();
         assert_eq!(ok.framing, Framing::Length(5));
-        assert_eq!(req("GET / HTTP/1.1\r\nBad Header: x\r\n\r\n").unwrap_err(), HeadError::Malformed);
+        assert_eq!(
+            req("GET / HTTP/1.1\r\nBad Header: x\r\n\r\n").unwrap_err(),
+            HeadError::Malformed
+        );
     }
 
     #[test]
     fn response_framing_follows_rfc_9112() {
         let parse = |raw: &str, head: bool| {
-            parse_response(raw.as_bytes(), &mut Vec::new(), head).unwrap().unwrap()
+            parse_response(raw.as_bytes(), &mut Vec::new(), head)
+                .unwrap()
+                .unwrap()
         };
-        assert_eq!(parse("HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n", false).framing, Framing::Length(3));
-        assert_eq!(parse("HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n", true).framing, Framing::Empty);
-        assert_eq!(parse("HTTP/1.1 204 No Content\r\n\r\n", false).framing, Framing::Empty);
-        assert_eq!(parse("HTTP/1.1 101 Switching\r\n\r\n", false).framing, Framing::Empty);
         assert_eq!(
-            parse("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", false).framing,
+            parse("HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n", false).framing,
+            Framing::Length(3)
+        );
+        assert_eq!(
+            parse("HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n", true).framing,
+            Framing::Empty
+        );
+        assert_eq!(
+            parse("HTTP/1.1 204 No Content\r\n\r\n", false).framing,
+            Framing::Empty
+        );
+        assert_eq!(
+            parse("HTTP/1.1 101 Switching\r\n\r\n", false).framing,
+            Framing::Empty
+        );
+        assert_eq!(
+            parse(
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+                false
+            )
+            .framing,
             Framing::Chunked
         );
         let close = parse("HTTP/1.1 200 OK\r\n\r\n", false);
-        assert_eq!((close.framing, close.keep_alive), (Framing::UntilClose, false));
+        assert_eq!(
+            (close.framing, close.keep_alive),
+            (Framing::UntilClose, false)
+        );
     }
 }

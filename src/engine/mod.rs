@@ -107,7 +107,10 @@ pub fn serve(config: &Config, threads: usize) -> io::Result<()> {
 }
 
 fn worker(listeners: Vec<std::net::TcpListener>, runtime: Arc<ArcSwap<Runtime>>, limits: Limits) {
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             tracing::error!(error = %e, "cannot start a worker runtime");
@@ -126,7 +129,9 @@ fn worker(listeners: Vec<std::net::TcpListener>, runtime: Arc<ArcSwap<Runtime>>,
                 }
             };
             let runtime = Arc::clone(&runtime);
-            accepts.push(tokio::task::spawn_local(accept_loop(listener, runtime, limits)));
+            accepts.push(tokio::task::spawn_local(accept_loop(
+                listener, runtime, limits,
+            )));
         }
         for a in accepts {
             let _ = a.await;
@@ -134,7 +139,11 @@ fn worker(listeners: Vec<std::net::TcpListener>, runtime: Arc<ArcSwap<Runtime>>,
     });
 }
 
-async fn accept_loop(listener: tokio::net::TcpListener, runtime: Arc<ArcSwap<Runtime>>, limits: Limits) {
+async fn accept_loop(
+    listener: tokio::net::TcpListener,
+    runtime: Arc<ArcSwap<Runtime>>,
+    limits: Limits,
+) {
     let mut fd_warned = false;
     loop {
         match listener.accept().await {

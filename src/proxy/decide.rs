@@ -67,12 +67,14 @@ impl Affinity {
             _ => pool.balance(usable),
         }?;
         let was_pinned = self.decision == Some(Decision::Hit);
-        self.decision = Some(match (&pool.stickiness, was_pinned, self.tried.is_empty()) {
-            (Stickiness::None, ..) => Decision::Unpinned,
-            (Stickiness::IpHash(_), _, true) => Decision::Hit,
-            (_, false, true) => Decision::New,
-            _ => Decision::Repinned,
-        });
+        self.decision = Some(
+            match (&pool.stickiness, was_pinned, self.tried.is_empty()) {
+                (Stickiness::None, ..) => Decision::Unpinned,
+                (Stickiness::IpHash(_), _, true) => Decision::Hit,
+                (_, false, true) => Decision::New,
+                _ => Decision::Repinned,
+            },
+        );
         if let Stickiness::Cookie(_) = pool.stickiness {
             self.issue_cookie = true;
         }

@@ -19,9 +19,9 @@ pub mod server;
 use crate::config::Config;
 use crate::upstream::node::LoadGuard;
 use crate::upstream::Pool;
-use decide::{unix_now, Affinity, Decision};
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
+use decide::{unix_now, Affinity, Decision};
 use pingora::prelude::HttpPeer;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorType, Result};
@@ -117,7 +117,8 @@ impl ProxyHttp for Tether {
             session.set_read_timeout(Some(pool.timeouts.tunnel_idle));
         }
         let cookies = session.req_header().headers.get_all(http::header::COOKIE);
-        ctx.affinity = Affinity::from_cookies(pool, cookies.iter().map(|v| v.as_bytes()), unix_now());
+        ctx.affinity =
+            Affinity::from_cookies(pool, cookies.iter().map(|v| v.as_bytes()), unix_now());
         ctx.runtime = Some(rt);
         Ok(false)
     }
@@ -189,7 +190,10 @@ impl ProxyHttp for Tether {
         upstream_response: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        if let Some(set) = ctx.pool().and_then(|p| ctx.affinity.set_cookie(p, unix_now())) {
+        if let Some(set) = ctx
+            .pool()
+            .and_then(|p| ctx.affinity.set_cookie(p, unix_now()))
+        {
             upstream_response.append_header(http::header::SET_COOKIE, set)?;
         }
         Ok(())

@@ -22,11 +22,18 @@ async fn read_response(s: &mut TcpStream, buf: &mut Vec<u8>) -> (u16, String, St
             let status = head[9..12].parse().unwrap();
             let len = head
                 .lines()
-                .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap()))
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse::<usize>().unwrap())
+                })
                 .unwrap_or(0);
             while buf.len() < end + 4 + len {
                 let mut chunk = [0u8; 8192];
-                let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut chunk)).await.unwrap().unwrap();
+                let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut chunk))
+                    .await
+                    .unwrap()
+                    .unwrap();
                 assert!(n > 0, "closed mid-body");
                 buf.extend_from_slice(&chunk[..n]);
             }
@@ -35,8 +42,15 @@ async fn read_response(s: &mut TcpStream, buf: &mut Vec<u8>) -> (u16, String, St
             return (status, head, body);
         }
         let mut chunk = [0u8; 8192];
-        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut chunk)).await.unwrap().unwrap();
-        assert!(n > 0, "closed before a response: {:?}", String::from_utf8_lossy(buf));
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut chunk))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            n > 0,
+            "closed before a response: {:?}",
+            String::from_utf8_lossy(buf)
+        );
         buf.extend_from_slice(&chunk[..n]);
     }
 }
@@ -54,19 +68,26 @@ async fn request_bodies_by_length_and_chunked_arrive_intact() {
     let mut s = TcpStream::connect(proxy.addr).await.unwrap();
     let mut buf = Vec::new();
 
-    let head = format!("POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n", body.len());
+    let head = format!(
+        "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
     s.write_all(head.as_bytes()).await.unwrap();
     for part in body.chunks(65_536) {
         s.write_all(part).await.unwrap();
     }
     let (status, _, json) = read_response(&mut s, &mut buf).await;
     let j: serde_json::Value = serde_json::from_str(&json).unwrap();
-    assert_eq!((status, j["body_bytes"].as_u64()), (200, Some(body.len() as u64)));
+    assert_eq!(
+        (status, j["body_bytes"].as_u64()),
+        (200, Some(body.len() as u64))
+    );
     assert_eq!(j["body_fnv"], fnv(&body));
 
     // The same body chunked, with an extension and a trailer, on the same connection.
     let mut chunked = Vec::new();
-    chunked.extend_from_slice(b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n");
+    chunked
+        .extend_from_slice(b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n");
     for part in body.chunks(40_000) {
         chunked.extend_from_slice(format!("{:x};ext=1\r\n", part.len()).as_bytes());
         chunked.extend_from_slice(part);
@@ -76,7 +97,10 @@ async fn request_bodies_by_length_and_chunked_arrive_intact() {
     s.write_all(&chunked).await.unwrap();
     let (status, _, json) = read_response(&mut s, &mut buf).await;
     let j: serde_json::Value = serde_json::from_str(&json).unwrap();
-    assert_eq!((status, j["body_bytes"].as_u64()), (200, Some(body.len() as u64)));
+    assert_eq!(
+        (status, j["body_bytes"].as_u64()),
+        (200, Some(body.len() as u64))
+    );
     assert_eq!(j["body_fnv"], fnv(&body));
 }
 
@@ -84,9 +108,11 @@ async fn request_bodies_by_length_and_chunked_arrive_intact() {
 async fn expect_continue_is_answered_so_the_client_sends_its_body() {
     let (_nodes, proxy) = proxy_and_nodes().await;
     let mut s = TcpStream::connect(proxy.addr).await.unwrap();
-    s.write_all(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
-        .await
-        .unwrap();
+    s.write_all(
+        b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n",
+    )
+    .await
+    .unwrap();
     let mut buf = Vec::new();
     let (status, _, _) = read_response(&mut s, &mut buf).await;
     assert_eq!(status, 100);
@@ -94,7 +120,10 @@ async fn expect_continue_is_answered_so_the_client_sends_its_body() {
     let (status, _, json) = read_response(&mut s, &mut buf).await;
     let j: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!((status, j["body_bytes"].as_u64()), (200, Some(5)));
-    assert!(j["headers"].get("expect").is_none(), "Expect is answered by tether, not forwarded");
+    assert!(
+        j["headers"].get("expect").is_none(),
+        "Expect is answered by tether, not forwarded"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -110,7 +139,10 @@ async fn pipelined_requests_are_answered_in_order() {
     for i in 0..10 {
         let (status, _, json) = read_response(&mut s, &mut buf).await;
         let j: serde_json::Value = serde_json::from_str(&json).unwrap();
-        assert_eq!((status, j["path"].as_str().unwrap()), (200, format!("/echo?i={i}").as_str()));
+        assert_eq!(
+            (status, j["path"].as_str().unwrap()),
+            (200, format!("/echo?i={i}").as_str())
+        );
     }
 }
 
@@ -131,7 +163,11 @@ async fn ambiguous_framing_is_a_400_and_never_reaches_the_node() {
         assert_eq!(status, 400, "{:?}", String::from_utf8_lossy(raw));
         assert!(head.to_ascii_lowercase().contains("connection: close"));
     }
-    assert_eq!(nodes[0].stats().requests, before, "a refused request reached the node");
+    assert_eq!(
+        nodes[0].stats().requests,
+        before,
+        "a refused request reached the node"
+    );
 
     // A chunked body whose framing breaks mid-way is cut, and no second request is smuggled.
     let mut s = TcpStream::connect(proxy.addr).await.unwrap();
@@ -139,10 +175,18 @@ async fn ambiguous_framing_is_a_400_and_never_reaches_the_node() {
         .await
         .unwrap();
     let mut rest = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut rest)).await.unwrap();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut rest))
+        .await
+        .unwrap();
     let answer = String::from_utf8_lossy(&rest);
-    assert!(answer.is_empty() || answer.starts_with("HTTP/1.1 400"), "{answer}");
-    assert!(!answer.contains("x-node"), "the smuggled GET was answered: {answer}");
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 400"),
+        "{answer}"
+    );
+    assert!(
+        !answer.contains("x-node"),
+        "the smuggled GET was answered: {answer}"
+    );
     // At most the broken POST (never the GET inside it) may have reached the node.
     assert!(nodes[0].stats().requests <= before + 1);
 }
@@ -151,7 +195,10 @@ async fn ambiguous_framing_is_a_400_and_never_reaches_the_node() {
 async fn an_oversized_head_is_a_431() {
     let (_nodes, proxy) = proxy_and_nodes().await;
     let mut s = TcpStream::connect(proxy.addr).await.unwrap();
-    let big = format!("GET / HTTP/1.1\r\nHost: t\r\nX-Big: {}\r\n\r\n", "a".repeat(70_000));
+    let big = format!(
+        "GET / HTTP/1.1\r\nHost: t\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(70_000)
+    );
     let _ = s.write_all(big.as_bytes()).await;
     let mut buf = Vec::new();
     let (status, _, _) = read_response(&mut s, &mut buf).await;
