@@ -11,5 +11,6 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod engine;
+pub mod load;
 pub mod proxy;
 pub mod upstream;

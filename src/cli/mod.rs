@@ -64,6 +64,9 @@ enum Command {
         #[arg(long, default_value_t = 8080)]
         port: u16,
     },
+    /// Load-test a realtime cluster through any proxy (tether or not) and check stickiness:
+    /// N clients with their own cookie jars running http, longpoll, ws, socketio or mixed flows.
+    Load(Box<crate::load::LoadArgs>),
     /// Run one demo realtime node (the same as `demo` starts), e.g. to try conf/tether.yaml or
     /// to benchmark: `tether node --id node-a --listen 127.0.0.1:3001`.
     Node {
@@ -93,6 +96,7 @@ pub fn run() -> ExitCode {
         ) => run_proxy(&config, threads, engine),
         (None, Some(config)) => run_proxy(&config, None, cli.engine),
         (Some(Command::Check { config }), _) => check(&config),
+        (Some(Command::Load(args)), _) => load(&args),
         (Some(Command::Keygen), _) => {
             println!("{}", keygen());
             ExitCode::SUCCESS
@@ -168,6 +172,33 @@ fn check(path: &Path) -> ExitCode {
                 c.routes.len()
             );
             ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+    }
+}
+
+fn load(args: &crate::load::LoadArgs) -> ExitCode {
+    match crate::load::run(args) {
+        Ok(report) => {
+            if args.json {
+                match serde_json::to_string(&report) {
+                    Ok(json) => println!("{json}"),
+                    Err(e) => {
+                        eprintln!("tether load: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                }
+            } else {
+                print!("{report}");
+            }
+            if args.fail_on_violation && report.has_failures() {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            }
         }
         Err(e) => {
             eprintln!("{e}");

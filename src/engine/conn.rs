@@ -14,13 +14,14 @@ use crate::proxy::Runtime;
 use crate::upstream::Pool;
 use arc_swap::ArcSwap;
 use bytes::{Buf, BytesMut};
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::time::timeout;
+use tokio::time::{sleep_until, timeout, Sleep};
 
 /// Connect attempts per request before giving up with 503 (each on a different node).
 pub const MAX_CONNECT_ATTEMPTS: usize = 3;
@@ -51,6 +52,53 @@ struct Conn {
     /// The head being written (request to the node, response to the client).
     out: Vec<u8>,
     limits: Limits,
+    deadline: Deadline,
+}
+
+/// One timer per connection for every read's time limit.
+///
+/// `tokio::time::timeout` registers and drops a timer entry per call, two per request here; this
+/// keeps one `Sleep` and only re-arms it when it fires early (the wanted deadline moved later,
+/// the common case on a busy keep-alive connection) or a shorter limit is wanted.
+struct Deadline {
+    sleep: std::pin::Pin<Box<Sleep>>,
+    armed: tokio::time::Instant,
+    want: tokio::time::Instant,
+}
+
+impl Deadline {
+    fn new() -> Deadline {
+        let far = tokio::time::Instant::now() + Duration::from_secs(86_400);
+        Deadline {
+            sleep: Box::pin(sleep_until(far)),
+            armed: far,
+            want: far,
+        }
+    }
+
+    /// Run `fut` until it completes (`Some`) or `limit` passes (`None`).
+    async fn limit<T>(&mut self, limit: Duration, fut: impl Future<Output = T>) -> Option<T> {
+        self.want = tokio::time::Instant::now() + limit;
+        if self.want < self.armed {
+            self.sleep.as_mut().reset(self.want);
+            self.armed = self.want;
+        }
+        let mut fut = std::pin::pin!(fut);
+        std::future::poll_fn(|cx| {
+            if let std::task::Poll::Ready(v) = fut.as_mut().poll(cx) {
+                return std::task::Poll::Ready(Some(v));
+            }
+            while self.sleep.as_mut().poll(cx).is_ready() {
+                if tokio::time::Instant::now() >= self.want {
+                    return std::task::Poll::Ready(None);
+                }
+                self.sleep.as_mut().reset(self.want);
+                self.armed = self.want;
+            }
+            std::task::Poll::Pending
+        })
+        .await
+    }
 }
 
 /// Serve one accepted client connection to its end.
@@ -69,6 +117,7 @@ pub async fn serve(
         uspans: Vec::new(),
         out: Vec::new(),
         limits,
+        deadline: Deadline::new(),
     };
     loop {
         let req = match c.read_request().await {
@@ -114,11 +163,15 @@ impl Conn {
                 self.limits.head.saturating_sub(started.elapsed())
             };
             self.cbuf.reserve(READ_CHUNK);
-            match timeout(wait, self.client.read_buf(&mut self.cbuf)).await {
-                Ok(Ok(0)) | Ok(Err(_)) => return Ok(None),
-                Ok(Ok(_)) => {}
-                Err(_) if self.cbuf.is_empty() => return Ok(None),
-                Err(_) => return Err(Refuse(408)),
+            match self
+                .deadline
+                .limit(wait, self.client.read_buf(&mut self.cbuf))
+                .await
+            {
+                Some(Ok(0)) | Some(Err(_)) => return Ok(None),
+                Some(Ok(_)) => {}
+                None if self.cbuf.is_empty() => return Ok(None),
+                None => return Err(Refuse(408)),
             }
         }
     }
@@ -378,6 +431,7 @@ impl Conn {
     ) -> Result<head::Response, Refuse> {
         let deadline = tokio::time::Instant::now() + read_timeout;
         loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             if !self.ubuf.is_empty() {
                 match head::parse_response(&self.ubuf, &mut self.uspans, head_request) {
                     Ok(Some(r)) => return Ok(r),
@@ -387,10 +441,14 @@ impl Conn {
                 }
             }
             self.ubuf.reserve(READ_CHUNK);
-            match tokio::time::timeout_at(deadline, node.read_buf(&mut self.ubuf)).await {
-                Ok(Ok(0)) | Ok(Err(_)) => return Err(Refuse(502)),
-                Ok(Ok(_)) => {}
-                Err(_) => return Err(Refuse(504)),
+            match self
+                .deadline
+                .limit(left, node.read_buf(&mut self.ubuf))
+                .await
+            {
+                Some(Ok(0)) | Some(Err(_)) => return Err(Refuse(502)),
+                Some(Ok(_)) => {}
+                None => return Err(Refuse(504)),
             }
         }
     }
@@ -404,8 +462,12 @@ impl Conn {
     ) -> Result<(), Refuse> {
         while !body.done() {
             self.cbuf.reserve(READ_CHUNK);
-            match timeout(read_timeout, self.client.read_buf(&mut self.cbuf)).await {
-                Ok(Ok(n)) if n > 0 => {}
+            match self
+                .deadline
+                .limit(read_timeout, self.client.read_buf(&mut self.cbuf))
+                .await
+            {
+                Some(Ok(n)) if n > 0 => {}
                 _ => return Err(Refuse(400)),
             }
             let n = body.claim(&self.cbuf).map_err(|_| Refuse(400))?;
@@ -427,10 +489,14 @@ impl Conn {
     ) -> bool {
         while !body.done() {
             self.ubuf.reserve(READ_CHUNK);
-            match timeout(read_timeout, node.read_buf(&mut self.ubuf)).await {
+            match self
+                .deadline
+                .limit(read_timeout, node.read_buf(&mut self.ubuf))
+                .await
+            {
                 // End of a close-delimited body is its normal end; any other EOF truncates it.
-                Ok(Ok(0)) => return body.framing == Framing::UntilClose,
-                Ok(Ok(_)) => {}
+                Some(Ok(0)) => return body.framing == Framing::UntilClose,
+                Some(Ok(_)) => {}
                 _ => return false,
             }
             let Ok(n) = body.claim(&self.ubuf) else {

@@ -117,8 +117,9 @@ fn worker(listeners: Vec<std::net::TcpListener>, runtime: Arc<ArcSwap<Runtime>>,
             return;
         }
     };
-    let local = tokio::task::LocalSet::new();
-    local.block_on(&rt, async move {
+    // Tasks are spawned on this current-thread runtime directly: they never leave this thread,
+    // which is what lets the node pools and scratch buffers be thread-local.
+    rt.block_on(async move {
         let mut accepts = Vec::new();
         for l in listeners {
             let listener = match tokio::net::TcpListener::from_std(l) {
@@ -129,9 +130,7 @@ fn worker(listeners: Vec<std::net::TcpListener>, runtime: Arc<ArcSwap<Runtime>>,
                 }
             };
             let runtime = Arc::clone(&runtime);
-            accepts.push(tokio::task::spawn_local(accept_loop(
-                listener, runtime, limits,
-            )));
+            accepts.push(tokio::spawn(accept_loop(listener, runtime, limits)));
         }
         for a in accepts {
             let _ = a.await;
@@ -150,7 +149,7 @@ async fn accept_loop(
             Ok((stream, peer)) => {
                 fd_warned = false;
                 let _ = stream.set_nodelay(true);
-                tokio::task::spawn_local(conn::serve(stream, peer, Arc::clone(&runtime), limits));
+                tokio::spawn(conn::serve(stream, peer, Arc::clone(&runtime), limits));
             }
             Err(e) => {
                 // Out of descriptors: say so once per episode, and give closing connections a

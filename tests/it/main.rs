@@ -16,6 +16,7 @@ mod cli;
 mod failover;
 mod http1;
 mod ip_hash;
+mod load;
 mod socketio;
 mod sticky_cookie;
 mod upgrade;

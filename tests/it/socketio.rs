@@ -11,7 +11,7 @@ fn dir() -> PathBuf {
 }
 
 /// One `node server.js` process, killed by PID on drop.
-struct SioNode {
+pub(crate) struct SioNode {
     id: String,
     port: u16,
     child: Child,
@@ -87,7 +87,7 @@ fn run_clients(proxy: &Proxy, nodes: &[SioNode], clients: usize) -> serde_json::
     serde_json::from_str(last).unwrap_or_else(|e| panic!("client.js printed {text:?}: {e}"))
 }
 
-fn cluster_config(nodes: &[SioNode], affinity: &str) -> String {
+pub(crate) fn cluster_config(nodes: &[SioNode], affinity: &str) -> String {
     let mut y =
         String::from("listen:\n  - address: \"{listen}\"\nupstreams:\n  realtime:\n    nodes:\n");
     for n in nodes {
@@ -103,7 +103,7 @@ fn cluster_config(nodes: &[SioNode], affinity: &str) -> String {
     y
 }
 
-fn cluster() -> Vec<SioNode> {
+pub(crate) fn cluster() -> Vec<SioNode> {
     ["node-a", "node-b", "node-c"]
         .iter()
         .map(|id| SioNode::start(id))

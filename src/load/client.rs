@@ -1,0 +1,339 @@
+//! One virtual client's state and what every flow shares: connecting (with its source address),
+//! the stop signal, the operation budget, pacing, timeouts, recording and stickiness.
+
+use super::args::Plan;
+use super::jar::Jar;
+use super::source;
+use super::stats::{ErrorKind, Stats};
+use std::future::Future;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+/// First pause after a failed operation; doubled up to `MAX_BACKOFF` while failures go on (reset
+/// by a successful connect), so a dead target or an exhausted machine costs little CPU instead of
+/// a tight error loop.
+const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
+
+/// Run `fut` for at most `limit` (an expired one is a timeout error).
+pub(crate) async fn timed<T>(
+    limit: Duration,
+    fut: impl Future<Output = Result<T, ErrorKind>>,
+) -> Result<T, ErrorKind> {
+    match tokio::time::timeout(limit, fut).await {
+        Ok(result) => result,
+        Err(_) => Err(ErrorKind::Timeout),
+    }
+}
+
+/// What all clients of a run share.
+pub(crate) struct Shared {
+    pub plan: Arc<Plan>,
+    pub stats: Stats,
+    pub control: Control,
+}
+
+/// The soft stop (end of --duration or --requests reached) and the operation budget.
+pub(crate) struct Control {
+    stop: watch::Sender<bool>,
+    stopped: AtomicBool,
+    issued: AtomicU64,
+    limit: Option<u64>,
+    /// Open WebSockets and in-flight long-polls at the moment of the stop.
+    pub held_at_stop: AtomicU64,
+    pub stopped_at: OnceLock<Instant>,
+}
+
+impl Control {
+    pub fn new(limit: Option<u64>) -> Control {
+        Control {
+            stop: watch::Sender::new(false),
+            stopped: AtomicBool::new(false),
+            issued: AtomicU64::new(0),
+            limit,
+            held_at_stop: AtomicU64::new(0),
+            stopped_at: OnceLock::new(),
+        }
+    }
+
+    /// Ask every client to stop at its next step. Idempotent.
+    pub fn stop(&self, stats: &Stats) {
+        if !self.stopped.swap(true, Relaxed) {
+            self.held_at_stop.store(stats.held(), Relaxed);
+            let _ = self.stopped_at.set(Instant::now());
+            self.stop.send_replace(true);
+        }
+    }
+
+    pub fn is_stopped(&self) -> bool {
+        self.stopped.load(Relaxed)
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<bool> {
+        self.stop.subscribe()
+    }
+
+    /// May one more operation start? Takes one from the --requests budget; the client taking
+    /// the last one stops everyone else.
+    fn ticket(&self, stats: &Stats) -> bool {
+        if self.is_stopped() {
+            return false;
+        }
+        let n = self.issued.fetch_add(1, Relaxed) + 1;
+        match self.limit {
+            Some(limit) if n > limit => {
+                self.stop(stats);
+                false
+            }
+            Some(limit) if n == limit => {
+                self.stop(stats);
+                true
+            }
+            _ => true,
+        }
+    }
+}
+
+/// Which node a client has been talking to; one violation at most per client.
+#[derive(Debug, Default)]
+struct Sticky {
+    first: Option<Box<str>>,
+    violated: bool,
+}
+
+pub(crate) struct Client {
+    pub index: usize,
+    pub shared: Arc<Shared>,
+    pub jar: Jar,
+    /// The flow this client runs, for violation examples.
+    pub flow: &'static str,
+    source: Option<IpAddr>,
+    sticky: Sticky,
+    stop: watch::Receiver<bool>,
+    backoff: Duration,
+    next_at: Option<Instant>,
+}
+
+impl Client {
+    pub fn new(index: usize, shared: Arc<Shared>, flow: &'static str) -> Client {
+        let source = shared.plan.source.map(|r| r.nth(index));
+        let stop = shared.control.subscribe();
+        Client {
+            index,
+            shared,
+            jar: Jar::default(),
+            flow,
+            source,
+            sticky: Sticky::default(),
+            stop,
+            backoff: FIRST_BACKOFF,
+            next_at: None,
+        }
+    }
+
+    pub fn plan(&self) -> &Plan {
+        &self.shared.plan
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.shared.stats
+    }
+
+    pub fn stopped(&self) -> bool {
+        self.shared.control.is_stopped()
+    }
+
+    pub fn ticket(&self) -> bool {
+        self.shared.control.ticket(&self.shared.stats)
+    }
+
+    /// Resolves once the run is stopping.
+    pub async fn until_stopped(&mut self) {
+        // A dropped sender (the run is over) also means stop.
+        let _ = self.stop.wait_for(|stopped| *stopped).await;
+    }
+
+    /// Sleep until `at`; false if the run stopped meanwhile.
+    pub async fn sleep_until(&mut self, at: Instant) -> bool {
+        tokio::select! {
+            () = tokio::time::sleep_until(at) => !self.stopped(),
+            () = self.until_stopped() => false,
+        }
+    }
+
+    /// Wait for this client's next slot under --rate (immediately without it); false if the
+    /// run stopped.
+    pub async fn pace(&mut self) -> bool {
+        let Some(period) = self.plan().period else {
+            return !self.stopped();
+        };
+        let now = Instant::now();
+        let at = self.next_at.unwrap_or(now);
+        // Late by more than a period (slow answers): restart the schedule instead of bursting.
+        self.next_at = Some(at.max(now.checked_sub(period).unwrap_or(now)) + period);
+        if at > now {
+            self.sleep_until(at).await
+        } else {
+            !self.stopped()
+        }
+    }
+
+    /// The per-operation timeout (--timeout).
+    pub fn timeout(&self) -> Duration {
+        self.plan().timeout
+    }
+
+    /// A new TCP connection to the target (counted), from this client's source address.
+    pub async fn connect(&mut self) -> Result<TcpStream, ErrorKind> {
+        let (target, source) = (self.plan().target, self.source);
+        let result = timed(self.timeout(), async {
+            source::connect(target, source)
+                .await
+                .map_err(|e| ErrorKind::of_io(&e, true))
+        })
+        .await;
+        if result.is_ok() {
+            self.stats().connections.fetch_add(1, Relaxed);
+            self.backoff = FIRST_BACKOFF;
+        }
+        result
+    }
+
+    /// Count an error and pause (growing) before the client's next attempt.
+    pub async fn fail(&mut self, kind: ErrorKind) {
+        self.stats().error(kind);
+        let pause = self.backoff;
+        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+        self.sleep_until(Instant::now() + pause).await;
+    }
+
+    /// An HTTP request (any status) was answered after `since`.
+    pub fn record_request(&self, since: Instant) {
+        self.stats().request(self.index, since.elapsed());
+    }
+
+    /// A WebSocket round trip (echo or ack) completed after `since`.
+    pub fn record_round_trip(&self, since: Instant) {
+        self.stats().round_trip(self.index, since.elapsed());
+    }
+
+    /// This client's traffic reached `node`; the first node it sees is its own.
+    pub fn observe(&mut self, node: &[u8]) {
+        let node = node.trim_ascii();
+        if node.is_empty() {
+            return;
+        }
+        match &self.sticky.first {
+            None => {
+                let name: Box<str> = String::from_utf8_lossy(node).into();
+                self.shared.stats.first_node(&name);
+                self.sticky.first = Some(name);
+            }
+            Some(first) if first.as_bytes() == node || self.sticky.violated => {}
+            Some(first) => {
+                self.sticky.violated = true;
+                let (index, flow) = (self.index, self.flow);
+                self.shared.stats.violation(|| {
+                    format!(
+                        "client {index} ({flow}): {first} then {}",
+                        String::from_utf8_lossy(node)
+                    )
+                });
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::load::args::LoadArgs;
+
+    fn shared(extra: &[&str]) -> Arc<Shared> {
+        let mut argv = vec!["load", "--url", "http://127.0.0.1:9"];
+        argv.extend_from_slice(extra);
+        let plan = Plan::new(&LoadArgs::try_parse_from(argv).unwrap()).unwrap();
+        Arc::new(Shared {
+            plan: Arc::new(plan),
+            stats: Stats::new(1).unwrap(),
+            control: Control::new(None),
+        })
+    }
+
+    #[test]
+    fn one_violation_per_client_with_an_example() {
+        let s = shared(&[]);
+        let mut a = Client::new(3, s.clone(), "http");
+        let mut b = Client::new(4, s.clone(), "ws");
+        a.observe(b"node-a");
+        a.observe(b" node-a\n");
+        b.observe(b"");
+        b.observe(b"node-b");
+        assert_eq!(s.stats.violations().0, 0);
+        a.observe(b"node-b");
+        a.observe(b"node-c");
+        let (n, examples, firsts) = s.stats.violations();
+        assert_eq!(n, 1);
+        assert_eq!(examples, ["client 3 (http): node-a then node-b"]);
+        assert_eq!(firsts.len(), 2);
+    }
+
+    #[test]
+    fn budget_stops_the_run_at_the_limit() {
+        let stats = Stats::new(1).unwrap();
+        let c = Control::new(Some(3));
+        let mut rx = c.subscribe();
+        assert!(c.ticket(&stats) && c.ticket(&stats));
+        assert!(!c.is_stopped());
+        assert!(c.ticket(&stats), "the last ticket is granted");
+        assert!(c.is_stopped() && *rx.borrow_and_update());
+        assert!(!c.ticket(&stats));
+        let unlimited = Control::new(None);
+        assert!((0..1000).all(|_| unlimited.ticket(&stats)));
+        assert!(!unlimited.is_stopped());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn pacing_and_stop() {
+        let s = shared(&["--rate", "10"]);
+        let mut c = Client::new(0, s.clone(), "http");
+        let t0 = Instant::now();
+        for _ in 0..5 {
+            assert!(c.pace().await);
+        }
+        assert_eq!(t0.elapsed(), Duration::from_millis(400));
+        let stopper = s.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            stopper.control.stop(&stopper.stats);
+        });
+        assert!(
+            !c.sleep_until(Instant::now() + Duration::from_secs(3600))
+                .await
+        );
+        assert_eq!(t0.elapsed(), Duration::from_millis(5400));
+        assert!(!c.pace().await);
+    }
+
+    #[tokio::test]
+    async fn refused_connect_is_a_connect_error() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        drop(listener);
+        let url = format!("http://127.0.0.1:{port}");
+        let plan = Plan::new(&LoadArgs::try_parse_from(["load", "--url", &url]).unwrap()).unwrap();
+        let s = Arc::new(Shared {
+            plan: Arc::new(plan),
+            stats: Stats::new(1).unwrap(),
+            control: Control::new(None),
+        });
+        let mut c = Client::new(0, s.clone(), "http");
+        assert_eq!(c.connect().await.err(), Some(ErrorKind::Connect));
+        assert_eq!(s.stats.connections.load(Relaxed), 0);
+    }
+}
