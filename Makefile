@@ -19,6 +19,7 @@ test: deps
 	$(CARGO) clippy --all-targets -- -D warnings
 	$(CARGO) build --bins
 	$(MAKE) check-conf
+	$(CARGO) bench --no-run
 	$(CARGO) test
 
 build: deps-system
@@ -29,6 +30,10 @@ check-conf:
 	@for f in conf/*.yaml; do \
 		TETHER_SECRET=$(EXAMPLE_SECRET) ./target/debug/tether check --config $$f || exit 1; \
 	done
+
+## bench: the end-to-end comparison (direct, tether, nginx, HAProxy) on loopback; ~10 minutes.
+bench: deps-system
+	$(CARGO) bench --bench compare
 
 lint:
 	$(CARGO) fmt --check

@@ -1,0 +1,2 @@
+//! Placeholder: the end-to-end comparison (being written).
+fn main() {}
