@@ -20,7 +20,7 @@ test: deps
 	$(CARGO) build --bins
 	$(MAKE) check-conf
 	$(CARGO) bench --no-run
-	$(CARGO) test
+	$(CARGO) test --lib --bins --tests
 
 build: deps-system
 	$(CARGO) build --release
