@@ -6,11 +6,14 @@
 // A panic on network input would cut every client of the process; library code returns errors.
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod admin;
 pub mod affinity;
 pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod engine;
+pub mod health;
 pub mod load;
+pub mod metrics;
 pub mod proxy;
 pub mod upstream;

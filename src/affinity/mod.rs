@@ -73,6 +73,34 @@ impl CookiePins {
         })
     }
 
+    /// Like [`lookup`](Self::lookup), and also whether any cookie of our name was present (so a
+    /// present-but-invalid token can be counted).
+    pub fn lookup_noting_presence<'a>(
+        &self,
+        cookie_headers: impl IntoIterator<Item = &'a [u8]>,
+        now: u64,
+    ) -> (Option<Pin>, bool) {
+        let mut present = false;
+        let pin = cookie::find_map(cookie_headers, &self.name, |v| {
+            present = true;
+            self.verify(v, now)
+        });
+        (pin, present)
+    }
+
+    fn verify(&self, value: &str, now: u64) -> Option<Pin> {
+        let t = self
+            .keyring
+            .verify(value.as_bytes(), now, self.max_age_secs)?;
+        let node = self.tags[t.key_index]
+            .iter()
+            .position(|tag| *tag == t.tag)?;
+        Some(Pin {
+            node,
+            reissue: t.key_index != 0,
+        })
+    }
+
     /// The `Set-Cookie` value pinning a client to `node` from `now`.
     pub fn issue(&self, node: usize, now: u64) -> String {
         let token = self.keyring.sign(&self.tags[0][node], now);

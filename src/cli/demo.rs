@@ -1,8 +1,8 @@
 //! `tether demo`: three demo nodes on loopback and tether in front of them, in one process.
 
 use crate::config::{
-    defaults, Affinity, Balance, Config, CookieSettings, Listener, Node, Route, SameSite, Timeouts,
-    Upstream,
+    defaults, Affinity, Balance, Config, CookieSettings, Listener, Node, Passive, Route, SameSite,
+    Shutdown, Timeouts, Upstream,
 };
 use crate::demo;
 use crate::proxy::server::{self, RunOptions};
@@ -134,10 +134,15 @@ fn demo_config(listen: SocketAddr, nodes: &[(String, SocketAddr)], secret: Vec<u
                 read: defaults::DEFAULT_READ_TIMEOUT,
                 tunnel_idle: defaults::DEFAULT_TUNNEL_IDLE_TIMEOUT,
             },
+            health_check: None,
+            passive: Passive::default(),
+            slow_start: defaults::DEFAULT_SLOW_START,
         }],
         routes: vec![Route {
             path_prefix: "/".into(),
             upstream: 0,
         }],
+        admin: None,
+        shutdown: Shutdown::default(),
     }
 }

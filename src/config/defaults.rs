@@ -55,3 +55,66 @@ pub const MIN_SECRET_LEN: usize = 32;
 
 /// The route prefix used when `routes` is omitted and there is exactly one upstream.
 pub const DEFAULT_ROUTE_PREFIX: &str = "/";
+
+/// `shutdown.grace`: after SIGTERM or SIGINT, in-flight requests may finish and open tunnels are
+/// kept for this long before tether starts closing them (30 seconds; `0s` starts at once).
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// `shutdown.close_window`: after the grace period, the remaining tunnels are closed spread
+/// (with jitter) over this window so their clients do not all reconnect at the same instant
+/// (10 seconds; `0s` closes them all at once).
+pub const DEFAULT_SHUTDOWN_CLOSE_WINDOW: Duration = Duration::from_secs(10);
+
+/// `health_check.path` when omitted: `None`, the active check is a TCP connect, not an HTTP GET.
+pub const DEFAULT_HEALTH_PATH: Option<&str> = None;
+
+/// `health_check.host` when omitted: `None`, the HTTP check sends the health checker's own
+/// default Host header, `HEALTH_CHECK_FALLBACK_HOST`.
+/// The `Host` header an HTTP health check sends when `host` is omitted.
+pub const HEALTH_CHECK_FALLBACK_HOST: &str = "localhost";
+
+pub const DEFAULT_HEALTH_HOST: Option<&str> = None;
+
+/// `health_check.expect_status` when omitted: empty, meaning any 2xx status counts as healthy.
+pub const DEFAULT_HEALTH_EXPECT_STATUS: &[u16] = &[];
+
+/// Smallest status code accepted in `health_check.expect_status`.
+pub const MIN_HEALTH_STATUS: u16 = 100;
+
+/// Largest status code accepted in `health_check.expect_status`.
+pub const MAX_HEALTH_STATUS: u16 = 599;
+
+/// `health_check.interval`: time from the start of one active check to the start of the next,
+/// per node (1 second).
+pub const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// `health_check.timeout`: an active check not finished within this counts as a failure
+/// (500 milliseconds; must be shorter than the interval).
+pub const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// `health_check.rise`: consecutive successful checks before an unhealthy node is healthy again (count).
+pub const DEFAULT_HEALTH_RISE: u32 = 2;
+
+/// `health_check.fall`: consecutive failed checks before a healthy node is marked unhealthy (count).
+pub const DEFAULT_HEALTH_FALL: u32 = 2;
+
+/// Smallest accepted `health_check.rise` and `health_check.fall` (count).
+pub const MIN_HEALTH_THRESHOLD: u32 = 1;
+
+/// Largest accepted `health_check.rise` and `health_check.fall` (count).
+pub const MAX_HEALTH_THRESHOLD: u32 = 100;
+
+/// `passive.max_fails`: failed connections to a node within `fail_timeout` that mark it down
+/// (count, as nginx; `0` disables passive checks).
+pub const DEFAULT_PASSIVE_MAX_FAILS: u32 = 3;
+
+/// Largest accepted `passive.max_fails` (count).
+pub const MAX_PASSIVE_MAX_FAILS: u32 = 1000;
+
+/// `passive.fail_timeout`: the window in which `max_fails` failures must happen, and how long a
+/// node they mark down stays out before it is tried again (10 seconds, as nginx).
+pub const DEFAULT_PASSIVE_FAIL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `slow_start`: a node that becomes usable again takes new clients gradually over this long.
+/// Zero (the default) turns slow start off, so nothing changes unless it is asked for.
+pub const DEFAULT_SLOW_START: Duration = Duration::ZERO;

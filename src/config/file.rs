@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use serde::de::{Deserializer, MapAccess, Visitor};
+use serde::de::{Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
 #[derive(Debug, Default, Deserialize)]
@@ -11,6 +11,20 @@ pub struct FileConfig {
     pub listen: Option<Vec<FileListener>>,
     pub upstreams: Option<Ordered<FileUpstream>>,
     pub routes: Option<Vec<FileRoute>>,
+    pub admin: Option<FileAdmin>,
+    pub shutdown: Option<FileShutdown>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct FileAdmin {
+    pub address: Option<String>,
+    pub token_env: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct FileShutdown {
+    pub grace: Option<String>,
+    pub close_window: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -24,6 +38,9 @@ pub struct FileUpstream {
     pub balance: Option<String>,
     pub affinity: Option<FileAffinity>,
     pub timeouts: Option<FileTimeouts>,
+    pub health_check: Option<FileHealthCheck>,
+    pub passive: Option<FilePassive>,
+    pub slow_start: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -61,6 +78,103 @@ pub struct FileTimeouts {
 }
 
 #[derive(Debug, Default, Deserialize)]
+pub struct FileHealthCheck {
+    pub path: Option<String>,
+    pub host: Option<String>,
+    pub expect_status: Option<StatusList>,
+    pub interval: Option<String>,
+    pub timeout: Option<String>,
+    /// Signed, like `weight`, so `0` and `-1` get a range message rather than a type error.
+    pub rise: Option<i64>,
+    pub fall: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct FilePassive {
+    pub max_fails: Option<i64>,
+    pub fail_timeout: Option<String>,
+}
+
+/// `expect_status` as written: a list, or a single status for convenience. Items stay loose so
+/// `2xx` or `-1` reach validation and get a message naming the item.
+#[derive(Debug, Default)]
+pub struct StatusList {
+    pub items: Vec<StatusItem>,
+    /// Written as a list (items are then addressed as `expect_status[i]`).
+    pub seq: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StatusItem {
+    Code(i64),
+    /// A string (`"2xx"`) or a number too large for `i64`.
+    Text(String),
+}
+
+const STATUS_EXPECTING: &str = "a status code such as 200, or a list of them such as [200, 204]";
+
+struct ItemVisitor;
+
+impl Visitor<'_> for ItemVisitor {
+    type Value = StatusItem;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(STATUS_EXPECTING)
+    }
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<StatusItem, E> {
+        Ok(StatusItem::Code(v))
+    }
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<StatusItem, E> {
+        Ok(i64::try_from(v).map_or_else(|_| StatusItem::Text(v.to_string()), StatusItem::Code))
+    }
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<StatusItem, E> {
+        Ok(StatusItem::Text(v.to_string()))
+    }
+}
+
+impl<'de> Deserialize<'de> for StatusItem {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ItemVisitor)
+    }
+}
+
+impl<'de> Deserialize<'de> for StatusList {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = StatusList;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str(STATUS_EXPECTING)
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<StatusList, E> {
+                self.one(ItemVisitor.visit_i64(v)?)
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<StatusList, E> {
+                self.one(ItemVisitor.visit_u64(v)?)
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<StatusList, E> {
+                self.one(ItemVisitor.visit_str(v)?)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<StatusList, A::Error> {
+                let mut items = Vec::new();
+                while let Some(item) = seq.next_element()? {
+                    items.push(item);
+                }
+                Ok(StatusList { items, seq: true })
+            }
+        }
+        impl V {
+            fn one<E>(self, item: StatusItem) -> Result<StatusList, E> {
+                Ok(StatusList {
+                    items: vec![item],
+                    seq: false,
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
 pub struct FileRoute {
     pub path_prefix: Option<String>,
     pub upstream: Option<String>,
@@ -94,9 +208,19 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Ordered<T> {
 /// for "expected one of" hints. Kept next to the structs so the two change together.
 pub fn expected_keys(keys: &[&str]) -> &'static [&'static str] {
     match keys {
-        [] => &["listen", "upstreams", "routes"],
+        [] => &["listen", "upstreams", "routes", "admin", "shutdown"],
         ["listen"] => &["address"],
-        ["upstreams", _] => &["nodes", "balance", "affinity", "timeouts"],
+        ["admin"] => &["address", "token_env"],
+        ["shutdown"] => &["grace", "close_window"],
+        ["upstreams", _] => &[
+            "nodes",
+            "balance",
+            "affinity",
+            "timeouts",
+            "health_check",
+            "passive",
+            "slow_start",
+        ],
         ["upstreams", _, "nodes"] => &["id", "address", "weight"],
         ["upstreams", _, "affinity"] => &["mode", "cookie"],
         ["upstreams", _, "affinity", "cookie"] => &[
@@ -111,6 +235,16 @@ pub fn expected_keys(keys: &[&str]) -> &'static [&'static str] {
             "domain",
         ],
         ["upstreams", _, "timeouts"] => &["connect", "read", "tunnel_idle"],
+        ["upstreams", _, "health_check"] => &[
+            "path",
+            "host",
+            "expect_status",
+            "interval",
+            "timeout",
+            "rise",
+            "fall",
+        ],
+        ["upstreams", _, "passive"] => &["max_fails", "fail_timeout"],
         ["routes"] => &["path_prefix", "upstream"],
         _ => &[],
     }

@@ -8,6 +8,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::defaults;
+
 /// A complete, validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -19,6 +21,49 @@ pub struct Config {
     pub upstreams: Vec<Upstream>,
     /// Routes, in file order. `Route::upstream` indexes `upstreams`.
     pub routes: Vec<Route>,
+    /// The admin API listener; `None` (no `admin` section): no admin listener at all.
+    pub admin: Option<Admin>,
+    /// What happens after SIGTERM or SIGINT.
+    pub shutdown: Shutdown,
+}
+
+/// The admin API (drain, health, metrics, reload).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Admin {
+    /// Where the admin API listens; a non-loopback address always comes with a token.
+    pub address: SocketAddr,
+    /// The token's value (read from the `token_env` variable, surrounding whitespace trimmed,
+    /// never empty); `None` only on a loopback address. Never printed by `Debug`.
+    pub token: Option<String>,
+}
+
+impl std::fmt::Debug for Admin {
+    /// Never prints the token.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Admin")
+            .field("address", &self.address)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// Graceful shutdown after SIGTERM or SIGINT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shutdown {
+    /// In-flight requests may finish and tunnels are kept this long (may be zero).
+    pub grace: Duration,
+    /// Then the remaining tunnels are closed spread over this window, with jitter (may be zero).
+    pub close_window: Duration,
+}
+
+impl Default for Shutdown {
+    /// The values used when `shutdown` (or one of its keys) is omitted.
+    fn default() -> Shutdown {
+        Shutdown {
+            grace: defaults::DEFAULT_SHUTDOWN_GRACE,
+            close_window: defaults::DEFAULT_SHUTDOWN_CLOSE_WINDOW,
+        }
+    }
 }
 
 /// One listening socket.
@@ -36,6 +81,79 @@ pub struct Upstream {
     pub balance: Balance,
     pub affinity: Affinity,
     pub timeouts: Timeouts,
+    /// Active checks; `None`: none (passive checks still apply).
+    pub health_check: Option<HealthCheck>,
+    pub passive: Passive,
+    /// A node that becomes usable again takes new clients gradually over this long; zero: off.
+    pub slow_start: Duration,
+}
+
+/// Active health checks of every node of an upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    /// `Some`: an HTTP GET of this path (starts with `/`, no spaces or control characters);
+    /// `None`: a TCP connect check.
+    pub path: Option<String>,
+    /// The Host header of the HTTP check; `None`: the checker's default (`localhost`).
+    /// Always `None` for a TCP check.
+    pub host: Option<String>,
+    /// Statuses that mean healthy, each 100..=599, no duplicates; empty: any 2xx.
+    /// Always empty for a TCP check.
+    pub expect_status: Vec<u16>,
+    /// From the start of one check to the start of the next; greater than zero.
+    pub interval: Duration,
+    /// A check not finished by then failed; greater than zero and shorter than `interval`.
+    pub timeout: Duration,
+    /// Consecutive successes that make an unhealthy node healthy, 1..=100.
+    pub rise: u32,
+    /// Consecutive failures that make a healthy node unhealthy, 1..=100.
+    pub fall: u32,
+}
+
+impl HealthCheck {
+    /// Whether `status` counts as healthy for the HTTP check.
+    pub fn status_ok(&self, status: u16) -> bool {
+        if self.expect_status.is_empty() {
+            (200..300).contains(&status)
+        } else {
+            self.expect_status.contains(&status)
+        }
+    }
+}
+
+impl Default for HealthCheck {
+    /// A TCP connect check with the default timings (what `health_check: {}` gives).
+    fn default() -> HealthCheck {
+        HealthCheck {
+            path: defaults::DEFAULT_HEALTH_PATH.map(String::from),
+            host: defaults::DEFAULT_HEALTH_HOST.map(String::from),
+            expect_status: defaults::DEFAULT_HEALTH_EXPECT_STATUS.to_vec(),
+            interval: defaults::DEFAULT_HEALTH_INTERVAL,
+            timeout: defaults::DEFAULT_HEALTH_TIMEOUT,
+            rise: defaults::DEFAULT_HEALTH_RISE,
+            fall: defaults::DEFAULT_HEALTH_FALL,
+        }
+    }
+}
+
+/// Passive checks: failures seen on real traffic take a node out for a while.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Passive {
+    /// Failed connections within `fail_timeout` that mark a node down, 0..=1000; 0: passive
+    /// checks off.
+    pub max_fails: u32,
+    /// The window for `max_fails`, and how long the node then stays out; greater than zero.
+    pub fail_timeout: Duration,
+}
+
+impl Default for Passive {
+    /// The values used when `passive` (or one of its keys) is omitted.
+    fn default() -> Passive {
+        Passive {
+            max_fails: defaults::DEFAULT_PASSIVE_MAX_FAILS,
+            fail_timeout: defaults::DEFAULT_PASSIVE_FAIL_TIMEOUT,
+        }
+    }
 }
 
 /// One realtime node.

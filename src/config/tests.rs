@@ -7,9 +7,17 @@ use super::duration::parse_duration;
 use super::*;
 
 const SECRET: &str = "0123456789abcdef0123456789abcdef";
+const ADMIN_TOKEN: &str = "admin-token-value";
 
+/// The environment seen by these tests and the golden files.
 fn env(name: &str) -> Option<String> {
-    (name == "TETHER_SECRET").then(|| SECRET.to_string())
+    match name {
+        "TETHER_SECRET" => Some(SECRET.to_string()),
+        // Surrounding whitespace, as `$(cat file)` or a stray newline would leave it.
+        "TETHER_ADMIN_TOKEN" => Some(format!(" {ADMIN_TOKEN}\n")),
+        "TETHER_EMPTY" => Some("  ".to_string()),
+        _ => None,
+    }
 }
 
 fn check(text: &str) -> Result<Config, ConfigError> {
@@ -84,6 +92,113 @@ fn minimal_config_gets_defaults() {
         (false, true, SameSite::Lax)
     );
     assert!(!format!("{cookie:?}").contains(SECRET));
+    assert_eq!(c.admin, None);
+    assert_eq!(c.shutdown.grace, defaults::DEFAULT_SHUTDOWN_GRACE);
+    assert_eq!(
+        c.shutdown.close_window,
+        defaults::DEFAULT_SHUTDOWN_CLOSE_WINDOW
+    );
+    assert_eq!(u.health_check, None);
+    assert_eq!(u.passive.max_fails, defaults::DEFAULT_PASSIVE_MAX_FAILS);
+    assert_eq!(
+        u.passive.fail_timeout,
+        defaults::DEFAULT_PASSIVE_FAIL_TIMEOUT
+    );
+    assert_eq!(u.slow_start, Duration::ZERO);
+}
+
+/// `minimal(extra)` with `top` appended as top-level keys (from line 8 on).
+fn with_top(extra: &str, top: &str) -> String {
+    format!("{}{top}\n", minimal(extra))
+}
+
+#[test]
+fn empty_health_check_section_is_a_tcp_check_with_defaults() {
+    let c = check(&minimal(&format!("{WITH_SECRET}\n    health_check: {{}}"))).unwrap();
+    let h = c.upstreams[0].health_check.as_ref().unwrap();
+    assert_eq!(*h, HealthCheck::default());
+    assert_eq!(h.path, None);
+    assert_eq!((h.rise, h.fall), (2, 2));
+    assert_eq!(h.interval, Duration::from_secs(1));
+    assert_eq!(h.timeout, Duration::from_millis(500));
+    assert!(h.status_ok(200) && h.status_ok(299) && !h.status_ok(301));
+}
+
+#[test]
+fn health_check_accepts_a_single_status_and_zero_durations_where_allowed() {
+    let extra = format!(
+        "{WITH_SECRET}\n    health_check: {{ path: /healthz, host: rt.local, expect_status: 204 }}\n    passive: {{ max_fails: 0 }}\n    slow_start: 0s"
+    );
+    let c = check(&with_top(
+        &extra,
+        "shutdown: { grace: 0s, close_window: 0s }",
+    ))
+    .unwrap();
+    let u = &c.upstreams[0];
+    let h = u.health_check.as_ref().unwrap();
+    assert_eq!(h.path.as_deref(), Some("/healthz"));
+    assert_eq!(h.host.as_deref(), Some("rt.local"));
+    assert_eq!(h.expect_status, [204]);
+    assert!(h.status_ok(204) && !h.status_ok(200));
+    assert_eq!(u.passive.max_fails, 0);
+    assert_eq!(u.slow_start, Duration::ZERO);
+    assert_eq!(c.shutdown.grace, Duration::ZERO);
+    assert_eq!(c.shutdown.close_window, Duration::ZERO);
+}
+
+#[test]
+fn health_timeout_must_be_shorter_than_interval() {
+    // Only interval is written, so the message points at it.
+    let extra = format!("{WITH_SECRET}\n    health_check: {{ interval: 500ms }}");
+    let errs = errors(&minimal(&extra));
+    assert_eq!(errs, ["6:31: upstreams.realtime.health_check.interval: timeout (500ms) must be shorter than interval (500ms), or a check would still be running when the next one starts; shorten timeout or lengthen interval"]);
+}
+
+#[test]
+fn admin_token_is_read_trimmed_and_never_printed() {
+    let text = with_top(
+        WITH_SECRET,
+        "admin: { address: \"0.0.0.0:9901\", token_env: TETHER_ADMIN_TOKEN }",
+    );
+    let admin = check(&text).unwrap().admin.unwrap();
+    assert_eq!(admin.address, "0.0.0.0:9901".parse().unwrap());
+    assert_eq!(admin.token.as_deref(), Some(ADMIN_TOKEN));
+    let debug = format!("{admin:?}");
+    assert!(!debug.contains(ADMIN_TOKEN), "{debug}");
+    assert!(debug.contains("<redacted>"), "{debug}");
+}
+
+#[test]
+fn loopback_admin_needs_no_token() {
+    for address in [
+        "127.0.0.1:9901",
+        "127.1.2.3:9901",
+        "[::1]:9901",
+        "[::ffff:127.0.0.1]:9901",
+    ] {
+        let text = with_top(WITH_SECRET, &format!("admin: {{ address: \"{address}\" }}"));
+        let admin = check(&text).unwrap().admin.unwrap();
+        assert_eq!(admin.token, None, "{address}");
+    }
+    let text = with_top(WITH_SECRET, "admin: { address: \"[::]:9901\" }");
+    let errs = errors(&text);
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(
+        errs[0].starts_with("8:19: admin.address: `[::]:9901` is not a loopback address, so anyone who can reach it could drain nodes"),
+        "{errs:?}"
+    );
+}
+
+#[test]
+fn admin_address_must_not_reuse_a_listener() {
+    for address in ["127.0.0.1:8080", "0.0.0.0:8080"] {
+        let text = with_top(
+            WITH_SECRET,
+            &format!("admin: {{ address: \"{address}\", token_env: TETHER_ADMIN_TOKEN }}"),
+        );
+        let errs = errors(&text);
+        assert_eq!(errs, [format!("8:19: admin.address: `{address}` overlaps the listen address `127.0.0.1:8080`; give the admin API a port of its own")]);
+    }
 }
 
 #[test]
@@ -232,6 +347,17 @@ fn example_configs_parse() {
         .map(|n| (n.id.as_str(), n.weight))
         .collect();
     assert_eq!(ids, [("node-a", 1), ("node-b", 2), ("node-c", 1)]);
+    // The example shows the new sections too, without needing an admin token.
+    let admin = c
+        .admin
+        .as_ref()
+        .expect("conf/tether.yaml shows an admin section");
+    assert!(admin.address.ip().is_loopback() && admin.token.is_none());
+    let h = c.upstreams[0]
+        .health_check
+        .as_ref()
+        .expect("and a health check");
+    assert_eq!(h.path.as_deref(), Some("/healthz"));
 }
 
 fn load_with_env(path: &Path) -> Result<Config, ConfigError> {

@@ -30,15 +30,21 @@ pub fn validate(file: &FileConfig, cx: &Context) -> Result<Config, Vec<Diagnosti
     let listen = c.listen(file);
     let (names, upstreams) = c.upstreams(file);
     let routes = c.routes(file, &names);
-    if !c.diags.is_empty() {
+    let admin = c.admin(file.admin.as_ref(), &listen);
+    let shutdown = c.shutdown(file.shutdown.as_ref());
+    // `None` always comes with a diagnostic; the check on `diags` covers the dropped upstreams
+    // and routes, which have no `None` of their own.
+    let (Some(admin), Some(shutdown), true) = (admin, shutdown, c.diags.is_empty()) else {
         return Err(c.diags);
-    }
+    };
     let source = cx.source.to_path_buf();
     Ok(Config {
         source,
         listen,
         upstreams,
         routes,
+        admin,
+        shutdown,
     })
 }
 
@@ -181,12 +187,25 @@ impl Checker<'_> {
         };
         let affinity = self.affinity(&join(path, "affinity"), up.affinity.as_ref());
         let timeouts = self.timeouts(&join(path, "timeouts"), up.timeouts.as_ref());
+        let health_check = match &up.health_check {
+            None => Some(None),
+            Some(h) => self.health_check(&join(path, "health_check"), h).map(Some),
+        };
+        let passive = self.passive(&join(path, "passive"), up.passive.as_ref());
+        let slow_start = self.span(
+            &join(path, "slow_start"),
+            up.slow_start.as_ref(),
+            DEFAULT_SLOW_START,
+        );
         Some(Upstream {
             name: name.to_string(),
             nodes: nodes?,
             balance: balance?,
             affinity: affinity?,
             timeouts: timeouts?,
+            health_check: health_check?,
+            passive: passive?,
+            slow_start: slow_start?,
         })
     }
 
@@ -430,6 +449,27 @@ impl Checker<'_> {
         .then_some(d)
     }
 
+    /// A duration where zero is meaningful (off, or at once): omitted means the default.
+    fn span(&mut self, path: &str, text: Option<&String>, default: Duration) -> Option<Duration> {
+        text.map_or(Some(default), |t| self.duration(path, t))
+    }
+
+    /// A whole number in `min..=max`, or `default` when omitted. `what` says what the key means
+    /// and its range, for the out-of-range message.
+    fn count(
+        &mut self,
+        path: &str,
+        value: Option<i64>,
+        (min, max, default): (u32, u32, u32),
+        what: impl Display,
+    ) -> Option<u32> {
+        match value {
+            None => Some(default),
+            Some(v) if (i64::from(min)..=i64::from(max)).contains(&v) => u32::try_from(v).ok(),
+            Some(v) => self.bad(path, format_args!("{v} is out of range; {what}")),
+        }
+    }
+
     fn timeouts(&mut self, path: &str, t: Option<&FileTimeouts>) -> Option<Timeouts> {
         let empty = FileTimeouts::default();
         let t = t.unwrap_or(&empty);
@@ -458,6 +498,199 @@ impl Checker<'_> {
             connect,
             read,
             tunnel_idle: idle?,
+        })
+    }
+
+    fn health_check(&mut self, path: &str, h: &FileHealthCheck) -> Option<HealthCheck> {
+        let check_path = match h.path.as_deref() {
+            None => Some(DEFAULT_HEALTH_PATH.map(String::from)),
+            Some("") => self.bad(&join(path, "path"), "is empty; give the path to GET, e.g. `/healthz`, or omit `path` for a TCP connect check"),
+            Some(p) if p.contains("://") => self.bad(&join(path, "path"), format_args!("`{p}` is a URL; give only its path, starting with `/` (checks go to each node's own address; set `host` for the Host header)")),
+            Some(p) if !p.starts_with('/') => self.bad(&join(path, "path"), format_args!("`{p}` must start with `/`, e.g. `/{}`", p.trim_start_matches('/'))),
+            Some(p) if !p.bytes().all(|b| b.is_ascii_graphic()) => self.bad(&join(path, "path"), format_args!("`{}` contains a space, control character or non-ASCII character, which cannot go in a request line; percent-encode it (a space is `%20`)", p.escape_debug())),
+            Some(p) => Some(Some(p.to_string())),
+        };
+        // Host and statuses only mean something to the HTTP check; say so instead of ignoring them.
+        let http_only = |what: &str| {
+            format!("{what} only applies to an HTTP check; add `path` (e.g. `/healthz`) or remove {what} for a TCP connect check")
+        };
+        let host = match h.host.as_deref() {
+            None => Some(DEFAULT_HEALTH_HOST.map(String::from)),
+            Some(_) if h.path.is_none() => self.bad(&join(path, "host"), http_only("host")),
+            Some(v) if v.is_empty() || !v.bytes().all(|b| b.is_ascii_graphic() && !b"/?#@,;".contains(&b)) => {
+                self.bad(&join(path, "host"), format_args!("`{}` is not a valid Host header; give a host name such as `realtime.local`, optionally with `:PORT`", v.escape_debug()))
+            }
+            Some(v) => Some(Some(v.to_string())),
+        };
+        let expect_status = match &h.expect_status {
+            None => Some(DEFAULT_HEALTH_EXPECT_STATUS.to_vec()),
+            Some(_) if h.path.is_none() => {
+                self.bad(&join(path, "expect_status"), http_only("expect_status"))
+            }
+            Some(list) => self.statuses(&join(path, "expect_status"), list),
+        };
+        let interval = self.timeout(
+            &join(path, "interval"),
+            h.interval.as_ref(),
+            DEFAULT_HEALTH_INTERVAL,
+        );
+        let timeout = self.timeout(
+            &join(path, "timeout"),
+            h.timeout.as_ref(),
+            DEFAULT_HEALTH_TIMEOUT,
+        );
+        let (lo, hi) = (MIN_HEALTH_THRESHOLD, MAX_HEALTH_THRESHOLD);
+        let what = format_args!(
+            "rise is how many checks in a row must pass to make a node healthy, from {lo} to {hi}"
+        );
+        let rise = self.count(
+            &join(path, "rise"),
+            h.rise,
+            (lo, hi, DEFAULT_HEALTH_RISE),
+            what,
+        );
+        let what = format_args!("fall is how many checks in a row must fail to make a node unhealthy, from {lo} to {hi}");
+        let fall = self.count(
+            &join(path, "fall"),
+            h.fall,
+            (lo, hi, DEFAULT_HEALTH_FALL),
+            what,
+        );
+        let (interval, timeout) = (interval?, timeout?);
+        // Point at whichever of the two the file actually sets.
+        let at = join(
+            path,
+            if h.timeout.is_some() || h.interval.is_none() {
+                "timeout"
+            } else {
+                "interval"
+            },
+        );
+        let (t, i) = (
+            humantime::format_duration(timeout),
+            humantime::format_duration(interval),
+        );
+        let msg = format_args!("timeout ({t}) must be shorter than interval ({i}), or a check would still be running when the next one starts; shorten timeout or lengthen interval");
+        let ok = self.ensure(timeout < interval, &at, msg);
+        let check = HealthCheck {
+            path: check_path?,
+            host: host?,
+            expect_status: expect_status?,
+            interval,
+            timeout,
+            rise: rise?,
+            fall: fall?,
+        };
+        ok.then_some(check)
+    }
+
+    /// `expect_status`: every item a status code in range, none twice, the list not empty.
+    fn statuses(&mut self, path: &str, list: &StatusList) -> Option<Vec<u16>> {
+        if list.items.is_empty() {
+            return self.bad(path, "is empty; list the statuses that mean healthy, e.g. `[200, 204]`, or omit expect_status to accept any 2xx");
+        }
+        let mut out = Vec::new();
+        let mut ok = true;
+        for (i, item) in list.items.iter().enumerate() {
+            let at = if list.seq {
+                format!("{path}[{i}]")
+            } else {
+                path.to_string()
+            };
+            let code = match item {
+                StatusItem::Code(c) => Some(*c),
+                StatusItem::Text(t) => t.trim().parse::<i64>().ok(),
+            };
+            let range = i64::from(MIN_HEALTH_STATUS)..=i64::from(MAX_HEALTH_STATUS);
+            let status = match (code, item) {
+                (Some(c), _) if range.contains(&c) => u16::try_from(c).ok(),
+                (Some(c), _) => self.bad(&at, format_args!("{c} is not an HTTP status; give a code between {MIN_HEALTH_STATUS} and {MAX_HEALTH_STATUS}, e.g. 200")),
+                (None, StatusItem::Text(t)) => self.bad(&at, format_args!("`{t}` is not a status code; list each code, e.g. `[200, 204]`, or omit expect_status to accept any 2xx")),
+                (None, StatusItem::Code(_)) => None,
+            };
+            match status {
+                Some(s) if out.contains(&s) => {
+                    ok = self.ensure(false, &at, format_args!("{s} is listed twice; remove one"));
+                }
+                Some(s) => out.push(s),
+                None => ok = false,
+            }
+        }
+        ok.then_some(out)
+    }
+
+    fn passive(&mut self, path: &str, p: Option<&FilePassive>) -> Option<Passive> {
+        let empty = FilePassive::default();
+        let p = p.unwrap_or(&empty);
+        let range = (0, MAX_PASSIVE_MAX_FAILS, DEFAULT_PASSIVE_MAX_FAILS);
+        let what = format_args!(
+            "max_fails must be between 0 and {MAX_PASSIVE_MAX_FAILS} (0 turns passive checks off)"
+        );
+        let max_fails = self.count(&join(path, "max_fails"), p.max_fails, range, what);
+        let fail_timeout = self.timeout(
+            &join(path, "fail_timeout"),
+            p.fail_timeout.as_ref(),
+            DEFAULT_PASSIVE_FAIL_TIMEOUT,
+        );
+        Some(Passive {
+            max_fails: max_fails?,
+            fail_timeout: fail_timeout?,
+        })
+    }
+
+    /// `Some(None)`: no admin section; `None`: a problem was reported.
+    fn admin(&mut self, a: Option<&FileAdmin>, listen: &[Listener]) -> Option<Option<Admin>> {
+        let Some(a) = a else {
+            return Some(None);
+        };
+        let token = match a.token_env.as_deref().map(str::trim) {
+            None => Some(None),
+            Some("") => self.bad("admin.token_env", "is empty; name the environment variable that holds the admin token, e.g. `TETHER_ADMIN_TOKEN`"),
+            Some(var) => match (self.cx.env)(var) {
+                None => self.bad("admin.token_env", format_args!("environment variable {var} is not set; export the admin token in it ({KEYGEN})")),
+                Some(v) if v.trim().is_empty() => self.bad("admin.token_env", format_args!("environment variable {var} is empty; export the admin token in it ({KEYGEN})")),
+                Some(v) => Some(Some(v.trim().to_string())),
+            },
+        };
+        let Some(text) = &a.address else {
+            let hint = "give the IP:PORT the admin API listens on, e.g. `127.0.0.1:9901`, or remove `admin` to run without it";
+            return self.missing("admin", "address", hint);
+        };
+        let address = self.socket_addr("admin.address", text, true)?;
+        let clash = listen.iter().find(|l| {
+            let (x, y) = (l.address, address);
+            x.port() == y.port()
+                && y.port() != 0
+                && (x.ip() == y.ip() || x.ip().is_unspecified() || y.ip().is_unspecified())
+        });
+        if let Some(l) = clash {
+            let msg = format_args!(
+                "`{text}` overlaps the listen address `{}`; give the admin API a port of its own",
+                l.address
+            );
+            return self.bad("admin.address", msg);
+        }
+        if a.token_env.is_none() && !address.ip().to_canonical().is_loopback() {
+            return self.bad("admin.address", format_args!("`{text}` is not a loopback address, so anyone who can reach it could drain nodes and reload the config; add `token_env` naming an environment variable that holds a secret token ({KEYGEN}), or listen on 127.0.0.1"));
+        }
+        Some(Some(Admin {
+            address,
+            token: token?,
+        }))
+    }
+
+    fn shutdown(&mut self, s: Option<&FileShutdown>) -> Option<Shutdown> {
+        let empty = FileShutdown::default();
+        let s = s.unwrap_or(&empty);
+        let grace = self.span("shutdown.grace", s.grace.as_ref(), DEFAULT_SHUTDOWN_GRACE);
+        let close_window = self.span(
+            "shutdown.close_window",
+            s.close_window.as_ref(),
+            DEFAULT_SHUTDOWN_CLOSE_WINDOW,
+        );
+        Some(Shutdown {
+            grace: grace?,
+            close_window: close_window?,
         })
     }
 

@@ -7,6 +7,7 @@
 
 use super::chunked;
 use super::head::{self, Framing, HeadError, Span};
+use super::lifecycle::ShutdownSignal;
 use super::{pool, tunnel, Limits};
 use crate::proxy::decide::{unix_now, Affinity, Decision};
 use crate::proxy::respond::{body_for, reason};
@@ -53,6 +54,7 @@ struct Conn {
     out: Vec<u8>,
     limits: Limits,
     deadline: Deadline,
+    shutdown: ShutdownSignal,
 }
 
 /// One timer per connection for every read's time limit.
@@ -107,6 +109,7 @@ pub async fn serve(
     peer: SocketAddr,
     runtime: Arc<ArcSwap<Runtime>>,
     limits: Limits,
+    shutdown: ShutdownSignal,
 ) {
     let mut c = Conn {
         client,
@@ -118,6 +121,7 @@ pub async fn serve(
         out: Vec::new(),
         limits,
         deadline: Deadline::new(),
+        shutdown,
     };
     loop {
         let req = match c.read_request().await {
@@ -130,6 +134,8 @@ pub async fn serve(
         };
         let rt = runtime.load_full();
         match c.exchange(req, &rt).await {
+            // A shutting-down proxy finishes the exchange, then lets the connection go.
+            Ok(Next::KeepAlive) if c.shutdown.borrow().is_some() => return,
             Ok(Next::KeepAlive) => continue,
             Ok(Next::Close) => return,
             Err(Refuse(status)) => {
@@ -195,7 +201,7 @@ impl Conn {
         let head_request = self.cbuf[req.method.clone()].eq_ignore_ascii_case(b"HEAD");
 
         // Connect, trying other nodes (and re-pinning) when a node refuses.
-        let (mut node_conn, node, reused, _guard) = loop {
+        let (mut node_conn, node, reused, guard) = loop {
             let Some(node) = affinity.choose(pool, Some(self.peer.ip())) else {
                 tracing::warn!(upstream = %pool.name, "no usable node");
                 return Err(Refuse(503));
@@ -209,6 +215,11 @@ impl Conn {
                 Ok(s) => break (s, node, false, guard),
                 Err(e) => {
                     tracing::warn!(upstream = %pool.name, node = %state.id, error = %e, "connect to node failed");
+                    state.passive_failure(
+                        &pool.name,
+                        pool.passive.max_fails,
+                        pool.passive.fail_timeout,
+                    );
                     affinity.connect_failed();
                     if affinity.tried.len() >= MAX_CONNECT_ATTEMPTS.min(pool.nodes.len()) {
                         return Err(Refuse(503));
@@ -216,6 +227,7 @@ impl Conn {
                 }
             }
         };
+        affinity.count(pool);
         if affinity.decision == Some(Decision::Repinned) {
             tracing::info!(upstream = %pool.name, to = %pool.nodes[node].id, reason = "node refused the connection", "client re-pinned");
         }
@@ -266,7 +278,21 @@ impl Conn {
                     self.read_response_head(&mut node_conn, head_request, pool.timeouts.read)
                         .await?
                 }
-                Err(e) => return Err(e),
+                Err(Refuse(status)) => {
+                    let state = &pool.nodes[node];
+                    if status == 504 {
+                        state.passive_failure(
+                            &pool.name,
+                            pool.passive.max_fails,
+                            pool.passive.fail_timeout,
+                        );
+                    }
+                    state.metrics.request(status);
+                    if req.upgrade {
+                        pool.metrics.upgrade_failed.inc();
+                    }
+                    return Err(Refuse(status));
+                }
             };
             if (100..200).contains(&resp.status) && resp.status != 101 {
                 let _ = self.client.write_all(&self.ubuf[..resp.len]).await;
@@ -277,16 +303,27 @@ impl Conn {
         };
 
         let set_cookie = affinity.set_cookie(pool, unix_now());
+        pool.nodes[node].metrics.request(resp.status);
         if resp.status == 101 {
             if !req.upgrade {
                 return Err(Refuse(502));
             }
-            return Ok(self
+            pool.metrics.upgrade_ok.inc();
+            let mut guard = guard;
+            guard.into_tunnel();
+            let end = self
                 .start_tunnel(node_conn, &resp, set_cookie.as_deref(), pool, node, started)
-                .await);
+                .await;
+            drop(guard);
+            return Ok(end);
+        }
+        if req.upgrade {
+            pool.metrics.upgrade_failed.inc();
         }
 
-        let keep_client = req.keep_alive && resp.framing != Framing::UntilClose;
+        let keep_client = req.keep_alive
+            && resp.framing != Framing::UntilClose
+            && self.shutdown.borrow().is_none();
         self.write_response_head(&resp, set_cookie.as_deref(), keep_client, req.minor);
         let mut rbody = BodyState::new(resp.framing);
         self.ubuf.advance(resp.len);
@@ -305,6 +342,10 @@ impl Conn {
         if complete && resp.keep_alive && self.ubuf.is_empty() {
             pool::put(pool.nodes[node].address, node_conn);
         }
+        pool.metrics
+            .duration
+            .observe(started.elapsed().as_secs_f64());
+        drop(guard);
         tracing::debug!(
             upstream = %pool.name, node = %pool.nodes[node].id, status = resp.status,
             decision = ?affinity.decision, elapsed_us = started.elapsed().as_micros() as u64,
@@ -536,7 +577,15 @@ impl Conn {
         self.spans = Vec::new();
         self.uspans = Vec::new();
         tracing::debug!(upstream = %pool.name, node = %pool.nodes[node].id, "tunnel open");
-        let end = tunnel::run(&mut self.client, &mut node_conn, pool.timeouts.tunnel_idle).await;
+        let seed = u64::from(self.peer.port()) << 32 | started.elapsed().subsec_nanos() as u64;
+        let end = tunnel::run(
+            &mut self.client,
+            &mut node_conn,
+            pool.timeouts.tunnel_idle,
+            self.shutdown.clone(),
+            seed,
+        )
+        .await;
         tracing::debug!(upstream = %pool.name, node = %pool.nodes[node].id, ?end, secs = started.elapsed().as_secs(), "tunnel closed");
         Next::Close
     }

@@ -17,6 +17,7 @@
 pub mod chunked;
 mod conn;
 pub mod head;
+pub mod lifecycle;
 mod pool;
 pub mod tunnel;
 
@@ -67,10 +68,10 @@ fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     Ok(socket.into())
 }
 
-/// Run the proxy on `threads` workers until the process is stopped. Returns only on a startup
-/// error (a listener that cannot be bound).
+/// Run the proxy on `threads` workers until a signal stops it. Returns `Ok` after a graceful
+/// shutdown, `Err` on a startup error (a listener that cannot be bound).
 pub fn serve(config: &Config, threads: usize) -> io::Result<()> {
-    let runtime = Arc::new(ArcSwap::from_pointee(Runtime::new(config)));
+    let runtime = Arc::new(ArcSwap::from_pointee(Runtime::new(config, None)));
     let limits = Limits::default();
     // Bind everything before starting, so a taken port is one clear error and not a half-up proxy.
     let mut listeners = Vec::new();
@@ -84,29 +85,67 @@ pub fn serve(config: &Config, threads: usize) -> io::Result<()> {
         }
         listeners.push(mine);
     }
+    // The control thread: signals, reload, health checks, admin API.
+    let control_rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let control = Arc::new(lifecycle::Control::new(
+        Arc::clone(&runtime),
+        config.source.clone(),
+    ));
+    let admin = match &config.admin {
+        Some(a) => Some((
+            control_rt
+                .block_on(crate::admin::bind(a.address))
+                .map_err(|e| {
+                    io::Error::new(
+                        e.kind(),
+                        format!("cannot listen on admin address {}: {e}", a.address),
+                    )
+                })?,
+            a.token.clone(),
+        )),
+        None => None,
+    };
+    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(None);
     tracing::info!(
         listen = ?config.listen.iter().map(|l| l.address).collect::<Vec<_>>(),
+        admin = ?config.admin.as_ref().map(|a| a.address),
         upstreams = config.upstreams.len(),
         workers = listeners.len(),
         config = %config.source.display(),
         "tether started"
     );
-    let mut workers = Vec::new();
     for (i, mine) in listeners.into_iter().enumerate() {
         let runtime = Arc::clone(&runtime);
-        workers.push(
-            std::thread::Builder::new()
-                .name(format!("tether-worker-{i}"))
-                .spawn(move || worker(mine, runtime, limits))?,
-        );
+        let shutdown = shutdown_rx.clone();
+        std::thread::Builder::new()
+            .name(format!("tether-worker-{i}"))
+            .spawn(move || worker(mine, runtime, limits, shutdown))?;
     }
-    for w in workers {
-        let _ = w.join();
-    }
+    let plan = lifecycle::ShutdownPlan {
+        grace: config.shutdown.grace,
+        close_window: config.shutdown.close_window,
+    };
+    control_rt.block_on(async move {
+        tokio::spawn(crate::health::supervise(
+            Arc::clone(&runtime),
+            control.generation(),
+        ));
+        if let Some((listener, token)) = admin {
+            tokio::spawn(crate::admin::serve(listener, Arc::clone(&control), token));
+        }
+        lifecycle::run_signals(control, shutdown_tx, plan).await;
+    });
     Ok(())
 }
 
-fn worker(listeners: Vec<std::net::TcpListener>, runtime: Arc<ArcSwap<Runtime>>, limits: Limits) {
+fn worker(
+    listeners: Vec<std::net::TcpListener>,
+    runtime: Arc<ArcSwap<Runtime>>,
+    limits: Limits,
+    shutdown: lifecycle::ShutdownSignal,
+) {
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -120,7 +159,6 @@ fn worker(listeners: Vec<std::net::TcpListener>, runtime: Arc<ArcSwap<Runtime>>,
     // Tasks are spawned on this current-thread runtime directly: they never leave this thread,
     // which is what lets the node pools and scratch buffers be thread-local.
     rt.block_on(async move {
-        let mut accepts = Vec::new();
         for l in listeners {
             let listener = match tokio::net::TcpListener::from_std(l) {
                 Ok(l) => l,
@@ -129,12 +167,15 @@ fn worker(listeners: Vec<std::net::TcpListener>, runtime: Arc<ArcSwap<Runtime>>,
                     continue;
                 }
             };
-            let runtime = Arc::clone(&runtime);
-            accepts.push(tokio::spawn(accept_loop(listener, runtime, limits)));
+            tokio::spawn(accept_loop(
+                listener,
+                Arc::clone(&runtime),
+                limits,
+                shutdown.clone(),
+            ));
         }
-        for a in accepts {
-            let _ = a.await;
-        }
+        // Keep the runtime (and so every connection) alive until the process exits.
+        std::future::pending::<()>().await;
     });
 }
 
@@ -142,14 +183,29 @@ async fn accept_loop(
     listener: tokio::net::TcpListener,
     runtime: Arc<ArcSwap<Runtime>>,
     limits: Limits,
+    mut shutdown: lifecycle::ShutdownSignal,
 ) {
     let mut fd_warned = false;
     loop {
-        match listener.accept().await {
+        let accepted = tokio::select! {
+            biased;
+            _ = shutdown.changed() => {
+                // Dropping the listener closes it: new connections are refused from here on.
+                return;
+            }
+            a = listener.accept() => a,
+        };
+        match accepted {
             Ok((stream, peer)) => {
                 fd_warned = false;
                 let _ = stream.set_nodelay(true);
-                tokio::spawn(conn::serve(stream, peer, Arc::clone(&runtime), limits));
+                tokio::spawn(conn::serve(
+                    stream,
+                    peer,
+                    Arc::clone(&runtime),
+                    limits,
+                    shutdown.clone(),
+                ));
             }
             Err(e) => {
                 // Out of descriptors: say so once per episode, and give closing connections a

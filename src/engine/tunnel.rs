@@ -16,6 +16,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::{sleep_until, Instant};
 
+use super::lifecycle::{tunnel_close_delay, ShutdownSignal};
+
 /// Scratch size: one read's worth; larger messages simply take several reads.
 const SCRATCH: usize = 16 * 1024;
 /// Reads per direction per wake-up before yielding, so one busy tunnel cannot starve others.
@@ -32,6 +34,8 @@ pub enum End {
     Closed,
     /// Nothing moved for the idle timeout.
     Idle,
+    /// Closed by a graceful shutdown.
+    Shutdown,
 }
 
 /// One direction's state.
@@ -43,13 +47,39 @@ struct Half {
     done: bool,
 }
 
-/// Relay until both sides are done or `idle` passes with no bytes moved either way.
-pub async fn run(client: &mut TcpStream, node: &mut TcpStream, idle: Duration) -> End {
+/// Relay until both sides are done, `idle` passes with no bytes moved either way, or a shutdown
+/// reaches this tunnel's turn (`seed` spreads tunnels over the close window).
+pub async fn run(
+    client: &mut TcpStream,
+    node: &mut TcpStream,
+    idle: Duration,
+    mut shutdown: ShutdownSignal,
+    seed: u64,
+) -> End {
     let mut up = Half::default(); // client → node
     let mut down = Half::default(); // node → client
     let mut last_activity = Instant::now();
     let mut timer = Box::pin(sleep_until(last_activity + idle));
+    let mut closing_at: Option<Instant> = None;
+    let mut stop = Box::pin(async move {
+        loop {
+            if let Some(plan) = *shutdown.borrow_and_update() {
+                return plan;
+            }
+            if shutdown.changed().await.is_err() {
+                // The sender is gone only when the process is ending anyway.
+                std::future::pending::<()>().await;
+            }
+        }
+    });
     poll_fn(|cx| {
+        if closing_at.is_none() {
+            if let Poll::Ready(plan) = stop.as_mut().poll(cx) {
+                let at = Instant::now() + tunnel_close_delay(&plan, seed);
+                closing_at = Some(at);
+                timer.as_mut().reset(at);
+            }
+        }
         let mut moved = false;
         let r1 = pump(cx, client, node, &mut up, &mut moved);
         let r2 = pump(cx, node, client, &mut down, &mut moved);
@@ -61,10 +91,16 @@ pub async fn run(client: &mut TcpStream, node: &mut TcpStream, idle: Duration) -
         }
         // The timer is only re-armed when it fires, not on every message.
         while timer.as_mut().poll(cx).is_ready() {
+            if closing_at.is_some_and(|at| Instant::now() >= at) {
+                return Poll::Ready(End::Shutdown);
+            }
             if last_activity.elapsed() >= idle {
                 return Poll::Ready(End::Idle);
             }
-            timer.as_mut().reset(last_activity + idle);
+            let next = last_activity + idle;
+            timer
+                .as_mut()
+                .reset(closing_at.map_or(next, |at| at.min(next)));
         }
         Poll::Pending
     })

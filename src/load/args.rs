@@ -97,9 +97,14 @@ pub struct LoadArgs {
     #[arg(long, value_parser = humantime::parse_duration)]
     pub hold: Option<Duration>,
     /// WebSocket clients connect, read the greeting and hold the connection open to the end,
-    /// sending nothing (to measure the proxy's memory per open WebSocket).
+    /// sending nothing (to measure the proxy's memory per open WebSocket); the ws flow says on
+    /// stderr once all of them are open.
     #[arg(long)]
     pub hold_open: bool,
+    /// http and longpoll flows: every request on a new TCP connection, sent with
+    /// `Connection: close` (cookies still sent), to measure connections per second.
+    #[arg(long)]
+    pub new_connection: bool,
     /// Response header naming the node.
     #[arg(long, default_value = "x-node")]
     pub node_header: String,
@@ -167,6 +172,8 @@ pub(crate) struct Plan {
     pub messages: u32,
     pub hold: Option<Duration>,
     pub hold_open: bool,
+    /// A new connection (and `Connection: close`) for every http/longpoll request.
+    pub new_connection: bool,
     pub node_header: HeaderName,
     pub node_from: NodeFrom,
     pub source: Option<SourceRange>,
@@ -252,6 +259,12 @@ impl Plan {
         if a.messages == 0 && !a.hold_open && matches!(a.flow, Flow::Ws | Flow::Socketio) {
             return Err(bad("--messages must be at least 1 (or use --hold-open)"));
         }
+        if a.new_connection && matches!(a.flow, Flow::Ws | Flow::Socketio) {
+            return Err(bad(format!(
+                "--new-connection applies to the http, longpoll and mixed flows, not {}",
+                a.flow.name()
+            )));
+        }
         let default_http = if a.flow == Flow::Longpoll {
             a.poll_path.as_str()
         } else {
@@ -321,6 +334,7 @@ impl Plan {
             messages: a.messages,
             hold: a.hold.filter(|h| !h.is_zero()),
             hold_open: a.hold_open,
+            new_connection: a.new_connection,
             node_header,
             node_from: a.node_from,
             source,
@@ -401,6 +415,8 @@ mod tests {
         assert_eq!((p.http_path.path(), p.poll_path.path()), ("/x", "/poll"));
         assert_eq!(p.sio_nsp, "/chat,");
         let p = parse(&["--rate", "4", "--flow", "ws", "--node-from", "ws-greeting"]).unwrap();
+        assert!(!p.new_connection);
+        assert!(parse(&["--new-connection"]).unwrap().new_connection);
         assert_eq!(p.period, Some(Duration::from_millis(250)));
         assert_eq!(p.node_from, NodeFrom::WsGreeting);
     }
@@ -418,6 +434,7 @@ mod tests {
             (&["--source-range", "::1/128"], "family"),
             (&["--node-header", "bad header"], "--node-header"),
             (&["--namespace", "chat"], "--namespace"),
+            (&["--flow", "ws", "--new-connection"], "--new-connection"),
         ] {
             let err = parse(extra)
                 .err()

@@ -43,8 +43,9 @@ pub(crate) struct Conn {
     pos: usize,
 }
 
-/// `GET path HTTP/1.1` with Host and the jar's cookies, rendered into `out`.
-pub(crate) fn render_get(out: &mut Vec<u8>, path: &str, host: &[u8], jar: &Jar) {
+/// `GET path HTTP/1.1` with Host and the jar's cookies (and `Connection: close` when `close`),
+/// rendered into `out`.
+pub(crate) fn render_get(out: &mut Vec<u8>, path: &str, host: &[u8], jar: &Jar, close: bool) {
     out.clear();
     out.extend_from_slice(b"GET ");
     out.extend_from_slice(path.as_bytes());
@@ -53,6 +54,9 @@ pub(crate) fn render_get(out: &mut Vec<u8>, path: &str, host: &[u8], jar: &Jar) 
     if let Some(cookie) = jar.header() {
         out.extend_from_slice(b"\r\nCookie: ");
         out.extend_from_slice(cookie.as_bytes());
+    }
+    if close {
+        out.extend_from_slice(b"\r\nConnection: close");
     }
     out.extend_from_slice(b"\r\n\r\n");
 }
@@ -346,7 +350,7 @@ mod tests {
         let mut req = Vec::new();
         let node = HeaderName::from_static("x-node");
 
-        render_get(&mut req, "/whoami", b"h:1", &jar);
+        render_get(&mut req, "/whoami", b"h:1", &jar, false);
         conn.exchange(&req, &node, false, &mut jar, &mut resp)
             .await
             .unwrap();
@@ -357,7 +361,12 @@ mod tests {
         assert!(resp.body.is_empty() && resp.keep_alive && resp.ok());
         assert_eq!(jar.header().unwrap(), "t=1");
 
-        render_get(&mut req, "/b", b"h:1", &jar);
+        render_get(&mut req, "/b", b"h:1", &jar, true);
+        assert_eq!(
+            req,
+            b"GET /b HTTP/1.1\r\nHost: h:1\r\nCookie: t=1\r\nConnection: close\r\n\r\n"
+        );
+        render_get(&mut req, "/b", b"h:1", &jar, false);
         assert_eq!(req, b"GET /b HTTP/1.1\r\nHost: h:1\r\nCookie: t=1\r\n\r\n");
         conn.exchange(&req, &node, true, &mut jar, &mut resp)
             .await

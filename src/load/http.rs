@@ -19,12 +19,14 @@ fn node_of<'a>(from: NodeFrom, header: Option<&'a [u8]>, body: &'a [u8]) -> &'a 
     }
 }
 
-/// Keep-alive GETs of `path` until the run stops; with `long_poll`, each request in flight
-/// counts as held. Uses the minimal client in `h1.rs`: no allocation per request.
+/// Keep-alive GETs of `path` until the run stops (with --new-connection, one connection per
+/// request, sent with `Connection: close`); with `long_poll`, each request in flight counts as
+/// held. Uses the minimal client in `h1.rs`: no allocation per request.
 pub(crate) async fn run(c: &mut Client, path: Uri, long_poll: bool) {
     let shared = Arc::clone(&c.shared);
     let plan = &shared.plan;
     let from = plan.node_from;
+    let close = plan.new_connection;
     let path = path.to_string();
     let mut conn: Option<h1::Conn> = None;
     let mut req = Vec::with_capacity(256);
@@ -43,7 +45,7 @@ pub(crate) async fn run(c: &mut Client, path: Uri, long_poll: bool) {
         };
         // The request bytes change only when the jar does (usually once, after the first answer).
         if req.is_empty() || rendered_for.as_ref() != c.jar.header() {
-            h1::render_get(&mut req, &path, plan.host.as_bytes(), &c.jar);
+            h1::render_get(&mut req, &path, plan.host.as_bytes(), &c.jar, close);
             rendered_for = c.jar.header().cloned();
         }
         let keep_body = from == NodeFrom::Body || from == NodeFrom::WsGreeting;
@@ -64,7 +66,7 @@ pub(crate) async fn run(c: &mut Client, path: Uri, long_poll: bool) {
                 } else if let Some(kind) = ErrorKind::of_status(resp.status, &resp.body) {
                     shared.stats.error(kind);
                 }
-                if !resp.keep_alive {
+                if close || !resp.keep_alive {
                     conn = None;
                 }
             }

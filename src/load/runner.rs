@@ -51,6 +51,8 @@ pub(crate) async fn run(plan: Arc<Plan>, stats: Stats) -> Report {
     let progress = std::io::stderr()
         .is_terminal()
         .then(|| tokio::spawn(progress(Arc::clone(&shared), start)));
+    let announce = (plan.hold_open && plan.flow == Flow::Ws)
+        .then(|| tokio::spawn(announce_all_open(Arc::clone(&shared), start)));
 
     let all_done = async { while clients.join_next().await.is_some() {} };
     let finished = tokio::time::timeout_at(soft_end + plan.hard_grace, all_done)
@@ -61,6 +63,9 @@ pub(crate) async fn run(plan: Arc<Plan>, stats: Stats) -> Report {
     let elapsed = start.elapsed();
     shared.control.stop(&shared.stats);
     stopper.abort();
+    if let Some(a) = announce {
+        a.abort();
+    }
     if let Some(p) = progress {
         p.abort();
         eprintln!();
@@ -111,6 +116,29 @@ async fn progress(shared: Arc<Shared>, start: Instant) {
         let mut err = std::io::stderr().lock();
         let _ = err.write_all(line.as_bytes());
         let _ = err.flush();
+    }
+}
+
+/// `ws --hold-open`: one line on stderr once every client holds its WebSocket, so whoever runs
+/// the tool (a benchmark measuring the proxy's memory) knows when all of them are open.
+async fn announce_all_open(shared: Arc<Shared>, start: Instant) {
+    let want = shared.plan.clients as u64;
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    loop {
+        tick.tick().await;
+        if shared.stats.held() >= want {
+            // After the progress line (a terminal), start on a line of its own.
+            let lead = if std::io::stderr().is_terminal() {
+                "\n"
+            } else {
+                ""
+            };
+            eprintln!(
+                "{lead}tether load: all {want} WebSockets are open after {:.2} s",
+                start.elapsed().as_secs_f64()
+            );
+            return;
+        }
     }
 }
 
@@ -193,6 +221,33 @@ mod tests {
         assert_eq!(r.request_latency_us.count, 50);
         assert_eq!(r.clients_per_node.get("n1"), Some(&5));
         assert_eq!((r.connections, r.aborted_clients), (5, 0));
+        node.stop().await;
+    }
+
+    #[tokio::test]
+    async fn new_connection_per_request() {
+        let node = crate::demo::Node::spawn("n1", "127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let url = format!("http://{}", node.addr());
+        let p = plan(
+            &url,
+            &[
+                "--clients",
+                "3",
+                "--requests",
+                "30",
+                "--duration",
+                "1h",
+                "--new-connection",
+            ],
+        );
+        let r = run(Arc::new(p), Stats::new(1).unwrap()).await;
+        assert_eq!(
+            (r.requests, r.connections, r.errors_total, r.violations),
+            (30, 30, 0, 0),
+            "{r}"
+        );
         node.stop().await;
     }
 

@@ -2,8 +2,24 @@
 //! cookie. Engine-neutral: both request paths call these two functions.
 
 use crate::affinity::ring::ip_key;
+use crate::upstream::node::now_ms;
 use crate::upstream::{Pool, Stickiness};
+use std::cell::Cell;
 use std::net::IpAddr;
+use std::time::Duration;
+
+thread_local! {
+    /// Tickets for slow start's share decisions: a per-thread counter, no shared cache line.
+    static TICKET: Cell<u64> = const { Cell::new(0) };
+}
+
+fn ticket() -> u64 {
+    TICKET.with(|t| {
+        let v = t.get().wrapping_add(37);
+        t.set(v);
+        v
+    })
+}
 
 /// Why a client got the node it got; logged and (later) counted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,6 +44,8 @@ pub struct Affinity {
     pub issue_cookie: bool,
     /// Nodes that refused a connection for this request.
     pub tried: Vec<usize>,
+    /// The client sent our cookie but it did not verify (counted, then ignored).
+    pub invalid_token: bool,
 }
 
 impl Affinity {
@@ -39,38 +57,63 @@ impl Affinity {
     ) -> Affinity {
         let mut a = Affinity::default();
         if let Stickiness::Cookie(pins) = &pool.stickiness {
-            if let Some(pin) = pins.lookup(cookie_headers, now) {
-                a.node = Some(pin.node);
-                a.decision = Some(Decision::Hit);
-                a.issue_cookie = pin.reissue;
+            let (pin, present) = pins.lookup_noting_presence(cookie_headers, now);
+            match pin {
+                Some(pin) => {
+                    a.node = Some(pin.node);
+                    a.decision = Some(Decision::Hit);
+                    a.issue_cookie = pin.reissue;
+                }
+                None => a.invalid_token = present,
             }
         }
         a
     }
 
-    /// The node for the next attempt: the pin if it is still usable, else a pick among the nodes
-    /// not yet tried (ring successor for ip_hash, the balance policy otherwise). `None`: no node.
+    /// The node for the next attempt: the pin if its node still serves pinned clients (healthy,
+    /// not disabled; a draining node keeps its clients), else a pick among the nodes not yet
+    /// tried: the ring successor for ip_hash, the balance policy over nodes that take new clients
+    /// (healthy, active, past slow start) otherwise. `None`: no node can take the request.
     pub fn choose(&mut self, pool: &Pool, client_ip: Option<IpAddr>) -> Option<usize> {
+        let now = now_ms();
         let tried = &self.tried;
-        let usable = |i: usize| !tried.contains(&i);
+        let fresh = |i: usize| !tried.contains(&i);
         if let Some(n) = self.node {
-            if usable(n) && n < pool.nodes.len() {
+            if fresh(n) && n < pool.nodes.len() && pool.nodes[n].serves_pinned(now) {
+                if self.decision == Some(Decision::Hit) {
+                    pool.nodes[n].count_pinned_hit();
+                }
                 return Some(n);
             }
         }
         let pick = match &pool.stickiness {
+            // An ip_hash client's "pin" is its ring owner: it stays there while the owner serves
+            // pinned clients (draining included) and moves to the successor otherwise.
             Stickiness::IpHash(ring) => {
                 let mut buf = [0u8; 16];
                 let key = client_ip.map(|ip| ip_key(ip, &mut buf)).unwrap_or(&[]);
-                ring.get_where(key, usable)
+                ring.get_where(key, |i| fresh(i) && pool.nodes[i].serves_pinned(now))
             }
-            _ => pool.balance(usable),
+            _ => {
+                let slow = pool.slow_start;
+                pool.balance(|i| fresh(i) && pool.nodes[i].takes_new(now, slow, ticket()))
+                    // Slow start shapes the share; it never turns a client away.
+                    .or_else(|| {
+                        pool.balance(|i| {
+                            fresh(i) && pool.nodes[i].takes_new(now, Duration::ZERO, 0)
+                        })
+                    })
+            }
         }?;
         let was_pinned = self.decision == Some(Decision::Hit);
         self.decision = Some(
             match (&pool.stickiness, was_pinned, self.tried.is_empty()) {
                 (Stickiness::None, ..) => Decision::Unpinned,
-                (Stickiness::IpHash(_), _, true) => Decision::Hit,
+                (Stickiness::IpHash(_), _, true)
+                    if Some(pick) == self.node || self.node.is_none() =>
+                {
+                    Decision::Hit
+                }
                 (_, false, true) => Decision::New,
                 _ => Decision::Repinned,
             },
@@ -80,6 +123,20 @@ impl Affinity {
         }
         self.node = Some(pick);
         Some(pick)
+    }
+
+    /// Count this request's decision in the pool's metrics (once, when the node is final).
+    pub fn count(&self, pool: &Pool) {
+        let m = &pool.metrics;
+        if self.invalid_token {
+            m.invalid_token.inc();
+        }
+        match self.decision {
+            Some(Decision::Hit) => m.hit.inc(),
+            Some(Decision::New) => m.new.inc(),
+            Some(Decision::Repinned) => m.repinned.inc(),
+            Some(Decision::Unpinned) | None => m.unpinned.inc(),
+        }
     }
 
     /// The attempt on the current node failed to connect: never try it again for this request.

@@ -43,11 +43,23 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    pub fn new(config: &Config) -> Runtime {
+    /// Build from config; with `previous` (a reload), nodes keep their live state by id.
+    pub fn new(config: &Config, previous: Option<&Runtime>) -> Runtime {
         Runtime {
-            pools: config.upstreams.iter().map(Pool::new).collect(),
+            pools: config
+                .upstreams
+                .iter()
+                .map(|up| {
+                    let old = previous.and_then(|p| p.pools.iter().find(|o| o.name == up.name));
+                    Pool::new(up, old)
+                })
+                .collect(),
             router: Router::new(&config.routes),
         }
+    }
+
+    pub fn pool(&self, name: &str) -> Option<&Pool> {
+        self.pools.iter().find(|p| p.name == name)
     }
 }
 

@@ -56,7 +56,7 @@ fn run_pingora(config: &Config, opts: &RunOptions) -> ! {
     conf.graceful_shutdown_timeout_seconds = Some(1);
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
-    let runtime = Arc::new(ArcSwap::from_pointee(Runtime::new(config)));
+    let runtime = Arc::new(ArcSwap::from_pointee(Runtime::new(config, None)));
     let mut service = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
         Tether::new(runtime),

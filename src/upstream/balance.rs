@@ -103,6 +103,7 @@ mod tests {
             .enumerate()
             .map(|(i, &w)| {
                 Arc::new(NodeState::new(
+                    "test",
                     format!("n{i}"),
                     "127.0.0.1:1".parse().unwrap(),
                     w,

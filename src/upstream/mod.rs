@@ -6,7 +6,8 @@ pub mod node;
 
 use crate::affinity::ring::Ring;
 use crate::affinity::CookiePins;
-use crate::config::{self, Affinity, Balance, Timeouts};
+use crate::config::{self, Affinity, Balance, HealthCheck, Passive, Timeouts};
+use crate::metrics::PoolMetrics;
 use balance::Balancer;
 use node::NodeState;
 use std::sync::Arc;
@@ -25,14 +26,33 @@ pub struct Pool {
     pub balancer: Balancer,
     pub stickiness: Stickiness,
     pub timeouts: Timeouts,
+    pub health_check: Option<HealthCheck>,
+    pub passive: Passive,
+    pub slow_start: std::time::Duration,
+    pub metrics: PoolMetrics,
 }
 
 impl Pool {
-    pub fn new(up: &config::Upstream) -> Pool {
+    /// Build a pool from config. With `previous` (a reload), nodes that keep their id keep their
+    /// live state: admin state, health, counters.
+    pub fn new(up: &config::Upstream, previous: Option<&Pool>) -> Pool {
         let nodes: Vec<_> = up
             .nodes
             .iter()
-            .map(|n| Arc::new(NodeState::new(n.id.clone(), n.address, n.weight)))
+            .map(|n| {
+                let old = previous.and_then(|p| p.nodes.iter().find(|o| o.id == n.id));
+                match old {
+                    // Same id and address: the very same state object, so in-flight guards and
+                    // open tunnels keep counting on it.
+                    Some(o) if o.address == n.address && o.weight == n.weight => Arc::clone(o),
+                    Some(o) => {
+                        let fresh = NodeState::new(&up.name, n.id.clone(), n.address, n.weight);
+                        fresh.inherit(o);
+                        Arc::new(fresh)
+                    }
+                    None => Arc::new(NodeState::new(&up.name, n.id.clone(), n.address, n.weight)),
+                }
+            })
             .collect();
         let ids: Vec<&str> = up.nodes.iter().map(|n| n.id.as_str()).collect();
         let stickiness = match &up.affinity {
@@ -54,6 +74,10 @@ impl Pool {
             balancer,
             stickiness,
             timeouts: up.timeouts,
+            health_check: up.health_check.clone(),
+            passive: up.passive,
+            slow_start: up.slow_start,
+            metrics: PoolMetrics::new(&up.name),
         }
     }
 

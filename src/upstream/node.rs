@@ -1,12 +1,80 @@
-//! A node's live state: identity, address and the load counter that `least_conn` reads.
+//! A node's live state: identity, load, health, admin state, and what its checks last said.
+//!
+//! Everything the request path reads is an atomic; the health checker and the admin API are the
+//! writers. A node's state survives config reloads (the `Arc` is carried over by id), so counters,
+//! admin states and health do not reset when the file changes.
 
+use crate::metrics::NodeMetrics;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
-/// One node as the running proxy sees it. Shared (`Arc`) between the pool and every request or
-/// tunnel currently on it, so a request that outlives a config change still decrements the
-/// counter it incremented.
+/// Whether checks say the node works.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Health {
+    Healthy,
+    Unhealthy,
+}
+
+/// What an operator asked of the node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AdminState {
+    /// Takes new clients and keeps its own.
+    Active,
+    /// Keeps the clients pinned to it, takes no new ones (before a deploy).
+    Draining,
+    /// Takes nothing; its clients are re-pinned on their next request.
+    Disabled,
+}
+
+impl AdminState {
+    fn code(self) -> u8 {
+        match self {
+            AdminState::Active => 0,
+            AdminState::Draining => 1,
+            AdminState::Disabled => 2,
+        }
+    }
+    fn from_code(c: u8) -> AdminState {
+        match c {
+            1 => AdminState::Draining,
+            2 => AdminState::Disabled,
+            _ => AdminState::Active,
+        }
+    }
+}
+
+/// The most recent active check.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CheckResult {
+    pub ok: bool,
+    /// "200", "status 503", "timeout", "connection refused", ...
+    pub detail: String,
+    /// Unix seconds.
+    pub at: u64,
+}
+
+/// Milliseconds on one monotonic clock for the whole process (atomics cannot hold an `Instant`).
+static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
+
+/// Requests in flight plus open tunnels, over every node (removed ones included): shutdown waits
+/// for it to reach zero.
+static IN_FLIGHT: AtomicU64 = AtomicU64::new(0);
+
+pub fn in_flight() -> u64 {
+    IN_FLIGHT.load(Ordering::Relaxed)
+}
+
+pub fn now_ms() -> u64 {
+    EPOCH.elapsed().as_millis() as u64
+}
+
+/// One node as the running proxy sees it. Shared (`Arc`) between pools (across reloads) and every
+/// request or tunnel currently on it, so a request that outlives a config change still decrements
+/// the counter it incremented.
 #[derive(Debug)]
 pub struct NodeState {
     pub id: String,
@@ -14,15 +82,48 @@ pub struct NodeState {
     pub weight: u32,
     /// In-flight requests plus open tunnels.
     load: AtomicU64,
+    tunnels: AtomicU64,
+    pinned_hits: AtomicU64,
+    health: AtomicU8,
+    admin: AtomicU8,
+    /// When the node last became usable for new clients (`now_ms`), for slow start.
+    usable_since_ms: AtomicU64,
+    /// Passive failures in the current window, and when the window began (`now_ms`).
+    passive_fails: AtomicU32,
+    passive_window_ms: AtomicU64,
+    /// Until when a passively failed node counts as down without an active checker (`now_ms`).
+    passive_down_until_ms: AtomicU64,
+    last_check: Mutex<Option<CheckResult>>,
+    pub metrics: NodeMetrics,
 }
 
 impl NodeState {
-    pub fn new(id: impl Into<String>, address: SocketAddr, weight: u32) -> NodeState {
+    pub fn new(
+        upstream: &str,
+        id: impl Into<String>,
+        address: SocketAddr,
+        weight: u32,
+    ) -> NodeState {
+        let id = id.into();
+        let metrics = NodeMetrics::new(upstream, &id);
+        metrics.healthy.set(1);
+        metrics.admin_state.set(0);
         NodeState {
-            id: id.into(),
+            id,
             address,
             weight: weight.max(1),
             load: AtomicU64::new(0),
+            tunnels: AtomicU64::new(0),
+            pinned_hits: AtomicU64::new(0),
+            health: AtomicU8::new(0),
+            admin: AtomicU8::new(0),
+            // A node present from the start is not "coming back": no slow start for it.
+            usable_since_ms: AtomicU64::new(0),
+            passive_fails: AtomicU32::new(0),
+            passive_window_ms: AtomicU64::new(0),
+            passive_down_until_ms: AtomicU64::new(0),
+            last_check: Mutex::new(None),
+            metrics,
         }
     }
 
@@ -31,27 +132,189 @@ impl NodeState {
         self.load.load(Ordering::Relaxed)
     }
 
+    pub fn open_tunnels(&self) -> u64 {
+        self.tunnels.load(Ordering::Relaxed)
+    }
+
+    pub fn pinned_hits(&self) -> u64 {
+        self.pinned_hits.load(Ordering::Relaxed)
+    }
+
+    pub fn count_pinned_hit(&self) {
+        self.pinned_hits.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Count one request (or tunnel) on this node until the guard drops, whatever way the request
     /// ends: response, error, client gone or tunnel closed.
     pub fn acquire(self: &Arc<Self>) -> LoadGuard {
         self.load.fetch_add(1, Ordering::Relaxed);
-        LoadGuard(Arc::clone(self))
+        IN_FLIGHT.fetch_add(1, Ordering::Relaxed);
+        LoadGuard {
+            node: Arc::clone(self),
+            tunnel: false,
+        }
+    }
+
+    pub fn health(&self) -> Health {
+        if self.health.load(Ordering::Relaxed) == 0 {
+            Health::Healthy
+        } else {
+            Health::Unhealthy
+        }
+    }
+
+    pub fn admin(&self) -> AdminState {
+        AdminState::from_code(self.admin.load(Ordering::Relaxed))
+    }
+
+    /// Set the admin state; returns the previous one.
+    pub fn set_admin(&self, state: AdminState) -> AdminState {
+        let before = AdminState::from_code(self.admin.swap(state.code(), Ordering::Relaxed));
+        if before != state {
+            self.metrics.admin_state.set(i64::from(state.code()));
+            if state == AdminState::Active {
+                self.usable_since_ms
+                    .store(now_ms().max(1), Ordering::Relaxed);
+            }
+        }
+        before
+    }
+
+    /// Record a health change; returns true when it changed. `reason` goes to the log.
+    pub fn set_health(&self, upstream: &str, health: Health, reason: &str) -> bool {
+        let code = u8::from(health == Health::Unhealthy);
+        let before = self.health.swap(code, Ordering::Relaxed);
+        if before == code {
+            return false;
+        }
+        if health == Health::Healthy {
+            self.usable_since_ms
+                .store(now_ms().max(1), Ordering::Relaxed);
+            self.passive_fails.store(0, Ordering::Relaxed);
+            self.passive_down_until_ms.store(0, Ordering::Relaxed);
+        }
+        self.metrics.health_transition(health == Health::Healthy);
+        tracing::warn!(upstream, node = %self.id, address = %self.address, to = ?health, reason, "node health changed");
+        true
+    }
+
+    /// Healthy, counting a passive-only failure as healed once its `fail_timeout` has passed
+    /// (when no active checker watches the node, nothing else would bring it back).
+    fn effectively_healthy(&self, now: u64) -> bool {
+        if self.health.load(Ordering::Relaxed) == 0 {
+            return true;
+        }
+        let until = self.passive_down_until_ms.load(Ordering::Relaxed);
+        until != 0 && now >= until
+    }
+
+    /// May a client already pinned here keep coming? (healthy, not disabled)
+    pub fn serves_pinned(&self, now: u64) -> bool {
+        self.admin() != AdminState::Disabled && self.effectively_healthy(now)
+    }
+
+    /// May this node take a new client now? (healthy, active, and past slow start)
+    ///
+    /// During slow start the node's share ramps linearly from 10% to 100% over `slow_start`:
+    /// `ticket` (any fast-changing number, e.g. a pick counter) decides each pick.
+    pub fn takes_new(&self, now: u64, slow_start: Duration, ticket: u64) -> bool {
+        if self.admin() != AdminState::Active || !self.effectively_healthy(now) {
+            return false;
+        }
+        let since = self.usable_since_ms.load(Ordering::Relaxed);
+        let window = slow_start.as_millis() as u64;
+        if since == 0 || window == 0 || now >= since + window {
+            return true;
+        }
+        let percent = 10 + 90 * (now - since) / window;
+        ticket % 100 < percent
+    }
+
+    /// A connection to the node failed or timed out: count it toward passive `max_fails`.
+    /// Returns true when this failure made the node unhealthy.
+    pub fn passive_failure(&self, upstream: &str, max_fails: u32, fail_timeout: Duration) -> bool {
+        if max_fails == 0 {
+            return false;
+        }
+        let now = now_ms();
+        let window = fail_timeout.as_millis() as u64;
+        let start = self.passive_window_ms.load(Ordering::Relaxed);
+        let fails = if start == 0 || now.saturating_sub(start) > window {
+            self.passive_window_ms.store(now.max(1), Ordering::Relaxed);
+            self.passive_fails.store(1, Ordering::Relaxed);
+            1
+        } else {
+            self.passive_fails.fetch_add(1, Ordering::Relaxed) + 1
+        };
+        if fails >= max_fails {
+            self.passive_down_until_ms
+                .store(now + window, Ordering::Relaxed);
+            let reason = format!("{fails} failed connections within {fail_timeout:?}");
+            return self.set_health(upstream, Health::Unhealthy, &reason);
+        }
+        false
+    }
+
+    pub fn record_check(&self, ok: bool, detail: String) {
+        let at = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        if let Ok(mut last) = self.last_check.lock() {
+            *last = Some(CheckResult { ok, detail, at });
+        }
+    }
+
+    pub fn last_check(&self) -> Option<CheckResult> {
+        self.last_check.lock().ok().and_then(|l| l.clone())
+    }
+
+    /// Carry live state from the node this one replaces on reload (same id).
+    pub fn inherit(&self, old: &NodeState) {
+        self.set_admin(old.admin());
+        let health = old.health.load(Ordering::Relaxed);
+        self.health.store(health, Ordering::Relaxed);
+        self.metrics.healthy.set(i64::from(health == 0));
+        self.pinned_hits.store(old.pinned_hits(), Ordering::Relaxed);
+        self.usable_since_ms.store(
+            old.usable_since_ms.load(Ordering::Relaxed),
+            Ordering::Relaxed,
+        );
+        if let (Ok(mut mine), Ok(theirs)) = (self.last_check.lock(), old.last_check.lock()) {
+            mine.clone_from(&theirs);
+        }
     }
 }
 
-/// Decrements its node's load when dropped.
+/// Decrements its node's load (and tunnel count) when dropped.
 #[derive(Debug)]
-pub struct LoadGuard(Arc<NodeState>);
+pub struct LoadGuard {
+    node: Arc<NodeState>,
+    tunnel: bool,
+}
 
 impl LoadGuard {
     pub fn node(&self) -> &NodeState {
-        &self.0
+        &self.node
+    }
+
+    /// The request became a tunnel: count it as one until it closes.
+    pub fn into_tunnel(&mut self) {
+        if !self.tunnel {
+            self.tunnel = true;
+            self.node.tunnels.fetch_add(1, Ordering::Relaxed);
+            self.node.metrics.open_tunnels.inc();
+        }
     }
 }
 
 impl Drop for LoadGuard {
     fn drop(&mut self) {
-        self.0.load.fetch_sub(1, Ordering::Relaxed);
+        self.node.load.fetch_sub(1, Ordering::Relaxed);
+        IN_FLIGHT.fetch_sub(1, Ordering::Relaxed);
+        if self.tunnel {
+            self.node.tunnels.fetch_sub(1, Ordering::Relaxed);
+            self.node.metrics.open_tunnels.dec();
+        }
     }
 }
 
@@ -59,19 +322,69 @@ impl Drop for LoadGuard {
 mod tests {
     use super::*;
 
+    fn node() -> Arc<NodeState> {
+        Arc::new(NodeState::new("t", "a", "127.0.0.1:1".parse().unwrap(), 1))
+    }
+
     #[test]
     fn guards_count_exactly_under_concurrency() {
-        let node = Arc::new(NodeState::new("a", "127.0.0.1:1".parse().unwrap(), 1));
+        let node = node();
         std::thread::scope(|s| {
             for _ in 0..8 {
                 s.spawn(|| {
-                    for _ in 0..10_000 {
-                        let g = node.acquire();
+                    for i in 0..10_000 {
+                        let mut g = node.acquire();
+                        if i % 2 == 0 {
+                            g.into_tunnel();
+                        }
                         assert!(g.node().load() >= 1);
                     }
                 });
             }
         });
-        assert_eq!(node.load(), 0);
+        assert_eq!((node.load(), node.open_tunnels()), (0, 0));
+    }
+
+    #[test]
+    fn draining_keeps_pinned_clients_and_takes_no_new_ones() {
+        let n = node();
+        let now = now_ms();
+        assert!(n.serves_pinned(now) && n.takes_new(now, Duration::ZERO, 0));
+        n.set_admin(AdminState::Draining);
+        assert!(n.serves_pinned(now) && !n.takes_new(now, Duration::ZERO, 0));
+        n.set_admin(AdminState::Disabled);
+        assert!(!n.serves_pinned(now) && !n.takes_new(now, Duration::ZERO, 0));
+        n.set_admin(AdminState::Active);
+        n.set_health("t", Health::Unhealthy, "test");
+        assert!(!n.serves_pinned(now_ms()) && !n.takes_new(now_ms(), Duration::ZERO, 0));
+    }
+
+    #[test]
+    fn passive_failures_mark_unhealthy_at_max_fails() {
+        let n = node();
+        assert!(!n.passive_failure("t", 3, Duration::from_secs(10)));
+        assert!(!n.passive_failure("t", 3, Duration::from_secs(10)));
+        assert!(n.passive_failure("t", 3, Duration::from_secs(10)));
+        assert_eq!(n.health(), Health::Unhealthy);
+        assert!(
+            !n.passive_failure("t", 0, Duration::from_secs(10)),
+            "0 disables"
+        );
+    }
+
+    #[test]
+    fn slow_start_ramps_the_share_of_new_clients() {
+        let n = node();
+        n.set_health("t", Health::Unhealthy, "down");
+        n.set_health("t", Health::Healthy, "up");
+        let now = now_ms();
+        let taken = (0..100)
+            .filter(|&t| n.takes_new(now, Duration::from_secs(3600), t))
+            .count();
+        assert!(
+            (9..=12).contains(&taken),
+            "just back: about 10%, got {taken}"
+        );
+        assert!(n.takes_new(now + 3_600_001, Duration::from_secs(3600), 99));
     }
 }

@@ -11,7 +11,10 @@ fn check(path: &Path) -> std::process::Output {
         .arg(path)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .env_clear()
+        // The same environment as the library's golden test (src/config/tests.rs).
         .env("TETHER_SECRET", "0123456789abcdef0123456789abcdef")
+        .env("TETHER_ADMIN_TOKEN", " admin-token-value\n")
+        .env("TETHER_EMPTY", "  ")
         .output()
         .expect("run tether check")
 }

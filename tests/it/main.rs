@@ -7,6 +7,7 @@
 //! - `http1`: raw HTTP/1.1 through the engine: bodies, 100-continue, pipelining, bad framing.
 //! - `ip_hash`: clients from distinct source addresses are placed stably and spread.
 //! - `failover`: a dead node's clients are re-pinned, everyone else stays; no node gives 503.
+//! - `operations`: health checks, drain, admin API, metrics, reload under load, graceful shutdown.
 //! - `socketio`: a real socket.io cluster behind tether (Node.js), with and without affinity.
 //! - `cli`: `tether check` golden diagnostics, `keygen`, the shipped example configs.
 
@@ -17,6 +18,7 @@ mod failover;
 mod http1;
 mod ip_hash;
 mod load;
+mod operations;
 mod socketio;
 mod sticky_cookie;
 mod upgrade;

@@ -119,7 +119,19 @@ impl Client {
     }
 
     pub async fn request(&mut self, path: &str, headers: &[(&str, &str)]) -> Reply {
-        let mut req = http::Request::get(path).header("host", "tether.test");
+        self.send("GET", path, headers).await
+    }
+
+    /// POST with an empty body (the admin API's actions).
+    pub async fn post(&mut self, path: &str, headers: &[(&str, &str)]) -> Reply {
+        self.send("POST", path, headers).await
+    }
+
+    async fn send(&mut self, method: &str, path: &str, headers: &[(&str, &str)]) -> Reply {
+        let mut req = http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "tether.test");
         if let Some(c) = self.cookie_header() {
             req = req.header("cookie", c);
         }

@@ -2,7 +2,8 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -13,6 +14,9 @@ pub const SECRET: &str = "test-secret-0123456789abcdef0123456789";
 pub struct Proxy {
     child: Child,
     pub addr: SocketAddr,
+    /// The admin address, when the config has `{admin}`.
+    pub admin: Option<SocketAddr>,
+    pub config_path: PathBuf,
     /// Holds the config file for as long as the process runs.
     _dir: tempfile::TempDir,
     log: Arc<Mutex<String>>,
@@ -38,10 +42,16 @@ impl Proxy {
         let mut last_log = String::new();
         for _ in 0..3 {
             let addr = SocketAddr::from(([127, 0, 0, 1], free_port([127, 0, 0, 1])));
+            let admin = yaml
+                .contains("{admin}")
+                .then(|| SocketAddr::from(([127, 0, 0, 1], free_port([127, 0, 0, 1]))));
             let dir = tempfile::tempdir().expect("tempdir");
             let config_path = dir.path().join("tether.yaml");
-            std::fs::write(&config_path, yaml.replace("{listen}", &addr.to_string()))
-                .expect("write config");
+            let mut text = yaml.replace("{listen}", &addr.to_string());
+            if let Some(a) = admin {
+                text = text.replace("{admin}", &a.to_string());
+            }
+            std::fs::write(&config_path, text).expect("write config");
             let mut child = Command::new(tether_bin())
                 .arg("--config")
                 .arg(&config_path)
@@ -71,6 +81,8 @@ impl Proxy {
             let mut proxy = Proxy {
                 child,
                 addr,
+                admin,
+                config_path,
                 _dir: dir,
                 log,
             };
@@ -111,6 +123,37 @@ impl Proxy {
             pause = (pause * 2).min(Duration::from_millis(100));
         }
         false
+    }
+
+    /// Replace the config file (for reload tests); `{listen}`/`{admin}` keep their addresses.
+    pub fn rewrite_config(&self, yaml: &str) {
+        let mut text = yaml.replace("{listen}", &self.addr.to_string());
+        if let Some(a) = self.admin {
+            text = text.replace("{admin}", &a.to_string());
+        }
+        std::fs::write(&self.config_path, text).expect("rewrite config");
+    }
+
+    /// Send a signal by name (`HUP`, `TERM`) to the tether process.
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+    }
+
+    /// Wait for the process to exit, up to `limit` (the bound only stops a broken build hanging).
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -1,0 +1,209 @@
+//! Live reload and graceful shutdown: the control thread's jobs.
+//!
+//! **Reload** (SIGHUP or `POST /reload`): the file is read and validated; on any problem every
+//! diagnostic is logged and nothing changes. Otherwise a new `Runtime` is built, carrying each
+//! node's live state over by id, and swapped in atomically: requests already running (and open
+//! tunnels, even to removed nodes) keep the snapshot they started with; new requests see the new
+//! config. The generation counter tells the health checker to follow.
+//!
+//! **Shutdown** (SIGTERM/SIGINT): listeners close, idle keep-alive connections end, in-flight
+//! requests finish, tunnels are kept for `grace`, then closed one by one at random moments over
+//! `close_window` so clients do not all reconnect in the same second; the process exits when
+//! nothing is left or the window has passed.
+
+use crate::config::{self, ConfigError};
+use crate::proxy::Runtime;
+use arc_swap::ArcSwap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// How the shutdown proceeds, sent to every connection when it starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShutdownPlan {
+    pub grace: Duration,
+    pub close_window: Duration,
+}
+
+/// `None` while serving; the plan once shutdown began.
+pub type ShutdownSignal = watch::Receiver<Option<ShutdownPlan>>;
+
+/// What the admin API and signal handlers act on.
+pub struct Control {
+    pub runtime: Arc<ArcSwap<Runtime>>,
+    source: PathBuf,
+    generation: watch::Sender<u64>,
+    reloads: AtomicU64,
+    /// Reloads are serialised: two at once would race to swap.
+    lock: Mutex<()>,
+}
+
+impl Control {
+    pub fn new(runtime: Arc<ArcSwap<Runtime>>, source: PathBuf) -> Control {
+        Control {
+            runtime,
+            source,
+            generation: watch::Sender::new(0),
+            reloads: AtomicU64::new(0),
+            lock: Mutex::new(()),
+        }
+    }
+
+    pub fn source(&self) -> &Path {
+        &self.source
+    }
+
+    pub fn reloads(&self) -> u64 {
+        self.reloads.load(Ordering::Relaxed)
+    }
+
+    /// A receiver that changes on every successful reload.
+    pub fn generation(&self) -> watch::Receiver<u64> {
+        self.generation.subscribe()
+    }
+
+    /// Re-read the config file and apply it; on error nothing changes. Returns a one-line summary.
+    pub fn reload(&self) -> Result<String, ConfigError> {
+        let _serial = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        let config = match config::load(&self.source) {
+            Ok(c) => c,
+            Err(e) => {
+                for line in e.to_string().lines() {
+                    tracing::error!(problem = %line, "reload rejected; the running config is kept");
+                }
+                return Err(e);
+            }
+        };
+        let old = self.runtime.load_full();
+        let new = Runtime::new(&config, Some(&old));
+        let mut changes = Vec::new();
+        for pool in &new.pools {
+            let before = old.pool(&pool.name);
+            let added: Vec<_> = pool
+                .nodes
+                .iter()
+                .filter(|n| before.is_none_or(|b| b.nodes.iter().all(|o| o.id != n.id)))
+                .map(|n| n.id.as_str())
+                .collect();
+            let removed: Vec<_> = before
+                .map(|b| {
+                    b.nodes
+                        .iter()
+                        .filter(|o| pool.nodes.iter().all(|n| n.id != o.id))
+                        .map(|o| o.id.as_str())
+                        .collect()
+                })
+                .unwrap_or_default();
+            if !added.is_empty() || !removed.is_empty() {
+                changes.push(format!(
+                    "{}: +[{}] -[{}]",
+                    pool.name,
+                    added.join(","),
+                    removed.join(",")
+                ));
+            }
+        }
+        let summary = if changes.is_empty() {
+            "no node changes".to_string()
+        } else {
+            changes.join("; ")
+        };
+        self.runtime.store(Arc::new(new));
+        self.generation.send_modify(|g| *g += 1);
+        self.reloads.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(config = %self.source.display(), %summary, "config reloaded");
+        Ok(summary)
+    }
+}
+
+/// Wait for signals: SIGHUP reloads; SIGTERM or SIGINT starts the shutdown and returns once
+/// connections are done or the plan's time is up.
+pub async fn run_signals(
+    control: Arc<Control>,
+    shutdown: watch::Sender<Option<ShutdownPlan>>,
+    plan: ShutdownPlan,
+) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut hup), Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::hangup()),
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop tether with SIGKILL");
+        return std::future::pending().await;
+    };
+    loop {
+        tokio::select! {
+            _ = hup.recv() => {
+                let c = Arc::clone(&control);
+                // Reading and validating the file is blocking work; keep the control loop free.
+                let _ = tokio::task::spawn_blocking(move || c.reload()).await;
+            }
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+    let open = crate::upstream::node::in_flight();
+    tracing::info!(grace = ?plan.grace, close_window = ?plan.close_window, open, "shutting down: no new connections");
+    let _ = shutdown.send(Some(plan));
+    let deadline =
+        tokio::time::Instant::now() + plan.grace + plan.close_window + Duration::from_secs(1);
+    loop {
+        let open = crate::upstream::node::in_flight();
+        if open == 0 {
+            tracing::info!("all requests and tunnels done; exiting");
+            return;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            tracing::warn!(
+                open,
+                "shutdown window over; exiting with connections still open"
+            );
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// When this tunnel should close during a shutdown: after the grace period, at a random point
+/// of the close window (`seed` makes each tunnel's point different).
+pub fn tunnel_close_delay(plan: &ShutdownPlan, seed: u64) -> Duration {
+    let window = plan.close_window.as_millis() as u64;
+    let jitter = if window == 0 {
+        0
+    } else {
+        // splitmix64: cheap, and different for every tunnel.
+        let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        (z ^ (z >> 31)) % window
+    };
+    plan.grace + Duration::from_millis(jitter)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tunnels_close_spread_over_the_window_after_grace() {
+        let plan = ShutdownPlan {
+            grace: Duration::from_secs(5),
+            close_window: Duration::from_secs(10),
+        };
+        let delays: Vec<_> = (0..1000).map(|s| tunnel_close_delay(&plan, s)).collect();
+        assert!(delays
+            .iter()
+            .all(|d| *d >= plan.grace && *d < plan.grace + plan.close_window));
+        let first_half = delays
+            .iter()
+            .filter(|d| **d < Duration::from_secs(10))
+            .count();
+        assert!(
+            (400..600).contains(&first_half),
+            "{first_half} of 1000 in the first half"
+        );
+    }
+}
