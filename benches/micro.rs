@@ -69,6 +69,7 @@ fn ring_and_balance(c: &mut Criterion) {
         .iter()
         .map(|id| {
             Arc::new(NodeState::new(
+                "bench",
                 id.clone(),
                 "127.0.0.1:1".parse().unwrap(),
                 1,
