@@ -143,6 +143,10 @@ fn demo_config(listen: SocketAddr, nodes: &[(String, SocketAddr)], secret: Vec<u
             upstream: 0,
         }],
         admin: None,
-        shutdown: Shutdown::default(),
+        // Ctrl-C on a demo should stop it at once, open browser tabs or not.
+        shutdown: Shutdown {
+            grace: std::time::Duration::ZERO,
+            close_window: std::time::Duration::ZERO,
+        },
     }
 }
