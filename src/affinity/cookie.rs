@@ -95,6 +95,7 @@ mod tests {
             same_site: SameSite::Strict,
             path: "/app".into(),
             domain: Some("example.com".into()),
+            previous_secrets: Vec::new(),
         }
     }
 

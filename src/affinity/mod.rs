@@ -124,6 +124,7 @@ mod tests {
             same_site: SameSite::Lax,
             path: "/".into(),
             domain: None,
+            previous_secrets: Vec::new(),
         }
     }
 

@@ -128,6 +128,7 @@ fn demo_config(listen: SocketAddr, nodes: &[(String, SocketAddr)], secret: Vec<u
                 same_site: SameSite::Lax,
                 path: "/".into(),
                 domain: None,
+                previous_secrets: Vec::new(),
             }),
             timeouts: Timeouts {
                 connect: defaults::DEFAULT_CONNECT_TIMEOUT,
@@ -141,6 +142,7 @@ fn demo_config(listen: SocketAddr, nodes: &[(String, SocketAddr)], secret: Vec<u
         routes: vec![Route {
             path_prefix: "/".into(),
             upstream: 0,
+            websocket: Default::default(),
         }],
         admin: None,
         // Ctrl-C on a demo should stop it at once, open browser tabs or not.

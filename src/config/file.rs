@@ -68,6 +68,8 @@ pub struct FileCookie {
     pub same_site: Option<String>,
     pub path: Option<String>,
     pub domain: Option<String>,
+    pub previous_secrets_env: Option<Vec<String>>,
+    pub previous_secret_files: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -178,6 +180,13 @@ impl<'de> Deserialize<'de> for StatusList {
 pub struct FileRoute {
     pub path_prefix: Option<String>,
     pub upstream: Option<String>,
+    pub websocket: Option<FileWebsocket>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct FileWebsocket {
+    pub allowed_origins: Option<Vec<String>>,
+    pub require_origin: Option<bool>,
 }
 
 /// A YAML mapping kept in file order, duplicates included, so validation can name them.
@@ -233,6 +242,8 @@ pub fn expected_keys(keys: &[&str]) -> &'static [&'static str] {
             "same_site",
             "path",
             "domain",
+            "previous_secrets_env",
+            "previous_secret_files",
         ],
         ["upstreams", _, "timeouts"] => &["connect", "read", "tunnel_idle"],
         ["upstreams", _, "health_check"] => &[
@@ -245,7 +256,8 @@ pub fn expected_keys(keys: &[&str]) -> &'static [&'static str] {
             "fall",
         ],
         ["upstreams", _, "passive"] => &["max_fails", "fail_timeout"],
-        ["routes"] => &["path_prefix", "upstream"],
+        ["routes"] => &["path_prefix", "upstream", "websocket"],
+        ["routes", "websocket"] => &["allowed_origins", "require_origin"],
         _ => &[],
     }
 }

@@ -199,6 +199,9 @@ pub struct CookieSettings {
     pub same_site: SameSite,
     pub path: String,
     pub domain: Option<String>,
+    /// Earlier secrets that still verify (key rotation): their tokens pin and are re-issued with
+    /// the current secret.
+    pub previous_secrets: Vec<Vec<u8>>,
 }
 
 impl std::fmt::Debug for CookieSettings {
@@ -242,4 +245,109 @@ pub struct Route {
     pub path_prefix: String,
     /// Index into `Config::upstreams`.
     pub upstream: usize,
+    pub websocket: WebsocketPolicy,
+}
+
+/// Who may open WebSockets through a route: the Cross-Site WebSocket Hijacking defence.
+///
+/// Browsers send cookies on a cross-site WebSocket handshake and CORS does not apply to
+/// `ws:`/`wss:`, so the `Origin` header is the proxy's only signal of who opened the socket.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WebsocketPolicy {
+    /// Empty: any origin. Otherwise `scheme://host[:port]`, or `scheme://*.domain[:port]` for any
+    /// subdomain (not the bare domain).
+    pub allowed_origins: Vec<OriginPattern>,
+    /// Refuse upgrades that carry no `Origin` (non-browser clients usually send none).
+    pub require_origin: bool,
+}
+
+/// One allowed origin, lower-cased.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OriginPattern {
+    pub scheme: String,
+    /// For a wildcard, the suffix after `*` (starting with `.`).
+    pub host: String,
+    pub wildcard: bool,
+    /// `None`: the scheme's default port (no port in the Origin).
+    pub port: Option<u16>,
+}
+
+impl OriginPattern {
+    /// Parse `scheme://host[:port]` or `scheme://*.domain[:port]`.
+    pub fn parse(text: &str) -> Result<OriginPattern, String> {
+        let lower = text.trim().to_ascii_lowercase();
+        let (scheme, rest) = lower
+            .split_once("://")
+            .ok_or_else(|| format!("`{text}` is not an origin; write `https://app.example.com`"))?;
+        if !matches!(scheme, "http" | "https") {
+            return Err(format!("`{text}`: an origin's scheme is http or https"));
+        }
+        if rest.is_empty() || rest.contains('/') || rest.contains('?') || rest.contains('#') {
+            return Err(format!("`{text}` is not an origin: no path, query or fragment (e.g. `https://app.example.com`)"));
+        }
+        let (host, port) = match rest.rsplit_once(':') {
+            Some((h, p)) if !h.ends_with(']') || rest.starts_with('[') => {
+                let port = p
+                    .parse::<u16>()
+                    .map_err(|_| format!("`{text}`: `{p}` is not a port"))?;
+                (h, Some(port))
+            }
+            _ => (rest, None),
+        };
+        let (wildcard, host) = match host.strip_prefix('*') {
+            Some(suffix) if suffix.starts_with('.') && suffix.len() > 1 && !suffix[1..].contains('*') => (true, suffix),
+            Some(_) => return Err(format!("`{text}`: a wildcard is allowed only as the leftmost label, e.g. `https://*.example.com`")),
+            None if host.is_empty() || host.contains('*') => {
+                return Err(format!("`{text}`: a wildcard is allowed only as the leftmost label, e.g. `https://*.example.com`"))
+            }
+            None => (false, host),
+        };
+        Ok(OriginPattern {
+            scheme: scheme.to_string(),
+            host: host.to_string(),
+            wildcard,
+            port,
+        })
+    }
+
+    /// Does the `Origin` header value `origin` match?
+    pub fn matches(&self, origin: &str) -> bool {
+        let Some((scheme, rest)) = origin.split_once("://") else {
+            return false;
+        };
+        if !scheme.eq_ignore_ascii_case(&self.scheme) {
+            return false;
+        }
+        let (host, port) = match rest.rsplit_once(':') {
+            Some((h, p))
+                if !h.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) && !p.is_empty() =>
+            {
+                (h, p.parse::<u16>().ok())
+            }
+            _ => (rest, None),
+        };
+        if port != self.port {
+            return false;
+        }
+        if self.wildcard {
+            host.len() > self.host.len()
+                && host
+                    .get(host.len() - self.host.len()..)
+                    .is_some_and(|s| s.eq_ignore_ascii_case(&self.host))
+        } else {
+            host.eq_ignore_ascii_case(&self.host)
+        }
+    }
+}
+
+impl WebsocketPolicy {
+    /// May an upgrade with this `Origin` (or none) go through?
+    pub fn allows(&self, origin: Option<&str>) -> bool {
+        match origin {
+            None => !self.require_origin,
+            Some(o) => {
+                self.allowed_origins.is_empty() || self.allowed_origins.iter().any(|p| p.matches(o))
+            }
+        }
+    }
 }

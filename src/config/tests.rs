@@ -75,7 +75,8 @@ fn minimal_config_gets_defaults() {
         c.routes,
         vec![Route {
             path_prefix: "/".into(),
-            upstream: 0
+            upstream: 0,
+            websocket: Default::default()
         }]
     );
     let u = &c.upstreams[0];
@@ -241,7 +242,8 @@ routes:
         c.routes[0],
         Route {
             path_prefix: "/api/".into(),
-            upstream: 1
+            upstream: 1,
+            websocket: Default::default()
         }
     );
 }

@@ -360,7 +360,9 @@ impl Checker<'_> {
             &join(path, "domain"),
             format_args!("`{}` is not a valid cookie domain; give a host name such as `example.com`, or omit it for a host-only cookie", domain.unwrap_or_default()),
         );
+        let previous_secrets = self.previous_secrets(path, c);
         let settings = CookieSettings {
+            previous_secrets: previous_secrets?,
             name: name.to_string(),
             secret: secret?,
             max_age: max_age?,
@@ -371,6 +373,58 @@ impl Checker<'_> {
             domain: domain.map(String::from),
         };
         ok.then_some(settings)
+    }
+
+    /// Secrets of earlier keys, kept for rotation: each read and checked like the current one.
+    fn previous_secrets(&mut self, path: &str, c: &FileCookie) -> Option<Vec<Vec<u8>>> {
+        let mut out = Vec::new();
+        let mut ok = true;
+        for (i, var) in c.previous_secrets_env.iter().flatten().enumerate() {
+            let at = join(path, &format!("previous_secrets_env[{i}]"));
+            let var = var.trim();
+            let value = match (self.cx.env)(var) {
+                None => self.bad(&at, format_args!("environment variable {var} is not set; export the previous secret in it, or remove it from the list once its cookies have expired")),
+                Some(v) if v.trim().is_empty() => self.bad(&at, format_args!("environment variable {var} is empty")),
+                Some(v) => Some(v.into_bytes()),
+            };
+            ok &= self.push_secret(&mut out, &at, value, &format!("environment variable {var}"));
+        }
+        for (i, file) in c.previous_secret_files.iter().flatten().enumerate() {
+            let at = join(path, &format!("previous_secret_files[{i}]"));
+            let full = self
+                .cx
+                .source
+                .parent()
+                .unwrap_or(Path::new(""))
+                .join(file.trim());
+            let value = match std::fs::read(&full) {
+                Ok(b) => Some(b),
+                Err(e) => self.bad(&at, format_args!("cannot read `{}`: {e}", full.display())),
+            };
+            ok &= self.push_secret(&mut out, &at, value, &format!("file {}", full.display()));
+        }
+        ok.then_some(out)
+    }
+
+    fn push_secret(
+        &mut self,
+        out: &mut Vec<Vec<u8>>,
+        at: &str,
+        value: Option<Vec<u8>>,
+        source: &str,
+    ) -> bool {
+        let Some(bytes) = value else {
+            return false;
+        };
+        let secret = bytes.trim_ascii();
+        let n = secret.len();
+        let msg =
+            format_args!("the secret in {source} is {n} bytes; it needs at least {MIN_SECRET_LEN}");
+        let ok = self.ensure(n >= MIN_SECRET_LEN, at, msg);
+        if ok {
+            out.push(secret.to_vec());
+        }
+        ok
     }
 
     /// Reads the signing secret from exactly one of `secret_env` and `secret_file`.
@@ -701,6 +755,7 @@ impl Checker<'_> {
                 [_] => vec![Route {
                     path_prefix: DEFAULT_ROUTE_PREFIX.to_string(),
                     upstream: 0,
+                    websocket: WebsocketPolicy::default(),
                 }],
                 [first, ..] => {
                     let pos = self.cx.positions.key("upstreams");
@@ -739,12 +794,41 @@ impl Checker<'_> {
                     self.bad(&join(&p, "upstream"), msg)
                 }
             };
-            out.extend(prefix.zip(upstream).map(|(path_prefix, upstream)| Route {
-                path_prefix,
-                upstream,
-            }));
+            let websocket = self.websocket(&p, r.websocket.as_ref());
+            if let (Some(path_prefix), Some(upstream), Some(websocket)) =
+                (prefix, upstream, websocket)
+            {
+                out.push(Route {
+                    path_prefix,
+                    upstream,
+                    websocket,
+                });
+            }
         }
         out
+    }
+}
+
+impl Checker<'_> {
+    fn websocket(&mut self, route: &str, w: Option<&FileWebsocket>) -> Option<WebsocketPolicy> {
+        let Some(w) = w else {
+            return Some(WebsocketPolicy::default());
+        };
+        let mut ok = true;
+        let mut allowed_origins = Vec::new();
+        for (i, o) in w.allowed_origins.iter().flatten().enumerate() {
+            match OriginPattern::parse(o) {
+                Ok(p) => allowed_origins.push(p),
+                Err(e) => {
+                    self.bad::<()>(&format!("{route}.websocket.allowed_origins[{i}]"), e);
+                    ok = false;
+                }
+            }
+        }
+        ok.then(|| WebsocketPolicy {
+            allowed_origins,
+            require_origin: w.require_origin.unwrap_or(false),
+        })
     }
 }
 

@@ -154,6 +154,9 @@ impl Conn {
         loop {
             if !self.cbuf.is_empty() {
                 match head::parse_request(&self.cbuf, &mut self.spans) {
+                    Ok(Some(req)) if req.target.len() > self.limits.max_uri => {
+                        return Err(Refuse(414))
+                    }
                     Ok(Some(req)) => return Ok(Some(req)),
                     Ok(None) if self.cbuf.len() >= self.limits.max_head => return Err(Refuse(431)),
                     Ok(None) => {}
@@ -187,11 +190,14 @@ impl Conn {
         let started = Instant::now();
         let target = &self.cbuf[req.target.clone()];
         let path = std::str::from_utf8(target).unwrap_or("");
-        let Some(pool_index) = rt.router.route(path) else {
+        let Some((pool_index, policy)) = rt.router.route_with_policy(path) else {
             self.drop_request(&req);
             return Err(Refuse(404));
         };
         let pool = &rt.pools[pool_index];
+        if req.upgrade {
+            self.check_websocket_handshake(&req, policy, pool)?;
+        }
         let cookies = self
             .spans
             .iter()
@@ -590,6 +596,58 @@ impl Conn {
         Next::Close
     }
 
+    /// RFC 6455 §4.2.1 and the route's Origin policy, before anything reaches a node: a WebSocket
+    /// upgrade must be a GET with a 16-byte key (400), version 13 (426), and an allowed Origin
+    /// (403, the Cross-Site WebSocket Hijacking defence). Other upgrade protocols pass through.
+    fn check_websocket_handshake(
+        &self,
+        req: &head::Request,
+        policy: &crate::config::WebsocketPolicy,
+        pool: &Pool,
+    ) -> Result<(), Refuse> {
+        let buf = &self.cbuf[..];
+        let header = |name: &[u8]| {
+            self.spans
+                .iter()
+                .find(|s| s.name(buf).eq_ignore_ascii_case(name))
+                .map(|s| s.value(buf).trim_ascii())
+        };
+        let websocket = header(b"upgrade").is_some_and(|v| {
+            v.split(|&b| b == b',')
+                .any(|p| p.trim_ascii().eq_ignore_ascii_case(b"websocket"))
+        });
+        if !websocket {
+            return Ok(());
+        }
+        if !buf[req.method.clone()].eq_ignore_ascii_case(b"GET") {
+            return Err(Refuse(400));
+        }
+        if header(b"sec-websocket-version") != Some(b"13".as_slice()) {
+            return Err(Refuse(426));
+        }
+        let key_ok = header(b"sec-websocket-key").is_some_and(|k| {
+            use base64::Engine as _;
+            let mut out = [0u8; 18];
+            matches!(
+                base64::engine::general_purpose::STANDARD.decode_slice(k, &mut out),
+                Ok(16)
+            )
+        });
+        if !key_ok {
+            return Err(Refuse(400));
+        }
+        let origin = header(b"origin").map(|o| std::str::from_utf8(o).unwrap_or("\u{fffd}"));
+        if !policy.allows(origin) {
+            crate::metrics::METRICS.origin_rejected.inc();
+            tracing::warn!(
+                upstream = %pool.name, client = %self.peer.ip(), origin = origin.unwrap_or("(none)"),
+                "WebSocket upgrade refused: origin not allowed"
+            );
+            return Err(Refuse(403));
+        }
+        Ok(())
+    }
+
     /// Skip the bytes of a request we will not forward, so nothing of it is read as a next request.
     fn drop_request(&mut self, req: &head::Request) {
         self.cbuf.advance(req.len.min(self.cbuf.len()));
@@ -607,6 +665,10 @@ impl Conn {
             .extend_from_slice(b"\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ");
         self.out
             .extend_from_slice(body.len().to_string().as_bytes());
+        if status == 426 {
+            // RFC 6455 §4.4: say which version we speak.
+            self.out.extend_from_slice(b"\r\nsec-websocket-version: 13");
+        }
         self.out.extend_from_slice(b"\r\nconnection: close\r\n\r\n");
         self.out.extend_from_slice(&body);
         let _ = self.client.write_all(&self.out).await;

@@ -31,6 +31,8 @@ use std::time::Duration;
 
 /// Largest request or response head accepted (431 / 502 beyond).
 pub const DEFAULT_MAX_HEAD: usize = 64 * 1024;
+/// Longest request target accepted (414 beyond).
+pub const DEFAULT_MAX_URI: usize = 8 * 1024;
 /// A request head must arrive within this long of its first byte (slowloris).
 pub const DEFAULT_HEAD_TIMEOUT: Duration = Duration::from_secs(30);
 /// An idle keep-alive client connection is closed after this long.
@@ -42,6 +44,7 @@ const BACKLOG: i32 = 4096;
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub max_head: usize,
+    pub max_uri: usize,
     pub head: Duration,
     pub keepalive: Duration,
 }
@@ -50,6 +53,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_head: DEFAULT_MAX_HEAD,
+            max_uri: DEFAULT_MAX_URI,
             head: DEFAULT_HEAD_TIMEOUT,
             keepalive: DEFAULT_KEEPALIVE_TIMEOUT,
         }

@@ -1,31 +1,36 @@
 //! Path-prefix routing: which upstream a request goes to.
 
-use crate::config::Route;
+use crate::config::{Route, WebsocketPolicy};
 
 /// Routes sorted so the longest prefix is tried first.
 #[derive(Debug, Clone, Default)]
 pub struct Router {
-    routes: Vec<(String, usize)>,
+    routes: Vec<(String, usize, WebsocketPolicy)>,
 }
 
 impl Router {
     pub fn new(routes: &[Route]) -> Router {
         let mut routes: Vec<_> = routes
             .iter()
-            .map(|r| (r.path_prefix.clone(), r.upstream))
+            .map(|r| (r.path_prefix.clone(), r.upstream, r.websocket.clone()))
             .collect();
         // Stable sort: among equal lengths (validation forbids equal prefixes) file order holds.
-        routes.sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
+        routes.sort_by_key(|(p, _, _)| std::cmp::Reverse(p.len()));
         Router { routes }
     }
 
     /// The upstream index for `path`, by longest matching prefix. Like nginx's prefix
     /// `location`, `/api` also matches `/apix`; write `/api/` to mean the directory only.
     pub fn route(&self, path: &str) -> Option<usize> {
+        self.route_with_policy(path).map(|(u, _)| u)
+    }
+
+    /// The upstream index and the route's WebSocket policy.
+    pub fn route_with_policy(&self, path: &str) -> Option<(usize, &WebsocketPolicy)> {
         self.routes
             .iter()
-            .find(|(p, _)| path.starts_with(p.as_str()))
-            .map(|&(_, u)| u)
+            .find(|(p, _, _)| path.starts_with(p.as_str()))
+            .map(|(_, u, w)| (*u, w))
     }
 }
 
@@ -39,14 +44,17 @@ mod tests {
             Route {
                 path_prefix: "/".into(),
                 upstream: 0,
+                websocket: Default::default(),
             },
             Route {
                 path_prefix: "/socket.io/".into(),
                 upstream: 1,
+                websocket: Default::default(),
             },
             Route {
                 path_prefix: "/socket.io/admin".into(),
                 upstream: 2,
+                websocket: Default::default(),
             },
         ]);
         assert_eq!(r.route("/index.html"), Some(0));
@@ -55,6 +63,7 @@ mod tests {
         let api_only = Router::new(&[Route {
             path_prefix: "/api".into(),
             upstream: 0,
+            websocket: Default::default(),
         }]);
         assert_eq!(api_only.route("/other"), None);
     }

@@ -60,7 +60,10 @@ impl Pool {
             Affinity::IpHash => Stickiness::IpHash(Ring::new(
                 up.nodes.iter().map(|n| (n.id.as_str(), n.weight)),
             )),
-            Affinity::Cookie(c) => Stickiness::Cookie(CookiePins::new(c, &[], &ids)),
+            Affinity::Cookie(c) => {
+                let previous: Vec<&[u8]> = c.previous_secrets.iter().map(Vec::as_slice).collect();
+                Stickiness::Cookie(CookiePins::new(c, &previous, &ids))
+            }
         };
         let balancer = match up.balance {
             Balance::LeastConn => Balancer::least_conn(),

@@ -6,6 +6,7 @@
 //!   timeouts and forwarded headers.
 //! - `http1`: raw HTTP/1.1 through the engine: bodies, 100-continue, pipelining, bad framing.
 //! - `ip_hash`: clients from distinct source addresses are placed stably and spread.
+//! - `edge`: WebSocket handshake validation, Origin allow-list, key rotation, target limits.
 //! - `failover`: a dead node's clients are re-pinned, everyone else stays; no node gives 503.
 //! - `operations`: health checks, drain, admin API, metrics, reload under load, graceful shutdown.
 //! - `socketio`: a real socket.io cluster behind tether (Node.js), with and without affinity.
@@ -14,6 +15,7 @@
 mod support;
 
 mod cli;
+mod edge;
 mod failover;
 mod http1;
 mod ip_hash;

@@ -58,6 +58,7 @@ fn settings(secret: &[u8], max_age: Option<Duration>) -> CookieSettings {
         same_site: SameSite::Lax,
         path: "/".into(),
         domain: None,
+        previous_secrets: Vec::new(),
     }
 }
 

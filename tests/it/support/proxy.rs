@@ -39,6 +39,11 @@ impl Proxy {
     /// Start tether with `yaml`, where `{listen}` is replaced by a fresh loopback address.
     /// Returns once tether answers HTTP on it.
     pub fn start(yaml: &str) -> Proxy {
+        Proxy::start_with_env(yaml, &[])
+    }
+
+    /// Like `start`, with extra environment variables for tether.
+    pub fn start_with_env(yaml: &str, env: &[(&str, &str)]) -> Proxy {
         let mut last_log = String::new();
         for _ in 0..3 {
             let addr = SocketAddr::from(([127, 0, 0, 1], free_port([127, 0, 0, 1])));
@@ -56,6 +61,7 @@ impl Proxy {
                 .arg("--config")
                 .arg(&config_path)
                 .env("TETHER_SECRET", SECRET)
+                .envs(env.iter().copied())
                 .env(
                     "RUST_LOG",
                     std::env::var("TETHER_TEST_LOG").unwrap_or_else(|_| "info".into()),
