@@ -91,6 +91,7 @@ mod tests {
             secret: vec![0; 32],
             max_age: Some(Duration::from_secs(3600)),
             secure: true,
+            secure_on_tls: true,
             http_only: true,
             same_site: SameSite::Strict,
             path: "/app".into(),

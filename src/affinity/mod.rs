@@ -17,6 +17,8 @@ pub struct CookiePins {
     /// `tags[k][n]`: node `n`'s tag under key `k` (current key first).
     tags: Vec<Vec<NodeTag>>,
     set_cookie: cookie::SetCookie,
+    /// The same with `Secure` as configured for TLS listeners.
+    set_cookie_tls: cookie::SetCookie,
     name: String,
     max_age_secs: Option<u64>,
 }
@@ -43,6 +45,10 @@ impl CookiePins {
             keyring,
             tags,
             set_cookie: cookie::SetCookie::new(settings),
+            set_cookie_tls: cookie::SetCookie::new(&CookieSettings {
+                secure: settings.secure_on_tls,
+                ..settings.clone()
+            }),
             name: settings.name.clone(),
             max_age_secs: settings.max_age.map(|d| d.as_secs()),
         }
@@ -103,8 +109,17 @@ impl CookiePins {
 
     /// The `Set-Cookie` value pinning a client to `node` from `now`.
     pub fn issue(&self, node: usize, now: u64) -> String {
+        self.issue_on(node, now, false)
+    }
+
+    /// Like [`issue`](Self::issue), for a response on a TLS listener when `tls` is true.
+    pub fn issue_on(&self, node: usize, now: u64, tls: bool) -> String {
         let token = self.keyring.sign(&self.tags[0][node], now);
-        self.set_cookie.render(&token)
+        if tls {
+            self.set_cookie_tls.render(&token)
+        } else {
+            self.set_cookie.render(&token)
+        }
     }
 }
 
@@ -120,6 +135,7 @@ mod tests {
             secret: secret.to_vec(),
             max_age: Some(Duration::from_secs(60)),
             secure: false,
+            secure_on_tls: true,
             http_only: true,
             same_site: SameSite::Lax,
             path: "/".into(),

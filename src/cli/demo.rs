@@ -107,7 +107,10 @@ pub fn run_node(id: &str, listen: SocketAddr, threads: usize) -> ExitCode {
 fn demo_config(listen: SocketAddr, nodes: &[(String, SocketAddr)], secret: Vec<u8>) -> Config {
     Config {
         source: "<demo>".into(),
-        listen: vec![Listener { address: listen }],
+        listen: vec![Listener {
+            address: listen,
+            tls: None,
+        }],
         upstreams: vec![Upstream {
             name: "demo".into(),
             nodes: nodes
@@ -124,6 +127,7 @@ fn demo_config(listen: SocketAddr, nodes: &[(String, SocketAddr)], secret: Vec<u
                 secret,
                 max_age: None,
                 secure: false,
+                secure_on_tls: true,
                 http_only: true,
                 same_site: SameSite::Lax,
                 path: "/".into(),

@@ -30,6 +30,13 @@ pub struct FileShutdown {
 #[derive(Debug, Default, Deserialize)]
 pub struct FileListener {
     pub address: Option<String>,
+    pub tls: Option<FileTls>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct FileTls {
+    pub cert: Option<String>,
+    pub key: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -218,7 +225,8 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Ordered<T> {
 pub fn expected_keys(keys: &[&str]) -> &'static [&'static str] {
     match keys {
         [] => &["listen", "upstreams", "routes", "admin", "shutdown"],
-        ["listen"] => &["address"],
+        ["listen"] => &["address", "tls"],
+        ["listen", "tls"] => &["cert", "key"],
         ["admin"] => &["address", "token_env"],
         ["shutdown"] => &["grace", "close_window"],
         ["upstreams", _] => &[

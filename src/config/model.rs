@@ -67,9 +67,29 @@ impl Default for Shutdown {
 }
 
 /// One listening socket.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Listener {
     pub address: SocketAddr,
+    /// TLS termination (`wss://`, `https://`) when set.
+    pub tls: Option<TlsIdentity>,
+}
+
+/// A certificate chain and key, already loaded and checked to match, as a ready rustls config
+/// (ALPN offers HTTP/1.1, which WebSocket upgrades need).
+#[derive(Clone)]
+pub struct TlsIdentity {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub server: std::sync::Arc<rustls::ServerConfig>,
+}
+
+impl std::fmt::Debug for TlsIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsIdentity")
+            .field("cert", &self.cert)
+            .field("key", &self.key)
+            .finish()
+    }
 }
 
 /// A pool of realtime nodes with its own stickiness and timeouts.
@@ -195,6 +215,8 @@ pub struct CookieSettings {
     /// `None`: a session cookie, and tokens never expire on the proxy side.
     pub max_age: Option<Duration>,
     pub secure: bool,
+    /// `Secure` on responses from a TLS listener: true unless the config says `secure: false`.
+    pub secure_on_tls: bool,
     pub http_only: bool,
     pub same_site: SameSite,
     pub path: String,

@@ -20,7 +20,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{sleep_until, timeout, Sleep};
 
@@ -41,8 +41,10 @@ enum Next {
 #[derive(Debug)]
 struct Refuse(u16);
 
-struct Conn {
-    client: TcpStream,
+struct Conn<S> {
+    client: S,
+    /// The client connected over TLS (X-Forwarded-Proto, Secure cookies).
+    tls: bool,
     peer: SocketAddr,
     /// Bytes read from the client not yet consumed (pipelined requests stay here).
     cbuf: BytesMut,
@@ -104,15 +106,17 @@ impl Deadline {
 }
 
 /// Serve one accepted client connection to its end.
-pub async fn serve(
-    client: TcpStream,
+pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
+    client: S,
     peer: SocketAddr,
     runtime: Arc<ArcSwap<Runtime>>,
     limits: Limits,
     shutdown: ShutdownSignal,
+    tls: bool,
 ) {
     let mut c = Conn {
         client,
+        tls,
         peer,
         cbuf: BytesMut::new(),
         ubuf: BytesMut::new(),
@@ -146,7 +150,7 @@ pub async fn serve(
     }
 }
 
-impl Conn {
+impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     /// Read until a whole request head is buffered. `Ok(None)`: the client closed or idled out
     /// between requests, which is normal.
     async fn read_request(&mut self) -> Result<Option<head::Request>, Refuse> {
@@ -308,7 +312,7 @@ impl Conn {
             break resp;
         };
 
-        let set_cookie = affinity.set_cookie(pool, unix_now());
+        let set_cookie = affinity.set_cookie(pool, unix_now(), self.tls);
         pool.nodes[node].metrics.request(resp.status);
         if resp.status == 101 {
             if !req.upgrade {
@@ -417,7 +421,11 @@ impl Conn {
             out.extend_from_slice(b", ");
         }
         push_ip(out, self.peer.ip());
-        out.extend_from_slice(b"\r\nx-forwarded-proto: http\r\n");
+        out.extend_from_slice(if self.tls {
+            b"\r\nx-forwarded-proto: https\r\n"
+        } else {
+            b"\r\nx-forwarded-proto: http\r\n"
+        });
         if let Some((a, b)) = req.host {
             out.extend_from_slice(b"x-forwarded-host: ");
             out.extend_from_slice(&buf[a as usize..b as usize]);

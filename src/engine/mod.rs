@@ -85,7 +85,11 @@ pub fn serve(config: &Config, threads: usize) -> io::Result<()> {
             let listener = bind(l.address).map_err(|e| {
                 io::Error::new(e.kind(), format!("cannot listen on {}: {e}", l.address))
             })?;
-            mine.push(listener);
+            let tls = l
+                .tls
+                .as_ref()
+                .map(|t| tokio_rustls::TlsAcceptor::from(Arc::clone(&t.server)));
+            mine.push((listener, tls));
         }
         listeners.push(mine);
     }
@@ -144,8 +148,11 @@ pub fn serve(config: &Config, threads: usize) -> io::Result<()> {
     Ok(())
 }
 
+/// A bound listener and, for TLS listeners, its acceptor.
+type Bound = (std::net::TcpListener, Option<tokio_rustls::TlsAcceptor>);
+
 fn worker(
-    listeners: Vec<std::net::TcpListener>,
+    listeners: Vec<Bound>,
     runtime: Arc<ArcSwap<Runtime>>,
     limits: Limits,
     shutdown: lifecycle::ShutdownSignal,
@@ -163,7 +170,7 @@ fn worker(
     // Tasks are spawned on this current-thread runtime directly: they never leave this thread,
     // which is what lets the node pools and scratch buffers be thread-local.
     rt.block_on(async move {
-        for l in listeners {
+        for (l, tls) in listeners {
             let listener = match tokio::net::TcpListener::from_std(l) {
                 Ok(l) => l,
                 Err(e) => {
@@ -173,6 +180,7 @@ fn worker(
             };
             tokio::spawn(accept_loop(
                 listener,
+                tls,
                 Arc::clone(&runtime),
                 limits,
                 shutdown.clone(),
@@ -185,6 +193,7 @@ fn worker(
 
 async fn accept_loop(
     listener: tokio::net::TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     runtime: Arc<ArcSwap<Runtime>>,
     limits: Limits,
     mut shutdown: lifecycle::ShutdownSignal,
@@ -203,13 +212,30 @@ async fn accept_loop(
             Ok((stream, peer)) => {
                 fd_warned = false;
                 let _ = stream.set_nodelay(true);
-                tokio::spawn(conn::serve(
-                    stream,
-                    peer,
-                    Arc::clone(&runtime),
-                    limits,
-                    shutdown.clone(),
-                ));
+                let (runtime, shutdown) = (Arc::clone(&runtime), shutdown.clone());
+                match &tls {
+                    None => {
+                        tokio::spawn(conn::serve(stream, peer, runtime, limits, shutdown, false));
+                    }
+                    Some(acceptor) => {
+                        let acceptor = acceptor.clone();
+                        tokio::spawn(async move {
+                            // The handshake counts against the head limit: a client that opens
+                            // a connection and never finishes TLS cannot hold it.
+                            match tokio::time::timeout(limits.head, acceptor.accept(stream)).await {
+                                Ok(Ok(tls)) => {
+                                    conn::serve(tls, peer, runtime, limits, shutdown, true).await
+                                }
+                                Ok(Err(e)) => {
+                                    tracing::debug!(client = %peer, error = %e, "TLS handshake failed")
+                                }
+                                Err(_) => {
+                                    tracing::debug!(client = %peer, "TLS handshake timed out")
+                                }
+                            }
+                        });
+                    }
+                }
             }
             Err(e) => {
                 // Out of descriptors: say so once per episode, and give closing connections a

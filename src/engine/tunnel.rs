@@ -49,8 +49,8 @@ struct Half {
 
 /// Relay until both sides are done, `idle` passes with no bytes moved either way, or a shutdown
 /// reaches this tunnel's turn (`seed` spreads tunnels over the close window).
-pub async fn run(
-    client: &mut TcpStream,
+pub async fn run<C: AsyncRead + AsyncWrite + Unpin>(
+    client: &mut C,
     node: &mut TcpStream,
     idle: Duration,
     mut shutdown: ShutdownSignal,
@@ -108,10 +108,10 @@ pub async fn run(
 }
 
 /// Move bytes `from` → `to` until `from` would block, `to` is full, or the budget is spent.
-fn pump(
+fn pump<F: AsyncRead + Unpin, T: AsyncWrite + Unpin>(
     cx: &mut Context<'_>,
-    from: &mut TcpStream,
-    to: &mut TcpStream,
+    from: &mut F,
+    to: &mut T,
     half: &mut Half,
     moved: &mut bool,
 ) -> std::io::Result<()> {

@@ -148,10 +148,11 @@ impl Affinity {
         }
     }
 
-    /// The `Set-Cookie` value to send, if this response must carry one.
-    pub fn set_cookie(&self, pool: &Pool, now: u64) -> Option<String> {
+    /// The `Set-Cookie` value to send, if this response must carry one (`tls`: the client came
+    /// in over TLS, where the cookie is `Secure` unless configured otherwise).
+    pub fn set_cookie(&self, pool: &Pool, now: u64, tls: bool) -> Option<String> {
         match (&pool.stickiness, self.node, self.issue_cookie) {
-            (Stickiness::Cookie(pins), Some(node), true) => Some(pins.issue(node, now)),
+            (Stickiness::Cookie(pins), Some(node), true) => Some(pins.issue_on(node, now, tls)),
             _ => None,
         }
     }

@@ -204,7 +204,7 @@ impl ProxyHttp for Tether {
     ) -> Result<()> {
         if let Some(set) = ctx
             .pool()
-            .and_then(|p| ctx.affinity.set_cookie(p, unix_now()))
+            .and_then(|p| ctx.affinity.set_cookie(p, unix_now(), false))
         {
             upstream_response.append_header(http::header::SET_COOKIE, set)?;
         }

@@ -181,6 +181,7 @@ fn settings(secret: &[u8]) -> CookieSettings {
         secret: secret.to_vec(),
         max_age: None,
         secure: false,
+        secure_on_tls: true,
         http_only: true,
         same_site: SameSite::Lax,
         path: "/".into(),

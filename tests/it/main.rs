@@ -2,6 +2,7 @@
 //!
 //! Modules, each named after the promise it guards:
 //! - `sticky_cookie`: many clients each stay on one node; bad cookies are ignored, never an error.
+//! - `tls`: https:// and wss:// terminated by tether, cookie affinity across the TLS upgrade.
 //! - `upgrade`: plain request, long-poll and WebSocket Upgrade share one node; tunnels, streaming,
 //!   timeouts and forwarded headers.
 //! - `http1`: raw HTTP/1.1 through the engine: bodies, 100-continue, pipelining, bad framing.
@@ -23,4 +24,5 @@ mod load;
 mod operations;
 mod socketio;
 mod sticky_cookie;
+mod tls;
 mod upgrade;

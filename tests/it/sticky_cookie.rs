@@ -54,6 +54,7 @@ fn settings(secret: &[u8], max_age: Option<Duration>) -> CookieSettings {
         secret: secret.to_vec(),
         max_age,
         secure: false,
+        secure_on_tls: true,
         http_only: true,
         same_site: SameSite::Lax,
         path: "/".into(),

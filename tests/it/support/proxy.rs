@@ -16,6 +16,8 @@ pub struct Proxy {
     pub addr: SocketAddr,
     /// The admin address, when the config has `{admin}`.
     pub admin: Option<SocketAddr>,
+    /// A second listen address, when the config has `{tls}` (for a TLS listener).
+    pub tls: Option<SocketAddr>,
     pub config_path: PathBuf,
     /// Holds the config file for as long as the process runs.
     _dir: tempfile::TempDir,
@@ -52,9 +54,15 @@ impl Proxy {
                 .then(|| SocketAddr::from(([127, 0, 0, 1], free_port([127, 0, 0, 1]))));
             let dir = tempfile::tempdir().expect("tempdir");
             let config_path = dir.path().join("tether.yaml");
+            let tls = yaml
+                .contains("{tls}")
+                .then(|| SocketAddr::from(([127, 0, 0, 1], free_port([127, 0, 0, 1]))));
             let mut text = yaml.replace("{listen}", &addr.to_string());
             if let Some(a) = admin {
                 text = text.replace("{admin}", &a.to_string());
+            }
+            if let Some(a) = tls {
+                text = text.replace("{tls}", &a.to_string());
             }
             std::fs::write(&config_path, text).expect("write config");
             let mut child = Command::new(tether_bin())
@@ -88,6 +96,7 @@ impl Proxy {
                 child,
                 addr,
                 admin,
+                tls,
                 config_path,
                 _dir: dir,
                 log,
