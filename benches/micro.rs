@@ -20,10 +20,12 @@ fn settings() -> CookieSettings {
         secret: SECRET.to_vec(),
         max_age: Some(std::time::Duration::from_secs(3600)),
         secure: false,
+        secure_on_tls: true,
         http_only: true,
         same_site: SameSite::Lax,
         path: "/".into(),
         domain: None,
+        previous_secrets: Vec::new(),
     }
 }
 
@@ -91,18 +93,22 @@ fn routes(c: &mut Criterion) {
         Route {
             path_prefix: "/".into(),
             upstream: 0,
+            websocket: Default::default(),
         },
         Route {
             path_prefix: "/socket.io/".into(),
             upstream: 1,
+            websocket: Default::default(),
         },
         Route {
             path_prefix: "/graphql".into(),
             upstream: 2,
+            websocket: Default::default(),
         },
         Route {
             path_prefix: "/api/v1/".into(),
             upstream: 3,
+            websocket: Default::default(),
         },
     ]);
     c.bench_function("route_match", |b| {
