@@ -342,7 +342,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         };
         self.out.extend_from_slice(&self.ubuf[..n]);
         self.ubuf.advance(n);
-        if self.client.write_all(&self.out).await.is_err() {
+        let wrote = self
+            .deadline
+            .limit(self.limits.write, self.client.write_all(&self.out))
+            .await;
+        if !matches!(wrote, Some(Ok(()))) {
             return Ok(Next::Close);
         }
         let complete = rbody.done()
@@ -557,7 +561,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             let Ok(n) = body.claim(&self.ubuf) else {
                 return false;
             };
-            if self.client.write_all(&self.ubuf[..n]).await.is_err() {
+            let wrote = self
+                .deadline
+                .limit(self.limits.write, self.client.write_all(&self.ubuf[..n]))
+                .await;
+            if !matches!(wrote, Some(Ok(()))) {
                 return false;
             }
             self.ubuf.advance(n);

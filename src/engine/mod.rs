@@ -35,6 +35,9 @@ pub const DEFAULT_MAX_HEAD: usize = 64 * 1024;
 pub const DEFAULT_MAX_URI: usize = 8 * 1024;
 /// A request head must arrive within this long of its first byte (slowloris).
 pub const DEFAULT_HEAD_TIMEOUT: Duration = Duration::from_secs(30);
+/// A client that takes no bytes for this long while tether writes to it is cut off (a slow
+/// reader cannot make tether buffer without bound: nothing more is read from the node meanwhile).
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// An idle keep-alive client connection is closed after this long.
 pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(75);
 /// Pending connections the kernel queues per listener.
@@ -47,6 +50,7 @@ pub struct Limits {
     pub max_uri: usize,
     pub head: Duration,
     pub keepalive: Duration,
+    pub write: Duration,
 }
 
 impl Default for Limits {
@@ -56,6 +60,7 @@ impl Default for Limits {
             max_uri: DEFAULT_MAX_URI,
             head: DEFAULT_HEAD_TIMEOUT,
             keepalive: DEFAULT_KEEPALIVE_TIMEOUT,
+            write: DEFAULT_WRITE_TIMEOUT,
         }
     }
 }

@@ -10,6 +10,7 @@
 //! - `edge`: WebSocket handshake validation, Origin allow-list, key rotation, target limits.
 //! - `failover`: a dead node's clients are re-pinned, everyone else stays; no node gives 503.
 //! - `operations`: health checks, drain, admin API, metrics, reload under load, graceful shutdown.
+//! - `security`: slowloris, header floods, connection bursts, hostile cookies, as raw bytes.
 //! - `socketio`: a real socket.io cluster behind tether (Node.js), with and without affinity.
 //! - `cli`: `tether check` golden diagnostics, `keygen`, the shipped example configs.
 
@@ -22,6 +23,7 @@ mod http1;
 mod ip_hash;
 mod load;
 mod operations;
+mod security;
 mod socketio;
 mod sticky_cookie;
 mod tls;

@@ -1,0 +1,71 @@
+//! Property tests over the parsers that see hostile bytes: tokens, Cookie headers, HTTP heads,
+//! chunk framing. Arbitrary input never panics, and never verifies as a token.
+
+use proptest::prelude::*;
+use tether::affinity::token::{Keyring, TOKEN_LEN};
+use tether::affinity::CookiePins;
+use tether::config::{CookieSettings, SameSite};
+use tether::engine::{chunked, head};
+
+const SECRET: &[u8] = b"property-secret-0123456789abcdef012345";
+
+fn pins() -> CookiePins {
+    let settings = CookieSettings {
+        name: "tether_node".into(),
+        secret: SECRET.to_vec(),
+        max_age: None,
+        secure: false,
+        secure_on_tls: true,
+        http_only: true,
+        same_site: SameSite::Lax,
+        path: "/".into(),
+        domain: None,
+        previous_secrets: Vec::new(),
+    };
+    CookiePins::new(&settings, &[], &["a", "b", "c"])
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2_000))]
+
+    #[test]
+    fn arbitrary_bytes_never_verify_as_a_token(bytes in proptest::collection::vec(any::<u8>(), 0..80)) {
+        let ring = Keyring::new(SECRET, &[]);
+        prop_assert!(ring.verify(&bytes, 1_000_000, None).is_none());
+    }
+
+    #[test]
+    fn token_shaped_strings_never_verify(s in "[A-Za-z0-9_-]{39}") {
+        prop_assert_eq!(s.len(), TOKEN_LEN);
+        prop_assert!(Keyring::new(SECRET, &[]).verify(s.as_bytes(), 1_000_000, None).is_none());
+    }
+
+    #[test]
+    fn cookie_headers_never_panic_and_garbage_never_pins(header in proptest::collection::vec(any::<u8>(), 0..300)) {
+        prop_assert!(pins().lookup([header.as_slice()], 1_000_000).is_none());
+    }
+
+    #[test]
+    fn a_real_token_survives_any_surrounding_cookies(before in "[a-z]{1,8}=[a-z0-9]{0,20}", after in "[a-z]{1,8}=[a-z0-9]{0,20}") {
+        let p = pins();
+        let set = p.issue(1, 1_000);
+        let ours = set.split(';').next().unwrap();
+        let header = format!("{before}; {ours}; {after}");
+        prop_assert_eq!(p.lookup([header.as_bytes()], 1_000).map(|pin| pin.node), Some(1));
+    }
+
+    #[test]
+    fn request_heads_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+        let mut spans = Vec::new();
+        let _ = head::parse_request(&bytes, &mut spans);
+        let _ = head::parse_response(&bytes, &mut spans, false);
+    }
+
+    #[test]
+    fn chunk_framing_never_panics_or_overruns(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+        let mut scanner = chunked::Scanner::default();
+        if let Ok(n) = scanner.scan(&bytes) {
+            prop_assert!(n <= bytes.len());
+        }
+    }
+}
