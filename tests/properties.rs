@@ -5,7 +5,7 @@ use proptest::prelude::*;
 use tether::affinity::token::{Keyring, TOKEN_LEN};
 use tether::affinity::CookiePins;
 use tether::config::{CookieSettings, SameSite};
-use tether::engine::{chunked, head};
+use tether::engine::{chunked, head, proxy_protocol};
 
 const SECRET: &[u8] = b"property-secret-0123456789abcdef012345";
 
@@ -59,6 +59,22 @@ proptest! {
         let mut spans = Vec::new();
         let _ = head::parse_request(&bytes, &mut spans);
         let _ = head::parse_response(&bytes, &mut spans, false);
+    }
+
+    #[test]
+    fn proxy_headers_never_panic_or_overrun(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+        if let Ok(Some((_, n))) = proxy_protocol::parse(&bytes) {
+            prop_assert!(n <= bytes.len());
+        }
+    }
+
+    #[test]
+    fn proxy_v1_round_trips_any_ipv4_source(a in any::<[u8; 4]>(), port in 1u16..) {
+        let ip = std::net::Ipv4Addr::from(a);
+        let h = format!("PROXY TCP4 {ip} 127.0.0.1 {port} 80\r\nGET");
+        let (src, n) = proxy_protocol::parse(h.as_bytes()).unwrap().unwrap();
+        prop_assert_eq!(src, proxy_protocol::Source::Client(std::net::SocketAddr::from((ip, port))));
+        prop_assert_eq!(&h[n..], "GET");
     }
 
     #[test]

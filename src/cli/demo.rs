@@ -110,6 +110,7 @@ fn demo_config(listen: SocketAddr, nodes: &[(String, SocketAddr)], secret: Vec<u
         listen: vec![Listener {
             address: listen,
             tls: None,
+            proxy_protocol: false,
         }],
         upstreams: vec![Upstream {
             name: "demo".into(),
@@ -150,6 +151,7 @@ fn demo_config(listen: SocketAddr, nodes: &[(String, SocketAddr)], secret: Vec<u
         }],
         admin: None,
         // Ctrl-C on a demo should stop it at once, open browser tabs or not.
+        trusted_proxies: Vec::new(),
         shutdown: Shutdown {
             grace: std::time::Duration::ZERO,
             close_window: std::time::Duration::ZERO,

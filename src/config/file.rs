@@ -13,6 +13,12 @@ pub struct FileConfig {
     pub routes: Option<Vec<FileRoute>>,
     pub admin: Option<FileAdmin>,
     pub shutdown: Option<FileShutdown>,
+    pub client_ip: Option<FileClientIp>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct FileClientIp {
+    pub trusted_proxies: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -31,6 +37,7 @@ pub struct FileShutdown {
 pub struct FileListener {
     pub address: Option<String>,
     pub tls: Option<FileTls>,
+    pub proxy_protocol: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -224,8 +231,16 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Ordered<T> {
 /// for "expected one of" hints. Kept next to the structs so the two change together.
 pub fn expected_keys(keys: &[&str]) -> &'static [&'static str] {
     match keys {
-        [] => &["listen", "upstreams", "routes", "admin", "shutdown"],
-        ["listen"] => &["address", "tls"],
+        [] => &[
+            "listen",
+            "upstreams",
+            "routes",
+            "admin",
+            "shutdown",
+            "client_ip",
+        ],
+        ["client_ip"] => &["trusted_proxies"],
+        ["listen"] => &["address", "tls", "proxy_protocol"],
         ["listen", "tls"] => &["cert", "key"],
         ["admin"] => &["address", "token_env"],
         ["shutdown"] => &["grace", "close_window"],

@@ -25,6 +25,8 @@ pub struct Config {
     pub admin: Option<Admin>,
     /// What happens after SIGTERM or SIGINT.
     pub shutdown: Shutdown,
+    /// Peers whose `X-Forwarded-For` is believed (walked from the right, skipping them).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 /// The admin API (drain, health, metrics, reload).
@@ -72,6 +74,9 @@ pub struct Listener {
     pub address: SocketAddr,
     /// TLS termination (`wss://`, `https://`) when set.
     pub tls: Option<TlsIdentity>,
+    /// Every connection starts with a PROXY protocol (v1 or v2) header naming the client; a
+    /// connection without a valid one is closed.
+    pub proxy_protocol: bool,
 }
 
 /// A certificate chain and key, already loaded and checked to match, as a ready rustls config

@@ -32,6 +32,7 @@ pub fn validate(file: &FileConfig, cx: &Context) -> Result<Config, Vec<Diagnosti
     let routes = c.routes(file, &names);
     let admin = c.admin(file.admin.as_ref(), &listen);
     let shutdown = c.shutdown(file.shutdown.as_ref());
+    let trusted_proxies = c.trusted_proxies(file.client_ip.as_ref());
     // `None` always comes with a diagnostic; the check on `diags` covers the dropped upstreams
     // and routes, which have no `None` of their own.
     let (Some(admin), Some(shutdown), true) = (admin, shutdown, c.diags.is_empty()) else {
@@ -45,6 +46,7 @@ pub fn validate(file: &FileConfig, cx: &Context) -> Result<Config, Vec<Diagnosti
         routes,
         admin,
         shutdown,
+        trusted_proxies,
     })
 }
 
@@ -128,7 +130,11 @@ impl Checker<'_> {
                         &path,
                         format_args!("`{text}` is listed twice; remove one"),
                     ) {
-                        out.push(Listener { address, tls });
+                        out.push(Listener {
+                            address,
+                            tls,
+                            proxy_protocol: item.proxy_protocol.unwrap_or(false),
+                        });
                     }
                 }
                 None
@@ -912,6 +918,30 @@ impl Checker<'_> {
 }
 
 impl Checker<'_> {
+    fn trusted_proxies(&mut self, c: Option<&FileClientIp>) -> Vec<ipnet::IpNet> {
+        let mut out = Vec::new();
+        for (i, text) in c
+            .and_then(|c| c.trusted_proxies.as_ref())
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            let t = text.trim();
+            // A bare address means just that host.
+            let parsed = t
+                .parse::<ipnet::IpNet>()
+                .or_else(|_| t.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
+            match parsed {
+                Ok(net) => out.push(net),
+                Err(_) => self.bad::<()>(
+                    &format!("client_ip.trusted_proxies[{i}]"),
+                    format_args!("`{t}` is not an address or CIDR block; write e.g. `10.0.0.0/8` or `192.0.2.7`"),
+                ).unwrap_or_default(),
+            }
+        }
+        out
+    }
+
     fn websocket(&mut self, route: &str, w: Option<&FileWebsocket>) -> Option<WebsocketPolicy> {
         let Some(w) = w else {
             return Some(WebsocketPolicy::default());

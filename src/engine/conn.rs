@@ -199,6 +199,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             return Err(Refuse(404));
         };
         let pool = &rt.pools[pool_index];
+        let client_ip = self.client_ip(&rt.trusted_proxies);
         if req.upgrade {
             self.check_websocket_handshake(&req, policy, pool)?;
         }
@@ -212,7 +213,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
 
         // Connect, trying other nodes (and re-pinning) when a node refuses.
         let (mut node_conn, node, reused, guard) = loop {
-            let Some(node) = affinity.choose(pool, Some(self.peer.ip())) else {
+            let Some(node) = affinity.choose(pool, Some(client_ip)) else {
                 tracing::warn!(upstream = %pool.name, "no usable node");
                 return Err(Refuse(503));
             };
@@ -662,6 +663,40 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             return Err(Refuse(403));
         }
         Ok(())
+    }
+
+    /// The client's address: the connection's peer (or the PROXY header's source), unless that
+    /// peer is a trusted proxy, in which case `X-Forwarded-For` is walked from the right past
+    /// trusted hops. An untrusted peer can never choose its address through headers.
+    fn client_ip(&self, trusted: &[ipnet::IpNet]) -> std::net::IpAddr {
+        let peer = self.peer.ip();
+        if trusted.is_empty() || !trusted.iter().any(|n| n.contains(&peer)) {
+            return peer;
+        }
+        let buf = &self.cbuf[..];
+        let hops: Vec<&[u8]> = self
+            .spans
+            .iter()
+            .filter(|s| s.name(buf).eq_ignore_ascii_case(b"x-forwarded-for"))
+            .flat_map(|s| s.value(buf).split(|&b| b == b','))
+            .collect();
+        let mut client = peer;
+        for hop in hops.iter().rev() {
+            let text = std::str::from_utf8(hop.trim_ascii()).unwrap_or("");
+            let Ok(ip) = text
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<std::net::IpAddr>()
+            else {
+                // Garbage in the chain: stop at the last hop we could trust.
+                return client;
+            };
+            client = ip;
+            if !trusted.iter().any(|n| n.contains(&ip)) {
+                return ip;
+            }
+        }
+        client
     }
 
     /// Skip the bytes of a request we will not forward, so nothing of it is read as a next request.

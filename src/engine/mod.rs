@@ -19,6 +19,7 @@ mod conn;
 pub mod head;
 pub mod lifecycle;
 mod pool;
+pub mod proxy_protocol;
 pub mod tunnel;
 
 use crate::config::Config;
@@ -94,7 +95,7 @@ pub fn serve(config: &Config, threads: usize) -> io::Result<()> {
                 .tls
                 .as_ref()
                 .map(|t| tokio_rustls::TlsAcceptor::from(Arc::clone(&t.server)));
-            mine.push((listener, tls));
+            mine.push((listener, tls, l.proxy_protocol));
         }
         listeners.push(mine);
     }
@@ -154,7 +155,48 @@ pub fn serve(config: &Config, threads: usize) -> io::Result<()> {
 }
 
 /// A bound listener and, for TLS listeners, its acceptor.
-type Bound = (std::net::TcpListener, Option<tokio_rustls::TlsAcceptor>);
+type Bound = (
+    std::net::TcpListener,
+    Option<tokio_rustls::TlsAcceptor>,
+    bool,
+);
+
+/// Read the PROXY protocol header off `stream`, consuming exactly its bytes (peeked first, so a
+/// TLS ClientHello or request behind it stays in the socket). `Ok(None)`: a LOCAL/UNKNOWN header.
+async fn read_proxy_header(stream: &tokio::net::TcpStream) -> io::Result<Option<SocketAddr>> {
+    let invalid = || io::Error::new(io::ErrorKind::InvalidData, "bad PROXY header");
+    let mut buf = vec![0u8; proxy_protocol::V2_MAX];
+    loop {
+        let n = stream.peek(&mut buf).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        match proxy_protocol::parse(&buf[..n]) {
+            Err(_) => return Err(invalid()),
+            Ok(Some((source, len))) => {
+                // Consume the header's bytes now that we know how many there are.
+                let mut left = len;
+                while left > 0 {
+                    stream.readable().await?;
+                    match stream.try_read(&mut buf[..left]) {
+                        Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                        Ok(k) => left -= k,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                        Err(e) => return Err(e),
+                    }
+                }
+                return Ok(match source {
+                    proxy_protocol::Source::Client(addr) => Some(addr),
+                    proxy_protocol::Source::Local => None,
+                });
+            }
+            Ok(None) if n >= buf.len() => return Err(invalid()),
+            // Part of a header: peek sees the same bytes until more arrive, so pause briefly
+            // (rare: balancers send the header in one segment; the caller bounds the wait).
+            Ok(None) => tokio::time::sleep(Duration::from_millis(5)).await,
+        }
+    }
+}
 
 fn worker(
     listeners: Vec<Bound>,
@@ -175,7 +217,7 @@ fn worker(
     // Tasks are spawned on this current-thread runtime directly: they never leave this thread,
     // which is what lets the node pools and scratch buffers be thread-local.
     rt.block_on(async move {
-        for (l, tls) in listeners {
+        for (l, tls, proxy_protocol) in listeners {
             let listener = match tokio::net::TcpListener::from_std(l) {
                 Ok(l) => l,
                 Err(e) => {
@@ -186,6 +228,7 @@ fn worker(
             tokio::spawn(accept_loop(
                 listener,
                 tls,
+                proxy_protocol,
                 Arc::clone(&runtime),
                 limits,
                 shutdown.clone(),
@@ -199,6 +242,7 @@ fn worker(
 async fn accept_loop(
     listener: tokio::net::TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    proxy_protocol: bool,
     runtime: Arc<ArcSwap<Runtime>>,
     limits: Limits,
     mut shutdown: lifecycle::ShutdownSignal,
@@ -217,14 +261,25 @@ async fn accept_loop(
             Ok((stream, peer)) => {
                 fd_warned = false;
                 let _ = stream.set_nodelay(true);
-                let (runtime, shutdown) = (Arc::clone(&runtime), shutdown.clone());
-                match &tls {
-                    None => {
-                        tokio::spawn(conn::serve(stream, peer, runtime, limits, shutdown, false));
+                let (runtime, shutdown, tls) =
+                    (Arc::clone(&runtime), shutdown.clone(), tls.clone());
+                tokio::spawn(async move {
+                    let mut peer = peer;
+                    if proxy_protocol {
+                        match tokio::time::timeout(limits.head, read_proxy_header(&stream)).await {
+                            Ok(Ok(Some(client))) => peer = client,
+                            Ok(Ok(None)) => {}
+                            _ => {
+                                // No valid PROXY header: this connection did not come through
+                                // the balancer we were told about. Close it without a word.
+                                tracing::debug!(client = %peer, "connection without a valid PROXY header closed");
+                                return;
+                            }
+                        }
                     }
-                    Some(acceptor) => {
-                        let acceptor = acceptor.clone();
-                        tokio::spawn(async move {
+                    match tls {
+                        None => conn::serve(stream, peer, runtime, limits, shutdown, false).await,
+                        Some(acceptor) => {
                             // The handshake counts against the head limit: a client that opens
                             // a connection and never finishes TLS cannot hold it.
                             match tokio::time::timeout(limits.head, acceptor.accept(stream)).await {
@@ -238,9 +293,9 @@ async fn accept_loop(
                                     tracing::debug!(client = %peer, "TLS handshake timed out")
                                 }
                             }
-                        });
+                        }
                     }
-                }
+                });
             }
             Err(e) => {
                 // Out of descriptors: say so once per episode, and give closing connections a

@@ -40,6 +40,8 @@ const UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct Runtime {
     pub pools: Vec<Pool>,
     pub router: Router,
+    /// Peers whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl Runtime {
@@ -55,6 +57,7 @@ impl Runtime {
                 })
                 .collect(),
             router: Router::new(&config.routes),
+            trusted_proxies: config.trusted_proxies.clone(),
         }
     }
 

@@ -12,11 +12,13 @@
 //! - `operations`: health checks, drain, admin API, metrics, reload under load, graceful shutdown.
 //! - `security`: slowloris, header floods, connection bursts, hostile cookies, as raw bytes.
 //! - `socketio`: a real socket.io cluster behind tether (Node.js), with and without affinity.
+//! - `client_ip`: X-Forwarded-For only from trusted proxies; PROXY protocol v1 and v2.
 //! - `cli`: `tether check` golden diagnostics, `keygen`, the shipped example configs.
 
 mod support;
 
 mod cli;
+mod client_ip;
 mod edge;
 mod failover;
 mod http1;
