@@ -143,6 +143,7 @@ fn demo_config(listen: SocketAddr, nodes: &[(String, SocketAddr)], secret: Vec<u
             health_check: None,
             passive: Passive::default(),
             slow_start: defaults::DEFAULT_SLOW_START,
+            max_tunnels_per_node: defaults::DEFAULT_MAX_TUNNELS_PER_NODE,
         }],
         routes: vec![Route {
             path_prefix: "/".into(),
@@ -152,6 +153,7 @@ fn demo_config(listen: SocketAddr, nodes: &[(String, SocketAddr)], secret: Vec<u
         admin: None,
         // Ctrl-C on a demo should stop it at once, open browser tabs or not.
         trusted_proxies: Vec::new(),
+        limits: Default::default(),
         shutdown: Shutdown {
             grace: std::time::Duration::ZERO,
             close_window: std::time::Duration::ZERO,

@@ -118,3 +118,19 @@ pub const DEFAULT_PASSIVE_FAIL_TIMEOUT: Duration = Duration::from_secs(10);
 /// `slow_start`: a node that becomes usable again takes new clients gradually over this long.
 /// Zero (the default) turns slow start off, so nothing changes unless it is asked for.
 pub const DEFAULT_SLOW_START: Duration = Duration::ZERO;
+
+/// Largest request head accepted, bytes (431 beyond; also the cap on a node's response head).
+pub const DEFAULT_MAX_HEAD_BYTES: u32 = 64 * 1024;
+/// Longest request target accepted, bytes (414 beyond).
+pub const DEFAULT_MAX_URI_BYTES: u32 = 8 * 1024;
+/// A request head must arrive within this long of its first byte (slowloris; 408 after), and a
+/// TLS handshake or PROXY header within this long of the connection.
+pub const DEFAULT_HEAD_TIMEOUT: Duration = Duration::from_secs(30);
+/// An idle keep-alive client connection is closed after this long.
+pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(75);
+/// A client that takes no bytes for this long while tether writes to it is cut off.
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Open connections allowed per client IP; 0 is no limit (429 beyond).
+pub const DEFAULT_MAX_CONNECTIONS_PER_IP: u32 = 0;
+/// Open tunnels allowed per node; 0 is no limit (new clients go elsewhere, 503 when all are full).
+pub const DEFAULT_MAX_TUNNELS_PER_NODE: u32 = 0;

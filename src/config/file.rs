@@ -14,6 +14,17 @@ pub struct FileConfig {
     pub admin: Option<FileAdmin>,
     pub shutdown: Option<FileShutdown>,
     pub client_ip: Option<FileClientIp>,
+    pub limits: Option<FileLimits>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct FileLimits {
+    pub max_head_bytes: Option<i64>,
+    pub max_uri_bytes: Option<i64>,
+    pub head_timeout: Option<String>,
+    pub keepalive_timeout: Option<String>,
+    pub write_timeout: Option<String>,
+    pub max_connections_per_ip: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -55,6 +66,7 @@ pub struct FileUpstream {
     pub health_check: Option<FileHealthCheck>,
     pub passive: Option<FilePassive>,
     pub slow_start: Option<String>,
+    pub max_tunnels_per_node: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -238,8 +250,17 @@ pub fn expected_keys(keys: &[&str]) -> &'static [&'static str] {
             "admin",
             "shutdown",
             "client_ip",
+            "limits",
         ],
         ["client_ip"] => &["trusted_proxies"],
+        ["limits"] => &[
+            "max_head_bytes",
+            "max_uri_bytes",
+            "head_timeout",
+            "keepalive_timeout",
+            "write_timeout",
+            "max_connections_per_ip",
+        ],
         ["listen"] => &["address", "tls", "proxy_protocol"],
         ["listen", "tls"] => &["cert", "key"],
         ["admin"] => &["address", "token_env"],
@@ -252,6 +273,7 @@ pub fn expected_keys(keys: &[&str]) -> &'static [&'static str] {
             "health_check",
             "passive",
             "slow_start",
+            "max_tunnels_per_node",
         ],
         ["upstreams", _, "nodes"] => &["id", "address", "weight"],
         ["upstreams", _, "affinity"] => &["mode", "cookie"],

@@ -27,6 +27,32 @@ pub struct Config {
     pub shutdown: Shutdown,
     /// Peers whose `X-Forwarded-For` is believed (walked from the right, skipping them).
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    pub limits: Limits,
+}
+
+/// Per-connection limits (`limits:`); defaults in `defaults.rs`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub max_head_bytes: usize,
+    pub max_uri_bytes: usize,
+    pub head_timeout: Duration,
+    pub keepalive_timeout: Duration,
+    pub write_timeout: Duration,
+    /// 0: no limit.
+    pub max_connections_per_ip: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_head_bytes: defaults::DEFAULT_MAX_HEAD_BYTES as usize,
+            max_uri_bytes: defaults::DEFAULT_MAX_URI_BYTES as usize,
+            head_timeout: defaults::DEFAULT_HEAD_TIMEOUT,
+            keepalive_timeout: defaults::DEFAULT_KEEPALIVE_TIMEOUT,
+            write_timeout: defaults::DEFAULT_WRITE_TIMEOUT,
+            max_connections_per_ip: defaults::DEFAULT_MAX_CONNECTIONS_PER_IP,
+        }
+    }
 }
 
 /// The admin API (drain, health, metrics, reload).
@@ -111,6 +137,8 @@ pub struct Upstream {
     pub passive: Passive,
     /// A node that becomes usable again takes new clients gradually over this long; zero: off.
     pub slow_start: Duration,
+    /// Open tunnels allowed per node; 0: no limit.
+    pub max_tunnels_per_node: u32,
 }
 
 /// Active health checks of every node of an upstream.

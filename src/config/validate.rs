@@ -33,9 +33,12 @@ pub fn validate(file: &FileConfig, cx: &Context) -> Result<Config, Vec<Diagnosti
     let admin = c.admin(file.admin.as_ref(), &listen);
     let shutdown = c.shutdown(file.shutdown.as_ref());
     let trusted_proxies = c.trusted_proxies(file.client_ip.as_ref());
+    let limits = c.limits(file.limits.as_ref());
     // `None` always comes with a diagnostic; the check on `diags` covers the dropped upstreams
     // and routes, which have no `None` of their own.
-    let (Some(admin), Some(shutdown), true) = (admin, shutdown, c.diags.is_empty()) else {
+    let (Some(admin), Some(shutdown), Some(limits), true) =
+        (admin, shutdown, limits, c.diags.is_empty())
+    else {
         return Err(c.diags);
     };
     let source = cx.source.to_path_buf();
@@ -47,6 +50,7 @@ pub fn validate(file: &FileConfig, cx: &Context) -> Result<Config, Vec<Diagnosti
         admin,
         shutdown,
         trusted_proxies,
+        limits,
     })
 }
 
@@ -304,7 +308,14 @@ impl Checker<'_> {
             up.slow_start.as_ref(),
             DEFAULT_SLOW_START,
         );
+        let max_tunnels_per_node = self.count(
+            &join(path, "max_tunnels_per_node"),
+            up.max_tunnels_per_node,
+            (0, 10_000_000, DEFAULT_MAX_TUNNELS_PER_NODE),
+            "open tunnels per node, 0 (no limit) or more",
+        );
         Some(Upstream {
+            max_tunnels_per_node: max_tunnels_per_node?,
             name: name.to_string(),
             nodes: nodes?,
             balance: balance?,
@@ -918,6 +929,62 @@ impl Checker<'_> {
 }
 
 impl Checker<'_> {
+    fn limits(&mut self, l: Option<&FileLimits>) -> Option<Limits> {
+        let Some(l) = l else {
+            return Some(Limits::default());
+        };
+        let max_head = self.count(
+            "limits.max_head_bytes",
+            l.max_head_bytes,
+            (1024, 1024 * 1024, DEFAULT_MAX_HEAD_BYTES),
+            "a request head limit is between 1024 and 1048576 bytes",
+        );
+        let max_uri = self.count(
+            "limits.max_uri_bytes",
+            l.max_uri_bytes,
+            (256, 1024 * 1024, DEFAULT_MAX_URI_BYTES),
+            "a request target limit is between 256 and 1048576 bytes",
+        );
+        if let (Some(h), Some(u)) = (max_head, max_uri) {
+            self.ensure(
+                u <= h,
+                "limits.max_uri_bytes",
+                format_args!(
+                    "{u} is larger than max_head_bytes ({h}); the target is part of the head"
+                ),
+            );
+        }
+        let head = self.timeout(
+            "limits.head_timeout",
+            l.head_timeout.as_ref(),
+            DEFAULT_HEAD_TIMEOUT,
+        );
+        let keepalive = self.timeout(
+            "limits.keepalive_timeout",
+            l.keepalive_timeout.as_ref(),
+            DEFAULT_KEEPALIVE_TIMEOUT,
+        );
+        let write = self.timeout(
+            "limits.write_timeout",
+            l.write_timeout.as_ref(),
+            DEFAULT_WRITE_TIMEOUT,
+        );
+        let per_ip = self.count(
+            "limits.max_connections_per_ip",
+            l.max_connections_per_ip,
+            (0, 1_000_000, DEFAULT_MAX_CONNECTIONS_PER_IP),
+            "connections per client IP, 0 (no limit) or more",
+        );
+        Some(Limits {
+            max_head_bytes: max_head? as usize,
+            max_uri_bytes: max_uri? as usize,
+            head_timeout: head?,
+            keepalive_timeout: keepalive?,
+            write_timeout: write?,
+            max_connections_per_ip: per_ip?,
+        })
+    }
+
     fn trusted_proxies(&mut self, c: Option<&FileClientIp>) -> Vec<ipnet::IpNet> {
         let mut out = Vec::new();
         for (i, text) in c

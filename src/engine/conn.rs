@@ -158,11 +158,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         loop {
             if !self.cbuf.is_empty() {
                 match head::parse_request(&self.cbuf, &mut self.spans) {
-                    Ok(Some(req)) if req.target.len() > self.limits.max_uri => {
+                    Ok(Some(req)) if req.target.len() > self.limits.max_uri_bytes => {
                         return Err(Refuse(414))
                     }
                     Ok(Some(req)) => return Ok(Some(req)),
-                    Ok(None) if self.cbuf.len() >= self.limits.max_head => return Err(Refuse(431)),
+                    Ok(None) if self.cbuf.len() >= self.limits.max_head_bytes => {
+                        return Err(Refuse(431))
+                    }
                     Ok(None) => {}
                     Err(HeadError::TooManyHeaders) => return Err(Refuse(431)),
                     Err(HeadError::Malformed | HeadError::BadFraming) => return Err(Refuse(400)),
@@ -171,9 +173,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             // Between requests the keep-alive limit applies; inside a head, the (shorter) head
             // limit, counted from the head's first byte, so a slow trickle cannot hold a slot.
             let wait = if self.cbuf.is_empty() {
-                self.limits.keepalive
+                self.limits.keepalive_timeout
             } else {
-                self.limits.head.saturating_sub(started.elapsed())
+                self.limits.head_timeout.saturating_sub(started.elapsed())
             };
             self.cbuf.reserve(READ_CHUNK);
             match self
@@ -213,7 +215,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
 
         // Connect, trying other nodes (and re-pinning) when a node refuses.
         let (mut node_conn, node, reused, guard) = loop {
-            let Some(node) = affinity.choose(pool, Some(client_ip)) else {
+            let Some(node) = affinity.choose(pool, Some(client_ip), req.upgrade) else {
                 tracing::warn!(upstream = %pool.name, "no usable node");
                 return Err(Refuse(503));
             };
@@ -345,7 +347,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         self.ubuf.advance(n);
         let wrote = self
             .deadline
-            .limit(self.limits.write, self.client.write_all(&self.out))
+            .limit(self.limits.write_timeout, self.client.write_all(&self.out))
             .await;
         if !matches!(wrote, Some(Ok(()))) {
             return Ok(Next::Close);
@@ -495,7 +497,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             if !self.ubuf.is_empty() {
                 match head::parse_response(&self.ubuf, &mut self.uspans, head_request) {
                     Ok(Some(r)) => return Ok(r),
-                    Ok(None) if self.ubuf.len() >= self.limits.max_head => return Err(Refuse(502)),
+                    Ok(None) if self.ubuf.len() >= self.limits.max_head_bytes => {
+                        return Err(Refuse(502))
+                    }
                     Ok(None) => {}
                     Err(_) => return Err(Refuse(502)),
                 }
@@ -564,7 +568,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             };
             let wrote = self
                 .deadline
-                .limit(self.limits.write, self.client.write_all(&self.ubuf[..n]))
+                .limit(
+                    self.limits.write_timeout,
+                    self.client.write_all(&self.ubuf[..n]),
+                )
                 .await;
             if !matches!(wrote, Some(Ok(()))) {
                 return false;

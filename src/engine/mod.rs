@@ -18,6 +18,7 @@ pub mod chunked;
 mod conn;
 pub mod head;
 pub mod lifecycle;
+mod per_ip;
 mod pool;
 pub mod proxy_protocol;
 pub mod tunnel;
@@ -30,41 +31,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Largest request or response head accepted (431 / 502 beyond).
-pub const DEFAULT_MAX_HEAD: usize = 64 * 1024;
-/// Longest request target accepted (414 beyond).
-pub const DEFAULT_MAX_URI: usize = 8 * 1024;
-/// A request head must arrive within this long of its first byte (slowloris).
-pub const DEFAULT_HEAD_TIMEOUT: Duration = Duration::from_secs(30);
-/// A client that takes no bytes for this long while tether writes to it is cut off (a slow
-/// reader cannot make tether buffer without bound: nothing more is read from the node meanwhile).
-pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
-/// An idle keep-alive client connection is closed after this long.
-pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(75);
 /// Pending connections the kernel queues per listener.
 const BACKLOG: i32 = 4096;
 
-/// Per-connection limits.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    pub max_head: usize,
-    pub max_uri: usize,
-    pub head: Duration,
-    pub keepalive: Duration,
-    pub write: Duration,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_head: DEFAULT_MAX_HEAD,
-            max_uri: DEFAULT_MAX_URI,
-            head: DEFAULT_HEAD_TIMEOUT,
-            keepalive: DEFAULT_KEEPALIVE_TIMEOUT,
-            write: DEFAULT_WRITE_TIMEOUT,
-        }
-    }
-}
+pub use crate::config::Limits;
 
 /// Bind one listening socket with `SO_REUSEPORT`, so every worker can have its own.
 fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
@@ -82,7 +52,7 @@ fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
 /// shutdown, `Err` on a startup error (a listener that cannot be bound).
 pub fn serve(config: &Config, threads: usize) -> io::Result<()> {
     let runtime = Arc::new(ArcSwap::from_pointee(Runtime::new(config, None)));
-    let limits = Limits::default();
+    let limits = config.limits;
     // Bind everything before starting, so a taken port is one clear error and not a half-up proxy.
     let mut listeners = Vec::new();
     for _ in 0..threads.max(1) {
@@ -198,6 +168,46 @@ async fn read_proxy_header(stream: &tokio::net::TcpStream) -> io::Result<Option<
     }
 }
 
+/// Answer `429` on a connection over the per-IP cap and close it: after TLS when the listener
+/// has it, and after the request head has arrived (an answer before the request confuses
+/// clients), all within a few seconds.
+async fn too_many(stream: tokio::net::TcpStream, tls: Option<tokio_rustls::TlsAcceptor>) {
+    let limit = Duration::from_secs(5);
+    match tls {
+        None => {
+            let _ = tokio::time::timeout(limit, answer_429(stream)).await;
+        }
+        Some(acceptor) => {
+            let _ = tokio::time::timeout(limit, async {
+                if let Ok(s) = acceptor.accept(stream).await {
+                    answer_429(s).await;
+                }
+            })
+            .await;
+        }
+    }
+}
+
+async fn answer_429<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(mut s: S) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 2048];
+    while !seen.windows(4).any(|w| w == b"\r\n\r\n") && seen.len() < 64 * 1024 {
+        match s.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => seen.extend_from_slice(&buf[..n]),
+        }
+    }
+    let body = crate::proxy::respond::body_for(429);
+    let head = format!(
+        "HTTP/1.1 429 Too Many Requests\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    let _ = s.write_all(head.as_bytes()).await;
+    let _ = s.write_all(&body).await;
+    let _ = s.shutdown().await;
+}
+
 fn worker(
     listeners: Vec<Bound>,
     runtime: Arc<ArcSwap<Runtime>>,
@@ -266,7 +276,9 @@ async fn accept_loop(
                 tokio::spawn(async move {
                     let mut peer = peer;
                     if proxy_protocol {
-                        match tokio::time::timeout(limits.head, read_proxy_header(&stream)).await {
+                        match tokio::time::timeout(limits.head_timeout, read_proxy_header(&stream))
+                            .await
+                        {
                             Ok(Ok(Some(client))) => peer = client,
                             Ok(Ok(None)) => {}
                             _ => {
@@ -277,12 +289,26 @@ async fn accept_loop(
                             }
                         }
                     }
+                    // Counted against the client's IP until the connection ends.
+                    let _slot = match limits.max_connections_per_ip {
+                        0 => None,
+                        cap => match per_ip::enter(peer.ip(), cap) {
+                            Some(slot) => Some(slot),
+                            None => {
+                                tracing::debug!(client = %peer, cap, "too many connections from this address");
+                                too_many(stream, tls).await;
+                                return;
+                            }
+                        },
+                    };
                     match tls {
                         None => conn::serve(stream, peer, runtime, limits, shutdown, false).await,
                         Some(acceptor) => {
                             // The handshake counts against the head limit: a client that opens
                             // a connection and never finishes TLS cannot hold it.
-                            match tokio::time::timeout(limits.head, acceptor.accept(stream)).await {
+                            match tokio::time::timeout(limits.head_timeout, acceptor.accept(stream))
+                                .await
+                            {
                                 Ok(Ok(tls)) => {
                                     conn::serve(tls, peer, runtime, limits, shutdown, true).await
                                 }

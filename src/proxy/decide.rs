@@ -74,11 +74,25 @@ impl Affinity {
     /// not disabled; a draining node keeps its clients), else a pick among the nodes not yet
     /// tried: the ring successor for ip_hash, the balance policy over nodes that take new clients
     /// (healthy, active, past slow start) otherwise. `None`: no node can take the request.
-    pub fn choose(&mut self, pool: &Pool, client_ip: Option<IpAddr>) -> Option<usize> {
+    ///
+    /// With `max_tunnels_per_node`, an upgrade only goes to a node with room: new clients go to
+    /// another node; a pinned client whose node is full gets `None` (503) rather than a move,
+    /// since its session lives on that node (socket.io then keeps polling).
+    pub fn choose(
+        &mut self,
+        pool: &Pool,
+        client_ip: Option<IpAddr>,
+        upgrade: bool,
+    ) -> Option<usize> {
         let now = now_ms();
         let tried = &self.tried;
-        let fresh = |i: usize| !tried.contains(&i);
+        let cap = u64::from(pool.max_tunnels_per_node);
+        let room = |i: usize| !upgrade || cap == 0 || pool.nodes[i].open_tunnels() < cap;
+        let fresh = |i: usize| !tried.contains(&i) && room(i);
         if let Some(n) = self.node {
+            if !room(n) && self.decision == Some(Decision::Hit) && tried.is_empty() {
+                return None;
+            }
             if fresh(n) && n < pool.nodes.len() && pool.nodes[n].serves_pinned(now) {
                 if self.decision == Some(Decision::Hit) {
                     pool.nodes[n].count_pinned_hit();

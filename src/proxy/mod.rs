@@ -144,7 +144,7 @@ impl ProxyHttp for Tether {
         };
         let pool = &rt.pools[ctx.pool];
         let before = ctx.affinity.node;
-        let Some(node) = ctx.affinity.choose(pool, ctx.client_ip) else {
+        let Some(node) = ctx.affinity.choose(pool, ctx.client_ip, ctx.upgrade) else {
             return Err(Error::explain(
                 ErrorType::HTTPStatus(503),
                 format!("upstream {}: no usable node", pool.name),

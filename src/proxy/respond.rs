@@ -29,6 +29,7 @@ pub fn body_for(status: u16) -> Bytes {
         400 => b"bad request\n",
         403 => b"origin not allowed\n",
         426 => b"unsupported WebSocket version; use 13\n",
+        429 => b"too many connections from your address\n",
         408 => b"the request head took too long to arrive\n",
         414 => b"the request target is too long\n",
         431 => b"the request head is too large\n",

@@ -29,6 +29,7 @@ pub struct Pool {
     pub health_check: Option<HealthCheck>,
     pub passive: Passive,
     pub slow_start: std::time::Duration,
+    pub max_tunnels_per_node: u32,
     pub metrics: PoolMetrics,
 }
 
@@ -80,6 +81,7 @@ impl Pool {
             health_check: up.health_check.clone(),
             passive: up.passive,
             slow_start: up.slow_start,
+            max_tunnels_per_node: up.max_tunnels_per_node,
             metrics: PoolMetrics::new(&up.name),
         }
     }

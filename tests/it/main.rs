@@ -9,6 +9,7 @@
 //! - `ip_hash`: clients from distinct source addresses are placed stably and spread.
 //! - `edge`: WebSocket handshake validation, Origin allow-list, key rotation, target limits.
 //! - `failover`: a dead node's clients are re-pinned, everyone else stays; no node gives 503.
+//! - `limits`: per-IP connection caps (429), per-node tunnel caps, configurable head timeout.
 //! - `operations`: health checks, drain, admin API, metrics, reload under load, graceful shutdown.
 //! - `security`: slowloris, header floods, connection bursts, hostile cookies, as raw bytes.
 //! - `socketio`: a real socket.io cluster behind tether (Node.js), with and without affinity.
@@ -23,6 +24,7 @@ mod edge;
 mod failover;
 mod http1;
 mod ip_hash;
+mod limits;
 mod load;
 mod operations;
 mod security;
