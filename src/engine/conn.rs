@@ -203,7 +203,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         let pool = &rt.pools[pool_index];
         let client_ip = self.client_ip(&rt.trusted_proxies);
         if req.upgrade {
-            self.check_websocket_handshake(&req, policy, pool)?;
+            self.check_websocket_handshake(&req, policy, pool, client_ip)?;
         }
         let cookies = self
             .spans
@@ -628,6 +628,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         req: &head::Request,
         policy: &crate::config::WebsocketPolicy,
         pool: &Pool,
+        client_ip: std::net::IpAddr,
     ) -> Result<(), Refuse> {
         let buf = &self.cbuf[..];
         let header = |name: &[u8]| {
@@ -664,7 +665,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         if !policy.allows(origin) {
             crate::metrics::METRICS.origin_rejected.inc();
             tracing::warn!(
-                upstream = %pool.name, client = %self.peer.ip(), origin = origin.unwrap_or("(none)"),
+                upstream = %pool.name, client = %client_ip, origin = origin.unwrap_or("(none)"),
                 "WebSocket upgrade refused: origin not allowed"
             );
             return Err(Refuse(403));

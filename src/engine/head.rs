@@ -170,6 +170,11 @@ pub fn parse_request(buf: &[u8], spans: &mut Vec<Span>) -> Result<Option<Request
     let (Some(method), Some(target), Some(minor)) = (req.method, req.path, req.version) else {
         return Err(HeadError::Malformed);
     };
+    // httparse accepts a bare LF as a line end; a peer that does not could see different header
+    // boundaries (RFC 9112 §2.2 lets a server reject it, and a proxy must not pass it on).
+    if bare_lf(&buf[..len]) {
+        return Err(HeadError::Malformed);
+    }
     spans.clear();
     let mut conn = ConnectionTokens::default();
     let mut framing = FramingHeaders::default();
@@ -308,6 +313,13 @@ pub fn parse_response(
         framing: body,
         keep_alive,
     }))
+}
+
+/// Is there a `\n` not preceded by `\r`?
+fn bare_lf(head: &[u8]) -> bool {
+    head.iter()
+        .enumerate()
+        .any(|(i, &b)| b == b'\n' && (i == 0 || head[i - 1] != b'\r'))
 }
 
 /// Hop-by-hop headers: about one connection, never forwarded (RFC 9110 §7.6.1).

@@ -155,6 +155,12 @@ async fn ambiguous_framing_is_a_400_and_never_reaches_the_node() {
         b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nContent-Length: 7\r\n\r\nhello",
         b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: xchunked\r\n\r\n",
         b"GET / HTTP/1.1\r\nHost: t\r\nBad Header: x\r\n\r\n",
+        // Bare LF line ends, and obs-fold (a header continued on the next line).
+        b"GET / HTTP/1.1\nHost: t\n\n",
+        b"GET / HTTP/1.1\r\nHost: t\nX-Hidden: 1\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: t\r\nX-Folded: a\r\n b\r\n\r\n",
+        // Two requests where the second hides in the first's body by a length the node might not read.
+        b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: identity\r\n\r\n0\r\n\r\nGET /whoami HTTP/1.1\r\n\r\n",
     ] {
         let mut s = TcpStream::connect(proxy.addr).await.unwrap();
         s.write_all(raw).await.unwrap();
