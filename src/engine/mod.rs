@@ -42,6 +42,9 @@ fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
     socket.set_reuse_port(true)?;
+    // Accepted sockets inherit TCP_NODELAY from the listener on Linux: set once here instead of
+    // one setsockopt per connection (it matters at thousands of new connections a second).
+    socket.set_tcp_nodelay(true)?;
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     socket.listen(BACKLOG)?;
@@ -270,7 +273,6 @@ async fn accept_loop(
         match accepted {
             Ok((stream, peer)) => {
                 fd_warned = false;
-                let _ = stream.set_nodelay(true);
                 let (runtime, shutdown, tls) =
                     (Arc::clone(&runtime), shutdown.clone(), tls.clone());
                 tokio::spawn(async move {
