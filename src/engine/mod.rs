@@ -171,6 +171,23 @@ async fn read_proxy_header(stream: &tokio::net::TcpStream) -> io::Result<Option<
     }
 }
 
+/// A TLS connection: the handshake (bounded by the head limit, so a client that never finishes
+/// it cannot hold a slot), then the same connection loop as plain TCP.
+async fn serve_tls(
+    acceptor: tokio_rustls::TlsAcceptor,
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    runtime: Arc<ArcSwap<Runtime>>,
+    limits: Limits,
+    shutdown: lifecycle::ShutdownSignal,
+) {
+    match tokio::time::timeout(limits.head_timeout, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => conn::serve(tls, peer, runtime, limits, shutdown, true).await,
+        Ok(Err(e)) => tracing::debug!(client = %peer, error = %e, "TLS handshake failed"),
+        Err(_) => tracing::debug!(client = %peer, "TLS handshake timed out"),
+    }
+}
+
 /// Answer `429` on a connection over the per-IP cap and close it: after TLS when the listener
 /// has it, and after the request head has arrived (an answer before the request confuses
 /// clients), all within a few seconds.
@@ -298,29 +315,20 @@ async fn accept_loop(
                             Some(slot) => Some(slot),
                             None => {
                                 tracing::debug!(client = %peer, cap, "too many connections from this address");
-                                too_many(stream, tls).await;
+                                // Boxed: a future is as large as its largest state, and this
+                                // cold path must not grow every connection's task.
+                                Box::pin(too_many(stream, tls)).await;
                                 return;
                             }
                         },
                     };
                     match tls {
                         None => conn::serve(stream, peer, runtime, limits, shutdown, false).await,
+                        // Boxed for the same reason: rustls' connection state is kilobytes,
+                        // and plain connections (and their tunnels) must not carry its size.
                         Some(acceptor) => {
-                            // The handshake counts against the head limit: a client that opens
-                            // a connection and never finishes TLS cannot hold it.
-                            match tokio::time::timeout(limits.head_timeout, acceptor.accept(stream))
+                            Box::pin(serve_tls(acceptor, stream, peer, runtime, limits, shutdown))
                                 .await
-                            {
-                                Ok(Ok(tls)) => {
-                                    conn::serve(tls, peer, runtime, limits, shutdown, true).await
-                                }
-                                Ok(Err(e)) => {
-                                    tracing::debug!(client = %peer, error = %e, "TLS handshake failed")
-                                }
-                                Err(_) => {
-                                    tracing::debug!(client = %peer, "TLS handshake timed out")
-                                }
-                            }
                         }
                     }
                 });
