@@ -157,6 +157,35 @@ impl FramingHeaders {
     }
 }
 
+/// Record `h` as a span, and fold in the headers requests and responses read alike
+/// (`Connection`, `Content-Length`, `Transfer-Encoding`). True when `h` was one of those.
+fn shared_header(
+    buf: &[u8],
+    h: &httparse::Header<'_>,
+    spans: &mut Vec<Span>,
+    conn: &mut ConnectionTokens,
+    framing: &mut FramingHeaders,
+) -> bool {
+    let name = h.name.as_bytes();
+    spans.push(Span {
+        name: (offset(buf, name), offset(buf, name) + name.len() as u32),
+        value: (
+            offset(buf, h.value),
+            offset(buf, h.value) + h.value.len() as u32,
+        ),
+    });
+    if name.eq_ignore_ascii_case(b"connection") {
+        connection_tokens(h.value, conn);
+    } else if name.eq_ignore_ascii_case(b"content-length") {
+        framing.content_length(h.value);
+    } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+        framing.transfer_encoding(h.value);
+    } else {
+        return false;
+    }
+    true
+}
+
 /// Parse a request head at the start of `buf`. `Ok(None)`: incomplete, read more.
 pub fn parse_request(buf: &[u8], spans: &mut Vec<Span>) -> Result<Option<Request>, HeadError> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
@@ -184,20 +213,10 @@ pub fn parse_request(buf: &[u8], spans: &mut Vec<Span>) -> Result<Option<Request
     let mut expect_continue = false;
     for h in req.headers.iter() {
         let name = h.name.as_bytes();
-        spans.push(Span {
-            name: (offset(buf, name), offset(buf, name) + name.len() as u32),
-            value: (
-                offset(buf, h.value),
-                offset(buf, h.value) + h.value.len() as u32,
-            ),
-        });
-        if name.eq_ignore_ascii_case(b"connection") {
-            connection_tokens(h.value, &mut conn);
-        } else if name.eq_ignore_ascii_case(b"content-length") {
-            framing.content_length(h.value);
-        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            framing.transfer_encoding(h.value);
-        } else if name.eq_ignore_ascii_case(b"host") {
+        if shared_header(buf, h, spans, &mut conn, &mut framing) {
+            continue;
+        }
+        if name.eq_ignore_ascii_case(b"host") {
             hosts += 1;
             host = Some((
                 offset(buf, h.value),
@@ -265,21 +284,7 @@ pub fn parse_response(
     let mut conn = ConnectionTokens::default();
     let mut framing = FramingHeaders::default();
     for h in resp.headers.iter() {
-        let name = h.name.as_bytes();
-        spans.push(Span {
-            name: (offset(buf, name), offset(buf, name) + name.len() as u32),
-            value: (
-                offset(buf, h.value),
-                offset(buf, h.value) + h.value.len() as u32,
-            ),
-        });
-        if name.eq_ignore_ascii_case(b"connection") {
-            connection_tokens(h.value, &mut conn);
-        } else if name.eq_ignore_ascii_case(b"content-length") {
-            framing.content_length(h.value);
-        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            framing.transfer_encoding(h.value);
-        }
+        shared_header(buf, h, spans, &mut conn, &mut framing);
     }
     let no_body = head_request || (100..200).contains(&status) || status == 204 || status == 304;
     let body = if no_body {
