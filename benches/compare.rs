@@ -433,6 +433,11 @@ impl Proc {
             let _ = self.child.kill();
             let _ = self.child.wait();
             self.forget();
+            // The rest of the group (nginx's workers) may take a moment to close its sockets.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while group_alive(self.pid()) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
         }
     }
 
@@ -457,29 +462,43 @@ impl Drop for Proc {
 /// The numeric fields of /proc/PID/stat after the command name and the state: [0] is field 4
 /// (the parent), [10] and [11] are fields 14 and 15 (utime, stime).
 fn stat_fields(pid: u32) -> Option<Vec<u64>> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &text[text.rfind(')')? + 1..];
-    Some(
-        rest.split_whitespace()
-            .skip(1)
-            .map(|f| f.parse().unwrap_or(0))
-            .collect(),
-    )
+    stat(pid).map(|(_, fields)| fields)
 }
 
-/// Every process now: (pid, parent, CPU ticks of its own and of the children it reaped; for
-/// init only its own, since it reaps orphans, such as nginx workers whose master was killed).
-fn all_processes() -> Vec<(u32, u32, u64)> {
+/// The state letter (field 3) of /proc/PID/stat and the numeric fields after it.
+fn stat(pid: u32) -> Option<(char, Vec<u64>)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let mut rest = text[text.rfind(')')? + 1..].split_whitespace();
+    let state = rest.next()?.chars().next()?;
+    Some((state, rest.map(|f| f.parse().unwrap_or(0)).collect()))
+}
+
+/// Is any live process left in process group `pgid` (field 5 of /proc/PID/stat)?
+fn group_alive(pgid: u32) -> bool {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    dir.flatten().any(|entry| {
+        let pid = entry.file_name().to_str().and_then(|n| n.parse().ok());
+        pid.and_then(stat).is_some_and(|(state, f)| {
+            !matches!(state, 'Z' | 'X') && f.get(1) == Some(&u64::from(pgid))
+        })
+    })
+}
+
+/// Every live process now: (pid, parent, its CPU ticks, those of the children it reaped). A dead
+/// one (zombie) is left out: its ticks count once its parent has reaped it (the nginx workers of
+/// a proxy killed at the end of a run would otherwise look like someone else's work).
+fn all_processes() -> Vec<(u32, u32, u64, u64)> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
     dir.flatten()
         .filter_map(|entry| {
             let pid = entry.file_name().to_str()?.parse().ok()?;
-            let f = stat_fields(pid)?;
-            let fields = if pid == 1 { 10..12 } else { 10..14 };
-            let ticks = f.get(fields).map_or(0, |t| t.iter().sum());
-            Some((pid, *f.first()? as u32, ticks))
+            let (_, f) = stat(pid).filter(|(state, _)| !matches!(state, 'Z' | 'X'))?;
+            let sum = |r: std::ops::Range<usize>| f.get(r).map_or(0, |t| t.iter().sum());
+            Some((pid, *f.first()? as u32, sum(10..12), sum(12..14)))
         })
         .collect()
 }
@@ -489,9 +508,9 @@ fn process_tree(pid: u32) -> Vec<u32> {
     descendants(&all_processes(), pid)
 }
 
-fn descendants(all: &[(u32, u32, u64)], pid: u32) -> Vec<u32> {
+fn descendants(all: &[(u32, u32, u64, u64)], pid: u32) -> Vec<u32> {
     let mut parents: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
-    for &(p, ppid, _) in all {
+    for &(p, ppid, ..) in all {
         parents.entry(ppid).or_default().push(p);
     }
     let mut tree = vec![pid];
@@ -503,40 +522,82 @@ fn descendants(all: &[(u32, u32, u64)], pid: u32) -> Vec<u32> {
     tree
 }
 
-/// CPU ticks of every user-space process that is neither this bench nor one of its children, by
-/// pid (a process's own ticks plus those of the children it reaped, so a build's short-lived
-/// compilers show in their cargo): whatever else ran on the machine during a run.
-struct Others(BTreeMap<u32, (u32, u64)>);
+/// This bench's ancestors when it started (init included): they reap orphans, ours too (nginx
+/// workers whose master died first), and our parent can be re-parented while we run, so their
+/// reaped children's ticks never count as other work.
+static ANCESTORS: std::sync::OnceLock<Vec<u32>> = std::sync::OnceLock::new();
+
+fn ancestors(all: &[(u32, u32, u64, u64)]) -> Vec<u32> {
+    let parent: BTreeMap<u32, u32> = all.iter().map(|&(p, pp, ..)| (p, pp)).collect();
+    let mut chain = Vec::new();
+    let mut p = std::process::id();
+    while let Some(&pp) = parent.get(&p).filter(|pp| **pp != 0) {
+        chain.push(pp);
+        p = pp;
+    }
+    chain
+}
+
+/// The command name of a process.
+fn comm(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .map(|c| c.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// One process that is not ours: its parent, name and CPU ticks (its own plus those of the
+/// children it reaped, so a build's short-lived compilers show in their cargo).
+struct Other {
+    ppid: u32,
+    name: String,
+    ticks: u64,
+}
+
+/// Every user-space process that is neither this bench nor one of its children, by pid:
+/// whatever else ran on the machine during a run.
+struct Others(BTreeMap<u32, Other>);
 
 impl Others {
     fn now() -> Others {
         let all = all_processes();
         let ours = descendants(&all, std::process::id());
+        let mut reapers = ancestors(&all);
+        reapers.extend(ANCESTORS.get_or_init(|| ancestors(&all)));
         // Kernel threads (kthreadd, pid 2, and its children) work for everyone, ours included.
         Others(
             all.into_iter()
-                .filter(|(pid, ppid, _)| *pid != 2 && *ppid != 2 && !ours.contains(pid))
-                .map(|(pid, ppid, ticks)| (pid, (ppid, ticks)))
+                .filter(|(pid, ppid, ..)| *pid != 2 && *ppid != 2 && !ours.contains(pid))
+                .map(|(pid, ppid, own, reaped)| {
+                    let reaped = if reapers.contains(&pid) { 0 } else { reaped };
+                    let name = comm(pid);
+                    let ticks = own + reaped;
+                    (pid, Other { ppid, name, ticks })
+                })
                 .collect(),
         )
     }
 
-    /// Ticks used since `earlier`. A process that exited meanwhile was reaped by its parent,
-    /// whose ticks now include all of the child's: what the child had used before `earlier` is
-    /// taken off again.
-    fn since(&self, earlier: &Others) -> u64 {
-        let grown: u64 = self
-            .0
-            .iter()
-            .map(|(pid, (_, t))| t.saturating_sub(earlier.0.get(pid).map_or(0, |e| e.1)))
-            .sum();
-        let reaped: u64 = earlier
-            .0
-            .iter()
-            .filter(|(pid, (ppid, _))| !self.0.contains_key(pid) && self.0.contains_key(ppid))
-            .map(|(_, (_, t))| t)
-            .sum();
-        grown.saturating_sub(reaped)
+    /// Ticks used since `earlier`, in total and by process name (largest first). A process that
+    /// exited meanwhile was reaped by its parent, whose ticks now include all of the child's:
+    /// what the child had used before `earlier` is taken off again.
+    fn since(&self, earlier: &Others) -> (u64, Vec<(String, u64)>) {
+        let mut by_name: BTreeMap<&str, i64> = BTreeMap::new();
+        for (pid, o) in &self.0 {
+            let before = earlier.0.get(pid).map_or(0, |e| e.ticks);
+            *by_name.entry(&o.name).or_default() += o.ticks.saturating_sub(before) as i64;
+        }
+        for (pid, e) in &earlier.0 {
+            if let Some(parent) = self.0.get(&e.ppid).filter(|_| !self.0.contains_key(pid)) {
+                *by_name.entry(&parent.name).or_default() -= e.ticks as i64;
+            }
+        }
+        let mut names: Vec<(String, u64)> = by_name
+            .into_iter()
+            .filter(|(_, t)| *t > 0)
+            .map(|(n, t)| (n.to_string(), t as u64))
+            .collect();
+        names.sort_by_key(|n| std::cmp::Reverse(n.1));
+        (names.iter().map(|(_, t)| t).sum(), names)
     }
 }
 
@@ -1091,8 +1152,10 @@ struct Run {
     rss_held_kib: Option<u64>,
     /// C-hold: the load tool said every WebSocket was open before the RSS was read.
     all_open: bool,
-    /// CPU seconds other processes (not this bench's) used during the run, and its wall time.
+    /// CPU seconds other processes (not this bench's) used during the run, the busiest of them
+    /// (name, CPU-s), and the run's wall time.
     others_cpu_s: f64,
+    others_top: Vec<(String, f64)>,
     wall_s: f64,
 }
 
@@ -1134,6 +1197,7 @@ impl Run {
             "rss_per_ws_kib": self.rss_per_ws_kib(),
             "all_open_when_measured": self.all_open,
             "others_cpu_s": self.others_cpu_s,
+            "others_top": self.others_top,
             "wall_s": self.wall_s,
             "report": self.report,
         })
@@ -1190,6 +1254,7 @@ fn run_step(bench: &Bench, step: Step, target: &Target, round: usize) -> Result<
         rss_held_kib: None,
         all_open: false,
         others_cpu_s: 0.0,
+        others_top: Vec::new(),
         wall_s: 0.0,
     };
     let (clients, d, ramp) = (sizes.clients, sizes.run, sizes.ramp);
@@ -1298,9 +1363,15 @@ fn progress_line(run: &Run) -> String {
         .cpu_s
         .map_or(String::new(), |c| format!(", CPU {c:.2} s"));
     let others = if run.disturbed() {
+        let top: Vec<String> = run
+            .others_top
+            .iter()
+            .map(|(name, s)| format!("{name} {s:.1}"))
+            .collect();
         format!(
-            " [disturbed: other processes used {:.1} CPU-s]",
-            run.others_cpu_s
+            " [disturbed: other processes used {:.1} CPU-s: {}]",
+            run.others_cpu_s,
+            top.join(", ")
         )
     } else {
         String::new()
@@ -1701,6 +1772,7 @@ fn scale(nodes: &[Node], tools: &Tools) -> Result<(String, Value), String> {
         rss_held_kib: Some(held_usage.rss_kib),
         all_open,
         others_cpu_s: 0.0,
+        others_top: Vec::new(),
         wall_s: 0.0,
         report,
     };
@@ -1758,11 +1830,15 @@ fn header(tools: &Tools, cmd: &str, what: &str) -> String {
         .trim()
         .to_string();
     let nproc = std::thread::available_parallelism().map_or(0, |n| n.get());
-    format!(
-        "**{date}**, Linux {kernel}, nproc {nproc}, nginx {}, HAProxy {}, `{cmd}`: {what}",
-        tools.nginx_version(),
-        tools.haproxy_version(),
-    )
+    let versions = match (&tools.nginx, &tools.haproxy) {
+        (None, None) => String::new(),
+        _ => format!(
+            ", nginx {}, HAProxy {}",
+            tools.nginx_version(),
+            tools.haproxy_version()
+        ),
+    };
+    format!("**{date}**, Linux {kernel}, nproc {nproc}{versions}, `{cmd}`: {what}")
 }
 
 fn command_line() -> String {
@@ -1785,6 +1861,7 @@ fn main() {
         return;
     }
     install_signal_handler();
+    ANCESTORS.get_or_init(|| ancestors(&all_processes()));
     let started = Instant::now();
     let rounds = opts.rounds.unwrap_or(if opts.quick { 1 } else { 3 }).max(1);
     let sizes = Sizes::new(opts.quick);
@@ -1892,7 +1969,13 @@ fn run_rounds(bench: &Bench, targets: &mut [Target], steps: &[Step], rounds: usi
                 let (others, started) = (Others::now(), Instant::now());
                 match run_step(bench, step, target, round) {
                     Ok(mut run) => {
-                        run.others_cpu_s = Others::now().since(&others) as f64 / bench.tck;
+                        let (ticks, top) = Others::now().since(&others);
+                        run.others_cpu_s = ticks as f64 / bench.tck;
+                        run.others_top = top
+                            .into_iter()
+                            .take(3)
+                            .map(|(name, t)| (name, t as f64 / bench.tck))
+                            .collect();
                         run.wall_s = started.elapsed().as_secs_f64();
                         eprintln!("{what}: {}", progress_line(&run));
                         runs.push(run);
