@@ -24,8 +24,6 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{sleep_until, timeout, Sleep};
 
-/// Connect attempts per request before giving up with 503 (each on a different node).
-pub const MAX_CONNECT_ATTEMPTS: usize = 3;
 /// Read size for heads and bodies.
 const READ_CHUNK: usize = 8 * 1024;
 
@@ -234,7 +232,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                         pool.passive.fail_timeout,
                     );
                     affinity.connect_failed();
-                    if affinity.tried.len() >= MAX_CONNECT_ATTEMPTS.min(pool.nodes.len()) {
+                    if !affinity.may_retry(pool) {
                         return Err(Refuse(503));
                     }
                 }

@@ -21,6 +21,9 @@ fn ticket() -> u64 {
     })
 }
 
+/// Connect attempts per request before giving up with 503, each on a different node.
+pub const MAX_CONNECT_ATTEMPTS: usize = 3;
+
 /// Why a client got the node it got; logged and (later) counted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
@@ -151,6 +154,12 @@ impl Affinity {
             Some(Decision::Repinned) => m.repinned.inc(),
             Some(Decision::Unpinned) | None => m.unpinned.inc(),
         }
+    }
+
+    /// May another node be tried after a failed connect? (bounded by `MAX_CONNECT_ATTEMPTS` and
+    /// by the number of nodes)
+    pub fn may_retry(&self, pool: &Pool) -> bool {
+        self.tried.len() < MAX_CONNECT_ATTEMPTS.min(pool.nodes.len())
     }
 
     /// The attempt on the current node failed to connect: never try it again for this request.

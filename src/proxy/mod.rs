@@ -31,8 +31,6 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Connect attempts per request before giving up with 503 (each on a different node).
-pub const MAX_CONNECT_ATTEMPTS: usize = 3;
 /// How long an idle pooled connection to a node is kept for reuse.
 const UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -180,11 +178,10 @@ impl ProxyHttp for Tether {
         ctx: &mut Ctx,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        let nodes = ctx.pool().map_or(0, |p| p.nodes.len());
         tracing::warn!(node = %peer, error = ?e.etype(), "connect to node failed");
         ctx.affinity.connect_failed();
         ctx.guard = None;
-        if ctx.affinity.tried.len() < MAX_CONNECT_ATTEMPTS.min(nodes) {
+        if ctx.pool().is_some_and(|p| ctx.affinity.may_retry(p)) {
             e.set_retry(true);
         }
         e
