@@ -1,12 +1,13 @@
 //! A minimal HTTP/1.1 client for the `http` and `longpoll` flows: one keep-alive connection, a
 //! request written from prepared bytes, the response parsed in place in a reused buffer.
 //!
-//! Only what GET responses need: status line, headers (Content-Length, Transfer-Encoding:
-//! chunked, Connection, Set-Cookie, the node header), bodies by length, chunks or close.
+//! Heads are parsed by the proxy engine's own parser (`engine::head`); this file reads what GET
+//! responses need from it (Set-Cookie, the node header) and bodies by length, chunks or close.
 //! No allocation per request once the buffers have grown.
 
 use super::jar::Jar;
 use super::stats::ErrorKind;
+use crate::engine::head;
 use http::header::HeaderName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -41,6 +42,8 @@ pub(crate) struct Conn {
     /// Bytes read and not yet consumed start at `pos`.
     buf: Vec<u8>,
     pos: usize,
+    /// Header positions of the current response head, reused.
+    spans: Vec<head::Span>,
 }
 
 /// `GET path HTTP/1.1` with Host and the jar's cookies (and `Connection: close` when `close`),
@@ -88,6 +91,7 @@ impl Conn {
             stream,
             buf: Vec::with_capacity(READ_CHUNK),
             pos: 0,
+            spans: Vec::new(),
         }
     }
 
@@ -122,11 +126,7 @@ impl Conn {
             let framing = self.head(node_header, jar, resp).await?;
             let keep = keep_body || !resp.ok();
             resp.body.clear();
-            // 1xx answers precede the real one; 204 and 304 never have a body.
-            let framing = match resp.status {
-                100..=199 | 204 | 304 => Framing::Length(0),
-                _ => framing,
-            };
+            // 1xx answers precede the real one (the parser gives them, 204 and 304 no body).
             self.body(framing, keep, resp).await?;
             if !(100..=199).contains(&resp.status) {
                 break;
@@ -139,72 +139,33 @@ impl Conn {
         Ok(())
     }
 
-    /// Read and parse a response head.
+    /// Read and parse a response head, with the proxy engine's parser (`engine::head`): one
+    /// definition of HTTP/1.1 framing for the proxy and the tool that tests it.
     async fn head(
         &mut self,
         node_header: &HeaderName,
         jar: &mut Jar,
         resp: &mut Response,
     ) -> Result<Framing, ErrorKind> {
-        let mut searched = self.pos;
-        let end = loop {
-            if let Some(i) = find(&self.buf[searched..], b"\r\n\r\n") {
-                break searched + i;
+        let parsed = loop {
+            match head::parse_response(&self.buf[self.pos..], &mut self.spans, false) {
+                Ok(Some(parsed)) => break parsed,
+                Ok(None) if self.buf.len() - self.pos > MAX_HEAD => {
+                    return Err(ErrorKind::Protocol)
+                }
+                Ok(None) => self.fill().await?,
+                Err(_) => return Err(ErrorKind::Protocol),
             }
-            if self.buf.len() - self.pos > MAX_HEAD {
-                return Err(ErrorKind::Protocol);
-            }
-            searched = self.buf.len().saturating_sub(3).max(self.pos);
-            self.fill().await?;
         };
-        let head = &self.buf[self.pos..end];
-        self.pos = end + 4;
-        let mut lines = head
-            .split(|&b| b == b'\n')
-            .map(|l| l.strip_suffix(b"\r").unwrap_or(l));
-        let status_line = lines.next().ok_or(ErrorKind::Protocol)?;
-        // "HTTP/1.1 200 OK"
-        let http11 = status_line.starts_with(b"HTTP/1.1 ");
-        if !http11 && !status_line.starts_with(b"HTTP/1.0 ") {
-            return Err(ErrorKind::Protocol);
-        }
-        resp.status = status_line
-            .get(9..12)
-            .and_then(|d| parse_usize(d, 10))
-            .and_then(|s| u16::try_from(s).ok())
-            .filter(|s| (100..=999).contains(s))
-            .ok_or(ErrorKind::Protocol)?;
+        let head_bytes = &self.buf[self.pos..self.pos + parsed.len];
+        resp.status = parsed.status;
+        resp.keep_alive = parsed.keep_alive;
         resp.node.clear();
         resp.has_node = false;
-        resp.keep_alive = http11;
-        let mut framing = Framing::Close;
         let mut cookies = false;
-        for line in lines {
-            let colon = line
-                .iter()
-                .position(|&b| b == b':')
-                .ok_or(ErrorKind::Protocol)?;
-            let (name, value) = (&line[..colon], line[colon + 1..].trim_ascii());
-            if name.eq_ignore_ascii_case(b"content-length") {
-                if framing != Framing::Chunked {
-                    framing = Framing::Length(parse_usize(value, 10).ok_or(ErrorKind::Protocol)?);
-                }
-            } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-                if value
-                    .split(|&b| b == b',')
-                    .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked"))
-                {
-                    framing = Framing::Chunked;
-                }
-            } else if name.eq_ignore_ascii_case(b"connection") {
-                for token in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
-                    if token.eq_ignore_ascii_case(b"close") {
-                        resp.keep_alive = false;
-                    } else if token.eq_ignore_ascii_case(b"keep-alive") {
-                        resp.keep_alive = true;
-                    }
-                }
-            } else if name.eq_ignore_ascii_case(b"set-cookie") {
+        for span in &self.spans {
+            let (name, value) = (span.name(head_bytes), span.value(head_bytes));
+            if name.eq_ignore_ascii_case(b"set-cookie") {
                 cookies |= jar.store_one(value);
             } else if name.eq_ignore_ascii_case(node_header.as_str().as_bytes()) {
                 resp.node.clear();
@@ -215,10 +176,15 @@ impl Conn {
         if cookies {
             jar.render();
         }
-        if framing == Framing::Close {
-            resp.keep_alive = false;
-        }
-        Ok(framing)
+        self.pos += parsed.len;
+        Ok(match parsed.framing {
+            head::Framing::Empty => Framing::Length(0),
+            head::Framing::Length(n) => {
+                Framing::Length(usize::try_from(n).map_err(|_| ErrorKind::Protocol)?)
+            }
+            head::Framing::Chunked => Framing::Chunked,
+            head::Framing::UntilClose => Framing::Close,
+        })
     }
 
     /// Consume `n` body bytes from the buffer (reading as needed), keeping them if asked.
