@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tether::affinity::ring::{ip_key, Ring};
 use tether::affinity::token::Keyring;
 use tether::affinity::CookiePins;
-use tether::config::{CookieSettings, Route, SameSite};
+use tether::config::{CookieSettings, Route};
 use tether::proxy::route::Router;
 use tether::upstream::balance::Balancer;
 use tether::upstream::node::NodeState;
@@ -16,16 +16,8 @@ const SECRET: &[u8] = b"bench-secret-0123456789abcdef0123456789";
 
 fn settings() -> CookieSettings {
     CookieSettings {
-        name: "tether_node".into(),
-        secret: SECRET.to_vec(),
         max_age: Some(std::time::Duration::from_secs(3600)),
-        secure: false,
-        secure_on_tls: true,
-        http_only: true,
-        same_site: SameSite::Lax,
-        path: "/".into(),
-        domain: None,
-        previous_secrets: Vec::new(),
+        ..CookieSettings::with_secret(SECRET)
     }
 }
 
@@ -90,26 +82,10 @@ fn ring_and_balance(c: &mut Criterion) {
 
 fn routes(c: &mut Criterion) {
     let router = Router::new(&[
-        Route {
-            path_prefix: "/".into(),
-            upstream: 0,
-            websocket: Default::default(),
-        },
-        Route {
-            path_prefix: "/socket.io/".into(),
-            upstream: 1,
-            websocket: Default::default(),
-        },
-        Route {
-            path_prefix: "/graphql".into(),
-            upstream: 2,
-            websocket: Default::default(),
-        },
-        Route {
-            path_prefix: "/api/v1/".into(),
-            upstream: 3,
-            websocket: Default::default(),
-        },
+        Route::new("/", 0),
+        Route::new("/socket.io/", 1),
+        Route::new("/graphql", 2),
+        Route::new("/api/v1/", 3),
     ]);
     c.bench_function("route_match", |b| {
         b.iter(|| router.route(black_box("/socket.io/?EIO=4&transport=polling&t=Nx3")))

@@ -4,24 +4,13 @@
 use proptest::prelude::*;
 use tether::affinity::token::{Keyring, TOKEN_LEN};
 use tether::affinity::CookiePins;
-use tether::config::{CookieSettings, SameSite};
+use tether::config::CookieSettings;
 use tether::engine::{chunked, head, proxy_protocol};
 
 const SECRET: &[u8] = b"property-secret-0123456789abcdef012345";
 
 fn pins() -> CookiePins {
-    let settings = CookieSettings {
-        name: "tether_node".into(),
-        secret: SECRET.to_vec(),
-        max_age: None,
-        secure: false,
-        secure_on_tls: true,
-        http_only: true,
-        same_site: SameSite::Lax,
-        path: "/".into(),
-        domain: None,
-        previous_secrets: Vec::new(),
-    };
+    let settings = CookieSettings::with_secret(SECRET);
     CookiePins::new(&settings, &[], &["a", "b", "c"])
 }
 

@@ -87,16 +87,12 @@ mod tests {
 
     fn settings() -> CookieSettings {
         CookieSettings {
-            name: "tether_node".into(),
-            secret: vec![0; 32],
             max_age: Some(Duration::from_secs(3600)),
             secure: true,
-            secure_on_tls: true,
-            http_only: true,
             same_site: SameSite::Strict,
             path: "/app".into(),
             domain: Some("example.com".into()),
-            previous_secrets: Vec::new(),
+            ..CookieSettings::with_secret(vec![0; 32])
         }
     }
 

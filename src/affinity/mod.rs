@@ -126,21 +126,13 @@ impl CookiePins {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::SameSite;
     use std::time::Duration;
 
     fn settings(secret: &[u8]) -> CookieSettings {
         CookieSettings {
             name: "tn".into(),
-            secret: secret.to_vec(),
             max_age: Some(Duration::from_secs(60)),
-            secure: false,
-            secure_on_tls: true,
-            http_only: true,
-            same_site: SameSite::Lax,
-            path: "/".into(),
-            domain: None,
-            previous_secrets: Vec::new(),
+            ..CookieSettings::with_secret(secret)
         }
     }
 

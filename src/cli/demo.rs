@@ -1,8 +1,8 @@
 //! `tether demo`: three demo nodes on loopback and tether in front of them, in one process.
 
 use crate::config::{
-    defaults, Affinity, Balance, Config, CookieSettings, Listener, Node, Passive, Route, SameSite,
-    Shutdown, Timeouts, Upstream,
+    defaults, Affinity, Balance, Config, CookieSettings, Listener, Node, Passive, Route, Shutdown,
+    Timeouts, Upstream,
 };
 use crate::demo;
 use crate::proxy::server::{self, RunOptions};
@@ -123,18 +123,7 @@ fn demo_config(listen: SocketAddr, nodes: &[(String, SocketAddr)], secret: Vec<u
                 })
                 .collect(),
             balance: Balance::LeastConn,
-            affinity: Affinity::Cookie(CookieSettings {
-                name: defaults::DEFAULT_COOKIE_NAME.into(),
-                secret,
-                max_age: None,
-                secure: false,
-                secure_on_tls: true,
-                http_only: true,
-                same_site: SameSite::Lax,
-                path: "/".into(),
-                domain: None,
-                previous_secrets: Vec::new(),
-            }),
+            affinity: Affinity::Cookie(CookieSettings::with_secret(secret)),
             timeouts: Timeouts {
                 connect: defaults::DEFAULT_CONNECT_TIMEOUT,
                 read: defaults::DEFAULT_READ_TIMEOUT,
@@ -145,11 +134,7 @@ fn demo_config(listen: SocketAddr, nodes: &[(String, SocketAddr)], secret: Vec<u
             slow_start: defaults::DEFAULT_SLOW_START,
             max_tunnels_per_node: defaults::DEFAULT_MAX_TUNNELS_PER_NODE,
         }],
-        routes: vec![Route {
-            path_prefix: "/".into(),
-            upstream: 0,
-            websocket: Default::default(),
-        }],
+        routes: vec![Route::new("/", 0)],
         admin: None,
         // Ctrl-C on a demo should stop it at once, open browser tabs or not.
         trusted_proxies: Vec::new(),

@@ -259,6 +259,25 @@ pub struct CookieSettings {
     pub previous_secrets: Vec<Vec<u8>>,
 }
 
+impl CookieSettings {
+    /// This secret with every other setting at its documented default (`defaults.rs`): what a
+    /// config with only `secret_env` gives. For the demo, tests and benches.
+    pub fn with_secret(secret: impl Into<Vec<u8>>) -> CookieSettings {
+        CookieSettings {
+            name: defaults::DEFAULT_COOKIE_NAME.to_string(),
+            secret: secret.into(),
+            max_age: defaults::DEFAULT_COOKIE_MAX_AGE,
+            secure: defaults::DEFAULT_COOKIE_SECURE,
+            secure_on_tls: true,
+            http_only: defaults::DEFAULT_COOKIE_HTTP_ONLY,
+            same_site: defaults::DEFAULT_COOKIE_SAME_SITE,
+            path: defaults::DEFAULT_COOKIE_PATH.to_string(),
+            domain: None,
+            previous_secrets: Vec::new(),
+        }
+    }
+}
+
 impl std::fmt::Debug for CookieSettings {
     /// Never prints the secret.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -301,6 +320,17 @@ pub struct Route {
     /// Index into `Config::upstreams`.
     pub upstream: usize,
     pub websocket: WebsocketPolicy,
+}
+
+impl Route {
+    /// A route with no WebSocket restrictions.
+    pub fn new(path_prefix: impl Into<String>, upstream: usize) -> Route {
+        Route {
+            path_prefix: path_prefix.into(),
+            upstream,
+            websocket: WebsocketPolicy::default(),
+        }
+    }
 }
 
 /// Who may open WebSockets through a route: the Cross-Site WebSocket Hijacking defence.

@@ -71,14 +71,7 @@ fn minimal_config_gets_defaults() {
         .map(|l| (l.address, l.tls.is_none()))
         .collect();
     assert_eq!(addresses, vec![("127.0.0.1:8080".parse().unwrap(), true)]);
-    assert_eq!(
-        c.routes,
-        vec![Route {
-            path_prefix: "/".into(),
-            upstream: 0,
-            websocket: Default::default()
-        }]
-    );
+    assert_eq!(c.routes, vec![Route::new("/", 0)]);
     let u = &c.upstreams[0];
     assert_eq!(u.nodes[0].weight, defaults::DEFAULT_WEIGHT);
     assert_eq!(u.balance, Balance::LeastConn);
@@ -238,14 +231,7 @@ routes:
     let c = check(text).unwrap();
     let names: Vec<&str> = c.upstreams.iter().map(|u| u.name.as_str()).collect();
     assert_eq!(names, ["zeta", "alpha"]);
-    assert_eq!(
-        c.routes[0],
-        Route {
-            path_prefix: "/api/".into(),
-            upstream: 1,
-            websocket: Default::default()
-        }
-    );
+    assert_eq!(c.routes[0], Route::new("/api/", 1));
 }
 
 #[test]

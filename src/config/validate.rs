@@ -871,11 +871,7 @@ impl Checker<'_> {
         let Some(routes) = &file.routes else {
             return match names {
                 [] => Vec::new(),
-                [_] => vec![Route {
-                    path_prefix: DEFAULT_ROUTE_PREFIX.to_string(),
-                    upstream: 0,
-                    websocket: WebsocketPolicy::default(),
-                }],
+                [_] => vec![Route::new(DEFAULT_ROUTE_PREFIX, 0)],
                 [first, ..] => {
                     let pos = self.cx.positions.key("upstreams");
                     self.at(pos, format!("routes: required when there are several upstreams; add e.g. `routes: [{{ path_prefix: /, upstream: {first} }}]`"));

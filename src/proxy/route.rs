@@ -41,30 +41,14 @@ mod tests {
     #[test]
     fn longest_prefix_wins_and_no_match_is_none() {
         let r = Router::new(&[
-            Route {
-                path_prefix: "/".into(),
-                upstream: 0,
-                websocket: Default::default(),
-            },
-            Route {
-                path_prefix: "/socket.io/".into(),
-                upstream: 1,
-                websocket: Default::default(),
-            },
-            Route {
-                path_prefix: "/socket.io/admin".into(),
-                upstream: 2,
-                websocket: Default::default(),
-            },
+            Route::new("/", 0),
+            Route::new("/socket.io/", 1),
+            Route::new("/socket.io/admin", 2),
         ]);
         assert_eq!(r.route("/index.html"), Some(0));
         assert_eq!(r.route("/socket.io/?EIO=4"), Some(1));
         assert_eq!(r.route("/socket.io/admin/x"), Some(2));
-        let api_only = Router::new(&[Route {
-            path_prefix: "/api".into(),
-            upstream: 0,
-            websocket: Default::default(),
-        }]);
+        let api_only = Router::new(&[Route::new("/api", 0)]);
         assert_eq!(api_only.route("/other"), None);
     }
 }

@@ -4,7 +4,7 @@
 use crate::support::{self, client::COOKIE, Client, Proxy, COOKIE_AFFINITY};
 use std::time::Duration;
 use tether::affinity::CookiePins;
-use tether::config::{CookieSettings, SameSite};
+use tether::config::CookieSettings;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -175,21 +175,6 @@ async fn cross_origin_upgrades_are_refused_by_the_allow_list() {
     assert_eq!(r.status, 200);
 }
 
-fn settings(secret: &[u8]) -> CookieSettings {
-    CookieSettings {
-        name: COOKIE.into(),
-        secret: secret.to_vec(),
-        max_age: None,
-        secure: false,
-        secure_on_tls: true,
-        http_only: true,
-        same_site: SameSite::Lax,
-        path: "/".into(),
-        domain: None,
-        previous_secrets: Vec::new(),
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_of_the_previous_key_still_pins_and_is_reissued_with_the_current_key() {
     const OLD: &str = "the-previous-secret-0123456789abcdef0123";
@@ -204,7 +189,7 @@ async fn a_token_of_the_previous_key_still_pins_and_is_reissued_with_the_current
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs();
-    let old = CookiePins::new(&settings(OLD.as_bytes()), &[], &ids).issue(2, now);
+    let old = CookiePins::new(&CookieSettings::with_secret(OLD), &[], &ids).issue(2, now);
     let old_value = old
         .split(';')
         .next()
@@ -224,7 +209,11 @@ async fn a_token_of_the_previous_key_still_pins_and_is_reissued_with_the_current
     );
     let fresh = r.new_cookie().expect("re-issued with the current key");
     assert_ne!(fresh, old_value);
-    let current = CookiePins::new(&settings(support::proxy::SECRET.as_bytes()), &[], &ids);
+    let current = CookiePins::new(
+        &CookieSettings::with_secret(support::proxy::SECRET),
+        &[],
+        &ids,
+    );
     let header = format!("{COOKIE}={fresh}");
     assert_eq!(
         current.lookup([header.as_bytes()], now).map(|p| p.node),

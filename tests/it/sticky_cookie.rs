@@ -2,9 +2,8 @@
 
 use crate::support::{self, client::COOKIE, Client, Proxy, COOKIE_AFFINITY};
 use std::collections::HashMap;
-use std::time::Duration;
 use tether::affinity::CookiePins;
-use tether::config::{CookieSettings, SameSite};
+use tether::config::CookieSettings;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_clients_each_stay_on_one_node_and_spread_over_all() {
@@ -48,24 +47,10 @@ async fn two_hundred_clients_each_stay_on_one_node_and_spread_over_all() {
     );
 }
 
-fn settings(secret: &[u8], max_age: Option<Duration>) -> CookieSettings {
-    CookieSettings {
-        name: COOKIE.into(),
-        secret: secret.to_vec(),
-        max_age,
-        secure: false,
-        secure_on_tls: true,
-        http_only: true,
-        same_site: SameSite::Lax,
-        path: "/".into(),
-        domain: None,
-        previous_secrets: Vec::new(),
-    }
-}
-
 /// A cookie value signed with the public library API, as another replica or an attacker would.
 fn token(secret: &[u8], node_ids: &[&str], node: usize, issued_at: u64) -> String {
-    let set = CookiePins::new(&settings(secret, None), &[], node_ids).issue(node, issued_at);
+    let set =
+        CookiePins::new(&CookieSettings::with_secret(secret), &[], node_ids).issue(node, issued_at);
     set.split(';')
         .next()
         .unwrap()
