@@ -67,16 +67,7 @@ impl CookiePins {
         cookie_headers: impl IntoIterator<Item = &'a [u8]>,
         now: u64,
     ) -> Option<Pin> {
-        cookie::find_map(cookie_headers, &self.name, |v| {
-            let t = self.keyring.verify(v.as_bytes(), now, self.max_age_secs)?;
-            let node = self.tags[t.key_index]
-                .iter()
-                .position(|tag| *tag == t.tag)?;
-            Some(Pin {
-                node,
-                reissue: t.key_index != 0,
-            })
-        })
+        cookie::find_map(cookie_headers, &self.name, |v| self.verify(v, now))
     }
 
     /// Like [`lookup`](Self::lookup), and also whether any cookie of our name was present (so a
@@ -94,6 +85,7 @@ impl CookiePins {
         (pin, present)
     }
 
+    /// One cookie value: a verified token of one of our keys, naming a node that still exists.
     fn verify(&self, value: &str, now: u64) -> Option<Pin> {
         let t = self
             .keyring
