@@ -88,7 +88,12 @@ fn routes(c: &mut Criterion) {
         Route::new("/api/v1/", 3),
     ]);
     c.bench_function("route_match", |b| {
-        b.iter(|| router.route(black_box("/socket.io/?EIO=4&transport=polling&t=Nx3")))
+        b.iter(|| {
+            router.route(
+                black_box(Some(b"chat.example.com")),
+                black_box("/socket.io/?EIO=4&transport=polling&t=Nx3"),
+            )
+        })
     });
 }
 

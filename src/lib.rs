@@ -11,6 +11,7 @@ pub mod affinity;
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod discovery;
 pub mod engine;
 pub mod health;
 pub mod load;

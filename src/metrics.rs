@@ -21,6 +21,8 @@ pub struct Metrics {
     node_healthy: IntGaugeVec,
     node_admin_state: IntGaugeVec,
     pub origin_rejected: IntCounter,
+    pub discovery_lookups: IntCounterVec,
+    pub discovered_nodes: IntGaugeVec,
 }
 
 /// Request duration buckets, seconds: from loopback-fast answers to held long-polls.
@@ -91,6 +93,22 @@ fn build() -> Result<Metrics, prometheus::Error> {
         "tether_origin_rejected_total",
         "WebSocket upgrades refused because their Origin is not allowed.",
     )?;
+    let discovery_lookups = IntCounterVec::new(
+        Opts::new(
+            "tether_discovery_lookups_total",
+            "DNS discovery lookup rounds, by upstream and result (ok, failed).",
+        ),
+        &["upstream", "result"],
+    )?;
+    let discovered_nodes = IntGaugeVec::new(
+        Opts::new(
+            "tether_discovered_nodes",
+            "Nodes the last good DNS discovery round found, by upstream.",
+        ),
+        &["upstream"],
+    )?;
+    registry.register(Box::new(discovery_lookups.clone()))?;
+    registry.register(Box::new(discovered_nodes.clone()))?;
     registry.register(Box::new(requests.clone()))?;
     registry.register(Box::new(duration.clone()))?;
     registry.register(Box::new(open_tunnels.clone()))?;
@@ -111,6 +129,8 @@ fn build() -> Result<Metrics, prometheus::Error> {
         node_healthy,
         node_admin_state,
         origin_rejected,
+        discovery_lookups,
+        discovered_nodes,
     })
 }
 
@@ -168,6 +188,24 @@ impl NodeMetrics {
             .inc();
         self.healthy.set(i64::from(healthy));
     }
+}
+
+/// Drop every per-node series of a node that left its upstream (a reload or DNS discovery), so
+/// a cluster whose pods come and go does not grow the exposition without bound. Handles still
+/// held by requests or tunnels on the node keep working; they just are not exported any more.
+pub fn forget_node(upstream: &str, node: &str) {
+    let m = &*METRICS;
+    for class in ["1xx", "2xx", "3xx", "4xx", "5xx"] {
+        let _ = m.requests.remove_label_values(&[upstream, node, class]);
+    }
+    for to in ["healthy", "unhealthy"] {
+        let _ = m
+            .health_transitions
+            .remove_label_values(&[upstream, node, to]);
+    }
+    let _ = m.open_tunnels.remove_label_values(&[upstream, node]);
+    let _ = m.node_healthy.remove_label_values(&[upstream, node]);
+    let _ = m.node_admin_state.remove_label_values(&[upstream, node]);
 }
 
 /// Per-upstream handles.

@@ -3,7 +3,7 @@
 //! | route | what |
 //! |---|---|
 //! | `GET /healthz` | the proxy's own liveness (never needs the token, for probes) |
-//! | `GET /status` | JSON: every upstream and node with health, admin state, load, last check |
+//! | `GET /status` | JSON: every upstream and node with health, admin state, load, last check, and DNS discovery's progress |
 //! | `GET /metrics` | Prometheus text format (`crate::metrics`) |
 //! | `POST /upstreams/{name}/nodes/{id}/drain`, `/disable`, `/enable` | change a node's admin state |
 //! | `POST /reload` | re-read the config file (like SIGHUP) |
@@ -177,6 +177,7 @@ fn status(control: &Control) -> serde_json::Value {
             json!({
                 "name": pool.name,
                 "health_check": pool.health_check.is_some(),
+                "discovery": control.discovery_status(&pool.name),
                 "nodes": nodes,
             })
         })

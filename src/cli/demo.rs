@@ -122,6 +122,7 @@ fn demo_config(listen: SocketAddr, nodes: &[(String, SocketAddr)], secret: Vec<u
                     weight: 1,
                 })
                 .collect(),
+            discover: None,
             balance: Balance::LeastConn,
             affinity: Affinity::Cookie(CookieSettings::with_secret(secret)),
             timeouts: Timeouts {

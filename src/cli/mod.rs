@@ -163,8 +163,13 @@ fn check(path: &Path) -> ExitCode {
     match config::load(path) {
         Ok(c) => {
             let nodes: usize = c.upstreams.iter().map(|u| u.nodes.len()).sum();
+            let discovering = c.upstreams.iter().filter(|u| u.discover.is_some()).count();
+            let discovery = match discovering {
+                0 => String::new(),
+                n => format!(" (+ DNS discovery in {n})"),
+            };
             println!(
-                "{}: ok: {} listener(s), {} upstream(s) with {} node(s), {} route(s)",
+                "{}: ok: {} listener(s), {} upstream(s) with {} node(s){discovery}, {} route(s)",
                 path.display(),
                 c.listen.len(),
                 c.upstreams.len(),

@@ -134,3 +134,13 @@ pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_MAX_CONNECTIONS_PER_IP: u32 = 0;
 /// Open tunnels allowed per node; 0 is no limit (new clients go elsewhere, 503 when all are full).
 pub const DEFAULT_MAX_TUNNELS_PER_NODE: u32 = 0;
+
+/// `discover.refresh`: how often discovered names are looked up again (5 seconds).
+pub const DEFAULT_DISCOVER_REFRESH: Duration = Duration::from_secs(5);
+/// Shortest accepted `discover.refresh`: faster would only load the DNS server (100 ms).
+pub const MIN_DISCOVER_REFRESH: Duration = Duration::from_millis(100);
+/// The port of a `discover.resolver` written as a bare IP address.
+pub const DEFAULT_DNS_PORT: u16 = 53;
+/// A lookup that has not answered by then has failed; the last good node set is kept
+/// (2 seconds, or the refresh interval if that is shorter).
+pub const DISCOVER_LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);

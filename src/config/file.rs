@@ -67,6 +67,51 @@ pub struct FileUpstream {
     pub passive: Option<FilePassive>,
     pub slow_start: Option<String>,
     pub max_tunnels_per_node: Option<i64>,
+    pub discover: Option<FileDiscover>,
+}
+
+/// `discover:` as written: nodes found by DNS.
+#[derive(Debug, Default, Deserialize)]
+pub struct FileDiscover {
+    /// A name, or a list of names; each may carry its own `:PORT`.
+    pub dns: Option<OneOrMany>,
+    pub port: Option<i64>,
+    pub refresh: Option<String>,
+    pub resolver: Option<String>,
+}
+
+/// A string or a list of strings, as written (`dns: a.local` or `dns: [a.local, b.local]`).
+#[derive(Debug, Default)]
+pub struct OneOrMany {
+    pub items: Vec<String>,
+    /// Written as a list (items are then addressed as `key[i]`).
+    pub seq: bool,
+}
+
+impl<'de> Deserialize<'de> for OneOrMany {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = OneOrMany;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string or a list of strings")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<OneOrMany, E> {
+                Ok(OneOrMany {
+                    items: vec![v.to_string()],
+                    seq: false,
+                })
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<OneOrMany, A::Error> {
+                let mut items = Vec::new();
+                while let Some(item) = seq.next_element::<String>()? {
+                    items.push(item);
+                }
+                Ok(OneOrMany { items, seq: true })
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -204,6 +249,7 @@ impl<'de> Deserialize<'de> for StatusList {
 
 #[derive(Debug, Default, Deserialize)]
 pub struct FileRoute {
+    pub hosts: Option<OneOrMany>,
     pub path_prefix: Option<String>,
     pub upstream: Option<String>,
     pub websocket: Option<FileWebsocket>,
@@ -274,7 +320,9 @@ pub fn expected_keys(keys: &[&str]) -> &'static [&'static str] {
             "passive",
             "slow_start",
             "max_tunnels_per_node",
+            "discover",
         ],
+        ["upstreams", _, "discover"] => &["dns", "port", "refresh", "resolver"],
         ["upstreams", _, "nodes"] => &["id", "address", "weight"],
         ["upstreams", _, "affinity"] => &["mode", "cookie"],
         ["upstreams", _, "affinity", "cookie"] => &[
@@ -301,7 +349,7 @@ pub fn expected_keys(keys: &[&str]) -> &'static [&'static str] {
             "fall",
         ],
         ["upstreams", _, "passive"] => &["max_fails", "fail_timeout"],
-        ["routes"] => &["path_prefix", "upstream", "websocket"],
+        ["routes"] => &["hosts", "path_prefix", "upstream", "websocket"],
         ["routes", "websocket"] => &["allowed_origins", "require_origin"],
         _ => &[],
     }

@@ -127,8 +127,12 @@ impl std::fmt::Debug for TlsIdentity {
 #[derive(Debug, Clone)]
 pub struct Upstream {
     pub name: String,
-    /// At least one node; ids unique within the upstream.
+    /// The nodes written in the file, ids unique within the upstream; at least one unless
+    /// `discover` is set. At run time the discovered nodes are appended here (see
+    /// `crate::discovery`), so the rest of tether sees one list.
     pub nodes: Vec<Node>,
+    /// Nodes found by DNS, refreshed while running.
+    pub discover: Option<Discover>,
     pub balance: Balance,
     pub affinity: Affinity,
     pub timeouts: Timeouts,
@@ -217,6 +221,39 @@ pub struct Node {
     pub address: SocketAddr,
     /// Relative share of new clients, 1..=1000.
     pub weight: u32,
+}
+
+impl Node {
+    /// A node found by DNS discovery: its id is its address (`10.0.0.5:3000`,
+    /// `[fd00::5]:3000`), so every replica that resolves the same records names it the same way,
+    /// and a node that comes back at a new address is a new node (its sessions are gone anyway).
+    pub fn discovered(address: SocketAddr) -> Node {
+        Node {
+            id: address.to_string(),
+            address,
+            weight: defaults::DEFAULT_WEIGHT,
+        }
+    }
+}
+
+/// DNS discovery of an upstream's nodes: every A and AAAA record of every name is a node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Discover {
+    /// At least one; in file order.
+    pub names: Vec<DnsName>,
+    /// How often the names are looked up again.
+    pub refresh: Duration,
+    /// The DNS server to ask (`IP:PORT`); `None`: the system's (`/etc/resolv.conf`).
+    pub resolver: Option<SocketAddr>,
+}
+
+/// One name to resolve and the port its nodes listen on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsName {
+    /// As written, without a trailing port (a trailing dot, if written, is kept: it marks a
+    /// fully qualified name that skips the resolver's search list).
+    pub name: String,
+    pub port: u16,
 }
 
 /// How a client without a pin gets its first node.
@@ -313,9 +350,12 @@ pub struct Timeouts {
     pub tunnel_idle: Duration,
 }
 
-/// A path prefix mapped to an upstream.
+/// A path prefix (optionally for some hosts only) mapped to an upstream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {
+    /// Empty: every host. Otherwise the route applies to requests whose `Host` matches one of
+    /// these; such routes are tried before the ones without hosts.
+    pub hosts: Vec<HostPattern>,
     pub path_prefix: String,
     /// Index into `Config::upstreams`.
     pub upstream: usize,
@@ -326,9 +366,65 @@ impl Route {
     /// A route with no WebSocket restrictions.
     pub fn new(path_prefix: impl Into<String>, upstream: usize) -> Route {
         Route {
+            hosts: Vec::new(),
             path_prefix: path_prefix.into(),
             upstream,
             websocket: WebsocketPolicy::default(),
+        }
+    }
+}
+
+/// A host a route applies to: an exact name, or `*.example.com` for any subdomain.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct HostPattern {
+    /// Lower-case, no port, no trailing dot. For a wildcard, the suffix after `*` (starting
+    /// with `.`).
+    pub name: String,
+    pub wildcard: bool,
+}
+
+impl HostPattern {
+    /// Parse `app.example.com` or `*.example.com`.
+    pub fn parse(text: &str) -> Result<HostPattern, String> {
+        let t = text.trim().trim_end_matches('.').to_ascii_lowercase();
+        let (wildcard, name) = match t.strip_prefix('*') {
+            Some(rest) if rest.starts_with('.') && rest.len() > 1 => (true, rest.to_string()),
+            Some(_) => return Err(format!(
+                "`{text}`: a wildcard is allowed only as the leftmost label, e.g. `*.example.com`"
+            )),
+            None => (false, t),
+        };
+        let labels = name.trim_start_matches('.');
+        let ok = !labels.is_empty()
+            && labels.split('.').all(|l| {
+                !l.is_empty()
+                    && l.len() <= 63
+                    && l.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            });
+        if !ok {
+            return Err(format!("`{text}` is not a host name (e.g. `chat.example.com` or `*.example.com`); no port, scheme or path"));
+        }
+        Ok(HostPattern { name, wildcard })
+    }
+
+    /// Does the request's host (no port, any case) match?
+    pub fn matches(&self, host: &[u8]) -> bool {
+        let n = self.name.as_bytes();
+        if self.wildcard {
+            host.len() > n.len() && host[host.len() - n.len()..].eq_ignore_ascii_case(n)
+        } else {
+            host.eq_ignore_ascii_case(n)
+        }
+    }
+}
+
+impl std::fmt::Display for HostPattern {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.wildcard {
+            write!(f, "*{}", self.name)
+        } else {
+            f.write_str(&self.name)
         }
     }
 }

@@ -287,7 +287,11 @@ impl Checker<'_> {
     }
 
     fn upstream(&mut self, path: &str, name: &str, up: &FileUpstream) -> Option<Upstream> {
-        let nodes = self.nodes(path, up.nodes.as_deref());
+        let discover = match &up.discover {
+            None => Some(None),
+            Some(d) => self.discover(&join(path, "discover"), d).map(Some),
+        };
+        let nodes = self.nodes(path, up.nodes.as_deref(), up.discover.is_some());
         let balances = [
             ("least_conn", Balance::LeastConn),
             ("round_robin", Balance::RoundRobin),
@@ -318,6 +322,7 @@ impl Checker<'_> {
             max_tunnels_per_node: max_tunnels_per_node?,
             name: name.to_string(),
             nodes: nodes?,
+            discover: discover?,
             balance: balance?,
             affinity: affinity?,
             timeouts: timeouts?,
@@ -327,13 +332,20 @@ impl Checker<'_> {
         })
     }
 
-    fn nodes(&mut self, path: &str, nodes: Option<&[FileNode]>) -> Option<Vec<Node>> {
+    /// The static nodes; with `discovering`, none at all is fine.
+    fn nodes(
+        &mut self,
+        path: &str,
+        nodes: Option<&[FileNode]>,
+        discovering: bool,
+    ) -> Option<Vec<Node>> {
         let nodes = match nodes {
+            None | Some([]) if discovering => return Some(Vec::new()),
             None => {
                 return self.missing(
                     path,
                     "nodes",
-                    &format!("add at least one node, {NODE_EXAMPLE}"),
+                    &format!("add at least one node, {NODE_EXAMPLE}, or find them by DNS with `discover: {{ dns: NAME, port: PORT }}`"),
                 )
             }
             Some([]) => {
@@ -388,6 +400,115 @@ impl Checker<'_> {
         }
         // Every node has been checked; only now give up if any of them failed.
         out.into_iter().collect()
+    }
+
+    /// `discover:`: names (each with its port), refresh interval and resolver.
+    fn discover(&mut self, path: &str, d: &FileDiscover) -> Option<Discover> {
+        let port = match d.port {
+            None => None,
+            Some(p) => match u16::try_from(p) {
+                Ok(p) if p > 0 => Some(Some(p)),
+                _ => self.bad(
+                    &join(path, "port"),
+                    format_args!("{p} is not a port; give the nodes' port, 1..65535"),
+                ),
+            },
+        };
+        let names = match &d.dns {
+            None => self.missing(path, "dns", "give the name whose A/AAAA records are the nodes, e.g. `dns: realtime.default.svc.cluster.local`"),
+            Some(list) if list.items.is_empty() => self.bad(&join(path, "dns"), "is empty; give at least one name to resolve"),
+            Some(list) => {
+                let mut out = Vec::new();
+                for (i, item) in list.items.iter().enumerate() {
+                    let p = if list.seq {
+                        format!("{path}.dns[{i}]")
+                    } else {
+                        join(path, "dns")
+                    };
+                    out.push(self.dns_name(&p, item, port.flatten(), d.port.is_some()));
+                }
+                out.into_iter().collect::<Option<Vec<_>>>()
+            }
+        };
+        let refresh = self.timeout(
+            &join(path, "refresh"),
+            d.refresh.as_ref(),
+            DEFAULT_DISCOVER_REFRESH,
+        );
+        if let (Some(r), Some(text)) = (refresh, &d.refresh) {
+            let min = humantime::format_duration(MIN_DISCOVER_REFRESH);
+            let msg = format_args!(
+                "`{text}` is too short: it would only load the DNS server; use at least {min}"
+            );
+            self.ensure(r >= MIN_DISCOVER_REFRESH, &join(path, "refresh"), msg);
+        }
+        let refresh = refresh.filter(|r| *r >= MIN_DISCOVER_REFRESH);
+        let resolver = match d.resolver.as_deref().map(str::trim) {
+            None => Some(None),
+            Some(text) => match (text.parse::<SocketAddr>(), text.parse::<IpAddr>()) {
+                (Ok(a), _) if a.port() != 0 => Some(Some(a)),
+                (_, Ok(ip)) => Some(Some(SocketAddr::new(ip, DEFAULT_DNS_PORT))),
+                _ => self.bad(&join(path, "resolver"), format_args!("`{text}` is not a DNS server address; write IP or IP:PORT, e.g. `127.0.0.1:5353` (omit `resolver` to use the system's)")),
+            },
+        };
+        Some(Discover {
+            names: names?,
+            refresh: refresh?,
+            resolver: resolver?,
+        })
+    }
+
+    /// One `dns` item: `NAME` or `NAME:PORT`; `port` is the section's `port` (`port_given`
+    /// says whether it was written at all, so a bad one is not reported twice).
+    fn dns_name(
+        &mut self,
+        path: &str,
+        text: &str,
+        port: Option<u16>,
+        port_given: bool,
+    ) -> Option<DnsName> {
+        let t = text.trim();
+        if t.parse::<IpAddr>().is_ok() || t.parse::<SocketAddr>().is_ok() {
+            return self.bad(
+                path,
+                format_args!(
+                    "`{t}` is an address, not a name; list fixed addresses under `nodes` instead"
+                ),
+            );
+        }
+        let (name, own_port) = match t.rsplit_once(':') {
+            Some((n, p)) => match p.parse::<u16>() {
+                Ok(p) if p > 0 => (n, Some(p)),
+                _ => return self.bad(path, format_args!("`{t}`: `{p}` is not a port")),
+            },
+            None => (t, None),
+        };
+        let labels = name.strip_suffix('.').unwrap_or(name);
+        let valid = !labels.is_empty()
+            && labels.len() <= 253
+            && labels.split('.').all(|l| {
+                !l.is_empty()
+                    && l.len() <= 63
+                    && !l.starts_with('-')
+                    && l.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            });
+        if !valid {
+            return self.bad(path, format_args!("`{t}` is not a DNS name (letters, digits, `-` and `_` in dot-separated labels), e.g. `realtime.default.svc.cluster.local`"));
+        }
+        match own_port.or(port) {
+            Some(port) => Some(DnsName {
+                name: name.to_string(),
+                port,
+            }),
+            None if port_given => None,
+            None => self.bad(
+                path,
+                format_args!(
+                    "`{t}` has no port; add `port: PORT` to discover, or write `{t}:PORT`"
+                ),
+            ),
+        }
     }
 
     /// Maps an enum spelled as a string; unknown spellings list the valid ones.
@@ -882,16 +1003,31 @@ impl Checker<'_> {
         let msg = "is empty; add a route such as `- { path_prefix: /, upstream: NAME }`, or remove `routes` when there is one upstream";
         self.ensure(!routes.is_empty(), "routes", msg);
         let mut out = Vec::new();
+        // (prefix, hosts) of every earlier route, for the duplicate check.
+        let mut seen: Vec<(&str, Vec<HostPattern>)> = Vec::new();
         for (i, r) in routes.iter().enumerate() {
             let p = format!("routes[{i}]");
+            let hosts = self.hosts(&p, r.hosts.as_ref());
+            // Hosts that did not parse are already reported; do not guess at clashes.
+            let clash = |s: &str| {
+                hosts.as_ref().is_some_and(|hs| {
+                    seen.iter().any(|(q, h)| {
+                        *q == s
+                            && (h.is_empty() && hs.is_empty() || h.iter().any(|x| hs.contains(x)))
+                    })
+                })
+            };
             let prefix = match &r.path_prefix {
                 None => self.missing(&p, "path_prefix", "give the path it matches, e.g. `/` or `/socket.io/`"),
                 Some(s) if !s.starts_with('/') => self.bad(&join(&p, "path_prefix"), format_args!("`{s}` must start with `/`, e.g. `/{s}`")),
-                Some(s) if routes[..i].iter().any(|e| e.path_prefix.as_ref() == Some(s)) => {
-                    self.bad(&join(&p, "path_prefix"), format_args!("`{s}` is already routed by an earlier route; each prefix may appear once"))
+                Some(s) if clash(s) => {
+                    self.bad(&join(&p, "path_prefix"), format_args!("`{s}` is already routed by an earlier route for the same hosts; each prefix may appear once per host"))
                 }
                 Some(s) => Some(s.clone()),
             };
+            if let (Some(s), Some(hs)) = (&r.path_prefix, &hosts) {
+                seen.push((s.as_str(), hs.clone()));
+            }
             let upstream = match (&r.upstream, names) {
                 (None, _) => {
                     self.missing(&p, "upstream", "name the upstream that serves this prefix")
@@ -910,10 +1046,11 @@ impl Checker<'_> {
                 }
             };
             let websocket = self.websocket(&p, r.websocket.as_ref());
-            if let (Some(path_prefix), Some(upstream), Some(websocket)) =
-                (prefix, upstream, websocket)
+            if let (Some(hosts), Some(path_prefix), Some(upstream), Some(websocket)) =
+                (hosts, prefix, upstream, websocket)
             {
                 out.push(Route {
+                    hosts,
                     path_prefix,
                     upstream,
                     websocket,
@@ -1003,6 +1140,33 @@ impl Checker<'_> {
             }
         }
         out
+    }
+
+    /// A route's `hosts`: names or `*.domain` wildcards; omitted means every host.
+    fn hosts(&mut self, route: &str, h: Option<&OneOrMany>) -> Option<Vec<HostPattern>> {
+        let Some(h) = h else {
+            return Some(Vec::new());
+        };
+        if h.items.is_empty() {
+            return self.bad(
+                &join(route, "hosts"),
+                "is empty; list the host names this route serves, or omit `hosts` for every host",
+            );
+        }
+        let mut out = Vec::new();
+        for (i, text) in h.items.iter().enumerate() {
+            let p = if h.seq {
+                format!("{route}.hosts[{i}]")
+            } else {
+                join(route, "hosts")
+            };
+            match HostPattern::parse(text) {
+                Ok(pattern) if !out.contains(&Some(pattern.clone())) => out.push(Some(pattern)),
+                Ok(_) => out.push(self.bad(&p, format_args!("`{text}` is listed twice"))),
+                Err(e) => out.push(self.bad(&p, e)),
+            }
+        }
+        out.into_iter().collect()
     }
 
     fn websocket(&mut self, route: &str, w: Option<&FileWebsocket>) -> Option<WebsocketPolicy> {

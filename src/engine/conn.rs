@@ -194,7 +194,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         let started = Instant::now();
         let target = &self.cbuf[req.target.clone()];
         let path = std::str::from_utf8(target).unwrap_or("");
-        let Some((pool_index, policy)) = rt.router.route_with_policy(path) else {
+        let host = req.host.map(|(a, b)| &self.cbuf[a as usize..b as usize]);
+        let Some((pool_index, policy)) = rt.router.route_with_policy(host, path) else {
             self.drop_request(&req);
             return Err(Refuse(404));
         };

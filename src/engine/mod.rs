@@ -54,7 +54,6 @@ fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
 /// Run the proxy on `threads` workers until a signal stops it. Returns `Ok` after a graceful
 /// shutdown, `Err` on a startup error (a listener that cannot be bound).
 pub fn serve(config: &Config, threads: usize) -> io::Result<()> {
-    let runtime = Arc::new(ArcSwap::from_pointee(Runtime::new(config, None)));
     let limits = config.limits;
     // Bind everything before starting, so a taken port is one clear error and not a half-up proxy.
     let mut listeners = Vec::new();
@@ -76,10 +75,10 @@ pub fn serve(config: &Config, threads: usize) -> io::Result<()> {
     let control_rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let control = Arc::new(lifecycle::Control::new(
-        Arc::clone(&runtime),
-        config.source.clone(),
-    ));
+    let control = Arc::new(lifecycle::Control::new(config.clone()));
+    let runtime = Arc::clone(&control.runtime);
+    // Discovered upstreams start with their nodes rather than with a first `refresh` of 503s.
+    control_rt.block_on(crate::discovery::initial(&control));
     let admin = match &config.admin {
         Some(a) => Some((
             control_rt
@@ -119,6 +118,7 @@ pub fn serve(config: &Config, threads: usize) -> io::Result<()> {
             Arc::clone(&runtime),
             control.generation(),
         ));
+        tokio::spawn(crate::discovery::run(Arc::clone(&control)));
         if let Some((listener, token)) = admin {
             tokio::spawn(crate::admin::serve(listener, Arc::clone(&control), token));
         }

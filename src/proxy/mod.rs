@@ -111,7 +111,13 @@ impl ProxyHttp for Tether {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         let rt = self.runtime.load_full();
-        let Some(pool_index) = rt.router.route(session.req_header().uri.path()) else {
+        let req = session.req_header();
+        let host = req
+            .headers
+            .get(http::header::HOST)
+            .map(|v| v.as_bytes())
+            .or_else(|| req.uri.host().map(str::as_bytes));
+        let Some(pool_index) = rt.router.route(host, req.uri.path()) else {
             let status = 404;
             session
                 .respond_error_with_body(status, respond::body_for(status))

@@ -56,6 +56,9 @@ fn run_pingora(config: &Config, opts: &RunOptions) -> ! {
     conf.graceful_shutdown_timeout_seconds = Some(1);
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
+    if let Some(u) = config.upstreams.iter().find(|u| u.discover.is_some()) {
+        tracing::warn!(upstream = %u.name, "the pingora engine does not run DNS discovery: only the upstream's static nodes serve");
+    }
     let runtime = Arc::new(ArcSwap::from_pointee(Runtime::new(config, None)));
     let mut service = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,

@@ -15,13 +15,18 @@
 //! - `socketio`: a real socket.io cluster behind tether (Node.js), with and without affinity.
 //! - `client_ip`: X-Forwarded-For only from trusted proxies; PROXY protocol v1 and v2.
 //! - `cli`: `tether check` golden diagnostics, `keygen`, the shipped example configs.
+//! - `discovery`: nodes found by a real DNS server follow its records; tunnels stay open; a
+//!   failing server keeps the last good nodes.
+//! - `fleet`: two replicas with one config agree on every client's node (cookie and ip_hash).
 
 mod support;
 
 mod cli;
 mod client_ip;
+mod discovery;
 mod edge;
 mod failover;
+mod fleet;
 mod http1;
 mod ip_hash;
 mod limits;

@@ -76,6 +76,14 @@ impl Client {
         }
     }
 
+    /// Send the next requests to another proxy (a second replica), keeping the cookie jar.
+    pub fn via(&mut self, proxy: SocketAddr) {
+        if proxy != self.proxy {
+            self.proxy = proxy;
+            self.conn = None;
+        }
+    }
+
     pub async fn tcp(&self) -> std::io::Result<TcpStream> {
         match self.source {
             None => TcpStream::connect(self.proxy).await,

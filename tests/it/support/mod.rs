@@ -1,6 +1,7 @@
 //! The test harness: real demo nodes in this process, tether as a child process, real clients.
 
 pub mod client;
+pub mod dns;
 pub mod proxy;
 
 pub use client::{echo_many, Client};
@@ -20,6 +21,30 @@ pub async fn nodes(n: usize) -> Vec<Node> {
         );
     }
     out
+}
+
+/// Demo nodes named `ids` on 127.0.0.2, 127.0.0.3, ... all on one port, as DNS discovery
+/// expects (records carry addresses, the config the port). Returns the nodes and the port.
+pub async fn nodes_on_one_port(ids: &[&str]) -> (Vec<Node>, u16) {
+    'again: for _ in 0..5 {
+        let port = proxy::free_port([127, 0, 0, 2]);
+        let mut out = Vec::new();
+        for (i, id) in ids.iter().enumerate() {
+            let ip = [127, 0, 0, 2 + i as u8];
+            match Node::spawn(id, SocketAddr::from((ip, port))).await {
+                Ok(n) => out.push(n),
+                // Something else took the port on one of the addresses: pick another.
+                Err(_) => {
+                    for n in &out {
+                        n.stop().await;
+                    }
+                    continue 'again;
+                }
+            }
+        }
+        return (out, port);
+    }
+    panic!("no port free on every 127.0.0.x address");
 }
 
 /// A config with one upstream over `nodes`, listening on `{listen}`; `affinity` is the YAML body
