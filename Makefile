@@ -5,7 +5,7 @@ CARGO ?= cargo
 # Only for `tether check` on the example configs: they read the secret from TETHER_SECRET.
 EXAMPLE_SECRET := example-secret-for-checking-conf-files-only
 
-.PHONY: all demo test deps deps-system deps-node build check-conf lint bench clean
+.PHONY: all demo test deps deps-system deps-node deps-nginx build check-conf lint bench clean
 
 all: build
 
@@ -39,7 +39,7 @@ lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
 
-deps: deps-system deps-node
+deps: deps-system deps-node deps-nginx
 
 # pingora's zlib-ng is built with cmake.
 deps-system:
@@ -49,6 +49,22 @@ deps-system:
 			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq cmake >/dev/null; \
 		else \
 			echo "cmake is missing: install it (Debian: sudo apt-get install cmake); pingora's zlib-ng needs it" >&2; exit 1; \
+		fi; \
+	fi
+
+# The import-nginx tests compare routing with real nginx (run in the foreground from a scratch
+# directory, never as a service: a temporary policy-rc.d keeps apt from starting one). Without
+# root they compare with the expected upstreams only, and say so.
+deps-nginx:
+	@if ! [ -x /usr/sbin/nginx ] && ! command -v nginx >/dev/null 2>&1; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			echo "installing nginx-light (the import-nginx tests compare routing with it)"; \
+			own=0; if [ ! -e /usr/sbin/policy-rc.d ]; then printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d && own=1; fi; \
+			(DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light >/dev/null 2>&1 || \
+			 (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light >/dev/null)); rc=$$?; \
+			if [ $$own = 1 ]; then rm -f /usr/sbin/policy-rc.d; fi; exit $$rc; \
+		else \
+			echo "nginx is not installed: the import-nginx tests will compare with expected upstreams only (Debian: sudo apt-get install nginx-light)" >&2; \
 		fi; \
 	fi
 

@@ -16,5 +16,6 @@ pub mod engine;
 pub mod health;
 pub mod load;
 pub mod metrics;
+pub mod nginx;
 pub mod proxy;
 pub mod upstream;

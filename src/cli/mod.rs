@@ -57,6 +57,15 @@ enum Command {
     },
     /// Print a fresh random 32-byte cookie secret (base64) for secret_env / secret_file.
     Keygen,
+    /// Translate an nginx config (upstreams with ip_hash, hash $remote_addr, least_conn,
+    /// sticky cookie; servers, locations, proxy timeouts) into a tether config on stdout.
+    /// Whatever has no tether equivalent is kept as a `# not translated` comment. Exit 2 with
+    /// FILE:LINE: message on nginx syntax errors.
+    #[command(name = "import-nginx")]
+    ImportNginx {
+        /// The nginx config file (nginx.conf); includes resolve against its directory.
+        path: PathBuf,
+    },
     /// Start three demo realtime nodes on loopback and tether in front of them with cookie
     /// affinity; open the printed URL to watch your pin over long-poll and WebSocket.
     Demo {
@@ -97,6 +106,7 @@ pub fn run() -> ExitCode {
         (None, Some(config)) => run_proxy(&config, None, cli.engine),
         (Some(Command::Check { config }), _) => check(&config),
         (Some(Command::Load(args)), _) => load(&args),
+        (Some(Command::ImportNginx { path }), _) => import_nginx(&path),
         (Some(Command::Keygen), _) => {
             println!("{}", keygen());
             ExitCode::SUCCESS
@@ -176,6 +186,19 @@ fn check(path: &Path) -> ExitCode {
                 nodes,
                 c.routes.len()
             );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+    }
+}
+
+fn import_nginx(path: &Path) -> ExitCode {
+    match crate::nginx::import(path) {
+        Ok(yaml) => {
+            print!("{yaml}");
             ExitCode::SUCCESS
         }
         Err(e) => {

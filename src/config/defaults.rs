@@ -14,6 +14,10 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// longer than the usual long-poll hold of 25-60 seconds).
 pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(90);
 
+/// `timeouts.send`: longest wait for one write of a request (head or body) to a node; a node
+/// that stops reading is answered for with 504 (60 seconds, as nginx's `proxy_send_timeout`).
+pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// `timeouts.tunnel_idle`: an upgraded (WebSocket) connection silent this long is closed (1 hour).
 pub const DEFAULT_TUNNEL_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 

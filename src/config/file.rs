@@ -148,6 +148,7 @@ pub struct FileTimeouts {
     pub connect: Option<String>,
     pub read: Option<String>,
     pub tunnel_idle: Option<String>,
+    pub send: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -338,7 +339,7 @@ pub fn expected_keys(keys: &[&str]) -> &'static [&'static str] {
             "previous_secrets_env",
             "previous_secret_files",
         ],
-        ["upstreams", _, "timeouts"] => &["connect", "read", "tunnel_idle"],
+        ["upstreams", _, "timeouts"] => &["connect", "read", "send", "tunnel_idle"],
         ["upstreams", _, "health_check"] => &[
             "path",
             "host",

@@ -348,6 +348,8 @@ pub struct Timeouts {
     pub read: Duration,
     /// An upgraded (WebSocket) connection with no traffic for this long is closed.
     pub tunnel_idle: Duration,
+    /// Longest wait for one write of a request to a node (a node that stops reading gets 504).
+    pub send: Duration,
 }
 
 /// A path prefix (optionally for some hosts only) mapped to an upstream.
@@ -389,9 +391,11 @@ impl HostPattern {
         let t = text.trim().trim_end_matches('.').to_ascii_lowercase();
         let (wildcard, name) = match t.strip_prefix('*') {
             Some(rest) if rest.starts_with('.') && rest.len() > 1 => (true, rest.to_string()),
-            Some(_) => return Err(format!(
+            Some(_) => {
+                return Err(format!(
                 "`{text}`: a wildcard is allowed only as the leftmost label, e.g. `*.example.com`"
-            )),
+            ))
+            }
             None => (false, t),
         };
         let labels = name.trim_start_matches('.');

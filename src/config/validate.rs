@@ -778,6 +778,7 @@ impl Checker<'_> {
             t.tunnel_idle.as_ref(),
             DEFAULT_TUNNEL_IDLE_TIMEOUT,
         );
+        let send = self.timeout(&join(path, "send"), t.send.as_ref(), DEFAULT_SEND_TIMEOUT);
         let (connect, read) = (connect?, read?);
         // Point at whichever of the two the file actually sets.
         let at = join(path, if t.read.is_some() { "read" } else { "connect" });
@@ -792,6 +793,7 @@ impl Checker<'_> {
             connect,
             read,
             tunnel_idle: idle?,
+            send: send?,
         })
     }
 

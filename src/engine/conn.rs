@@ -36,7 +36,7 @@ enum Next {
 }
 
 /// A failure before the response head went out: answered with a status.
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq)]
 struct Refuse(u16);
 
 struct Conn<S> {
@@ -148,6 +148,21 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
+/// Write `buf` to a node within `limit` (`timeouts.send`): 502 if the connection breaks, 504
+/// if the node stops reading for that long (nginx's `proxy_send_timeout`).
+async fn send_to_node(
+    deadline: &mut Deadline,
+    node: &mut TcpStream,
+    buf: &[u8],
+    limit: Duration,
+) -> Result<(), Refuse> {
+    match deadline.limit(limit, node.write_all(buf)).await {
+        Some(Ok(())) => Ok(()),
+        Some(Err(_)) => Err(Refuse(502)),
+        None => Err(Refuse(504)),
+    }
+}
+
 impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     /// Read until a whole request head is buffered. `Ok(None)`: the client closed or idled out
     /// between requests, which is normal.
@@ -252,15 +267,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         self.out.extend_from_slice(&self.cbuf[..n]);
         self.cbuf.advance(n);
         let whole_request_sent = body.done();
-        let mut wrote = node_conn.write_all(&self.out).await;
-        if wrote.is_err() && reused && whole_request_sent {
+        let send = pool.timeouts.send;
+        let mut wrote = send_to_node(&mut self.deadline, &mut node_conn, &self.out, send).await;
+        if wrote == Err(Refuse(502)) && reused && whole_request_sent {
             // A pooled connection the node had just closed: one fresh try, nothing was lost.
             node_conn = self.reconnect(pool, node).await?;
-            wrote = node_conn.write_all(&self.out).await;
+            wrote = send_to_node(&mut self.deadline, &mut node_conn, &self.out, send).await;
         }
-        if wrote.is_err() {
-            return Err(Refuse(502));
-        }
+        wrote?;
         if !body.done() {
             if req.expect_continue {
                 // We forward the body ourselves, so we (like nginx) tell the client to send it.
@@ -269,7 +283,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                     .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
                     .await;
             }
-            self.stream_request_body(&mut node_conn, &mut body, pool.timeouts.read)
+            self.stream_request_body(&mut node_conn, &mut body, pool.timeouts.read, send)
                 .await?;
         }
 
@@ -283,10 +297,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 Ok(r) => r,
                 Err(Refuse(502)) if reused && whole_request_sent && self.ubuf.is_empty() => {
                     node_conn = self.reconnect(pool, node).await?;
-                    node_conn
-                        .write_all(&self.out)
-                        .await
-                        .map_err(|_| Refuse(502))?;
+                    send_to_node(&mut self.deadline, &mut node_conn, &self.out, send).await?;
                     self.read_response_head(&mut node_conn, head_request, pool.timeouts.read)
                         .await?
                 }
@@ -522,6 +533,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         node: &mut TcpStream,
         body: &mut BodyState,
         read_timeout: Duration,
+        send_timeout: Duration,
     ) -> Result<(), Refuse> {
         while !body.done() {
             self.cbuf.reserve(READ_CHUNK);
@@ -534,9 +546,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 _ => return Err(Refuse(400)),
             }
             let n = body.claim(&self.cbuf).map_err(|_| Refuse(400))?;
-            node.write_all(&self.cbuf[..n])
-                .await
-                .map_err(|_| Refuse(502))?;
+            send_to_node(&mut self.deadline, node, &self.cbuf[..n], send_timeout).await?;
             self.cbuf.advance(n);
         }
         Ok(())

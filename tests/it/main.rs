@@ -17,6 +17,8 @@
 //! - `cli`: `tether check` golden diagnostics, `keygen`, the shipped example configs.
 //! - `discovery`: nodes found by a real DNS server follow its records; tunnels stay open; a
 //!   failing server keeps the last good nodes.
+//! - `import_nginx`: `tether import-nginx` output and exit codes; imported configs route the
+//!   same requests to the same upstreams as real nginx with the original config.
 //! - `fleet`: two replicas with one config agree on every client's node (cookie and ip_hash).
 
 mod support;
@@ -28,6 +30,7 @@ mod edge;
 mod failover;
 mod fleet;
 mod http1;
+mod import_nginx;
 mod ip_hash;
 mod limits;
 mod load;
