@@ -210,3 +210,53 @@ async fn an_oversized_head_is_a_431() {
     let (status, _, _) = read_response(&mut s, &mut buf).await;
     assert_eq!(status, 431);
 }
+
+/// `timeouts.send`: a node that stops reading a request body does not hold the client forever;
+/// it gets 504 once one write to the node has waited that long (nginx's proxy_send_timeout).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_stops_reading_the_body_gets_the_client_a_504() {
+    // A "node" that accepts and then never reads.
+    let node = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = node.local_addr().unwrap();
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((s, _)) = node.accept().await {
+            open.push(s);
+        }
+    });
+    let yaml = format!(
+        "listen:\n  - address: \"{{listen}}\"\nupstreams:\n  realtime:\n    nodes: [{{ id: deaf, address: \"{addr}\" }}]\n    affinity: {{ mode: none }}\n    timeouts: {{ connect: 1s, read: 30s, send: 300ms }}\nroutes:\n  - {{ path_prefix: /upload, upstream: realtime }}\n"
+    );
+    // Only /upload reaches the deaf node: the readiness probe's request gets a 404.
+    let proxy = Proxy::start(&yaml);
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    // Far more than the kernel buffers between tether and the node hold.
+    let body_len = 256 * 1024 * 1024;
+    let head = format!("POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: {body_len}\r\n\r\n");
+    s.write_all(head.as_bytes()).await.unwrap();
+    let (mut r, mut w) = s.into_split();
+    let writer = tokio::spawn(async move {
+        let chunk = vec![b'x'; 64 * 1024];
+        let mut sent = 0;
+        while sent < body_len {
+            if w.write_all(&chunk).await.is_err() {
+                break;
+            }
+            sent += chunk.len();
+        }
+    });
+    let mut reply = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !reply.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(20), r.read(&mut buf))
+            .await
+            .expect("tether answered before the bound")
+            .unwrap();
+        assert!(n > 0, "closed without an answer");
+        reply.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&reply);
+    assert!(text.starts_with("HTTP/1.1 504 "), "{text}");
+    writer.abort();
+    held.abort();
+}

@@ -19,12 +19,15 @@
 //!   failing server keeps the last good nodes.
 //! - `import_nginx`: `tether import-nginx` output and exit codes; imported configs route the
 //!   same requests to the same upstreams as real nginx with the original config.
+//! - `deploy`: the shipped Kubernetes, container and systemd files check out (tether check,
+//!   manifest essentials, systemd-analyze verify, a container build where an engine runs).
 //! - `fleet`: two replicas with one config agree on every client's node (cookie and ip_hash).
 
 mod support;
 
 mod cli;
 mod client_ip;
+mod deploy;
 mod discovery;
 mod edge;
 mod failover;
