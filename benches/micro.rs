@@ -97,5 +97,36 @@ fn routes(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, tokens, cookies, ring_and_balance, routes);
+/// With routes that name hosts, every request also finds its host table (an exact name here).
+fn host_routes(c: &mut Criterion) {
+    use tether::config::HostPattern;
+    let hosted = |host: &str, prefix: &str, upstream: usize| Route {
+        hosts: vec![HostPattern::parse(host).unwrap()],
+        ..Route::new(prefix, upstream)
+    };
+    let router = Router::new(&[
+        Route::new("/", 0),
+        hosted("chat.example.com", "/", 1),
+        hosted("*.example.com", "/", 2),
+        hosted("*.example.com", "/graphql", 3),
+        hosted("example.org", "/", 4),
+    ]);
+    c.bench_function("route_match_by_host", |b| {
+        b.iter(|| {
+            router.route(
+                black_box(Some(b"Chat.Example.com:443")),
+                black_box("/socket.io/?EIO=4&transport=polling&t=Nx3"),
+            )
+        })
+    });
+}
+
+criterion_group!(
+    benches,
+    tokens,
+    cookies,
+    ring_and_balance,
+    routes,
+    host_routes
+);
 criterion_main!(benches);

@@ -59,15 +59,23 @@ pub fn compact(places: &[String]) -> String {
     out
 }
 
+/// Comment text on one line: a quoted nginx word may hold a newline, which must not end the
+/// comment and start YAML of its own.
+fn one_line(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
 fn comment(y: &mut String, indent: usize, text: &str) {
-    let _ = writeln!(y, "{:indent$}# {text}", "");
+    let _ = writeln!(y, "{:indent$}# {}", "", one_line(text));
 }
 
 fn header(y: &mut String, plan: &Plan) {
     let _ = writeln!(
         y,
         "# tether config translated from {} by `tether import-nginx` (tether {}).",
-        plan.source,
+        one_line(&plan.source),
         env!("CARGO_PKG_VERSION")
     );
     y.push_str("# Check it with `tether check --config FILE`; read every \"not translated\" line at the end.\n");
@@ -118,7 +126,7 @@ fn upstreams(y: &mut String, plan: &Plan) {
                     "      - {{ id: {}, address: {}{weight} }}   # {}",
                     q(&n.id),
                     q(&n.address),
-                    n.comment
+                    one_line(&n.comment)
                 );
             }
         }
@@ -213,7 +221,7 @@ fn client_ip(y: &mut String, plan: &Plan) {
     }
     y.push_str("\n# X-Forwarded-For is believed only from these (real_ip_header X-Forwarded-For).\nclient_ip:\n  trusted_proxies:\n");
     for (cidr, from) in &plan.trusted_proxies {
-        let _ = writeln!(y, "    - {}   # {from}", q(cidr));
+        let _ = writeln!(y, "    - {}   # {}", q(cidr), one_line(from));
     }
 }
 
@@ -223,7 +231,7 @@ fn limits(y: &mut String, plan: &Plan) {
     }
     y.push_str("\nlimits:\n");
     for (k, v, note) in &plan.limits {
-        let _ = writeln!(y, "  {k}: {v}   # {note}");
+        let _ = writeln!(y, "  {k}: {v}   # {}", one_line(note));
     }
 }
 
@@ -231,13 +239,14 @@ fn trailer(y: &mut String, plan: &Plan) {
     if !plan.understood.is_empty() {
         y.push_str("\n# Understood, nothing to write (tether does this by itself):\n");
         for (what, why, places) in &plan.understood {
-            let _ = writeln!(y, "#   {what} ({}): {why}", compact(places));
+            let line = format!("  {what} ({}): {why}", compact(places));
+            comment(y, 0, &line);
         }
     }
     if !plan.not_translated.is_empty() {
         y.push('\n');
         for line in &plan.not_translated {
-            let _ = writeln!(y, "# not translated: {line}");
+            comment(y, 0, &format!("not translated: {line}"));
         }
     }
 }

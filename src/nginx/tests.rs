@@ -97,6 +97,24 @@ fn a_config_with_nothing_to_proxy_is_an_error_not_an_empty_config() {
     );
 }
 
+/// A quoted nginx word may hold a newline; in a comment it must not start YAML of its own.
+#[test]
+fn words_with_newlines_stay_inside_their_comments() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nginx.conf");
+    let text = "http { upstream u { ip_hash; server 10.0.0.1:80 \"x\nlimits: { max_head_bytes: 1 }\"; }\n server { listen 80; server_name \"a\nb\"; location / { proxy_pass http://u; add_header X \"1\nrouters: []\"; } } }\n";
+    std::fs::write(&path, text).unwrap();
+    let yaml = import(&path).unwrap();
+    let doc: serde_yaml::Value = serde_yaml::from_str(&yaml).unwrap();
+    assert!(doc.get("limits").is_none(), "{yaml}");
+    assert!(doc.get("routers").is_none(), "{yaml}");
+    let secret = |_: &str| None;
+    assert!(
+        crate::config::parse(&path, &yaml, &secret).is_ok(),
+        "{yaml}"
+    );
+}
+
 #[test]
 fn hostile_input_never_panics() {
     let dir = tempfile::tempdir().unwrap();

@@ -35,7 +35,7 @@ impl Translator<'_> {
             passive: None,
             slow_start: None,
         };
-        let mut method: Option<(&Directive, &'static str)> = None;
+        let mut method: Option<&Directive> = None;
         let mut hostnames: Vec<(String, u16, Loc)> = Vec::new();
         let mut passive: Vec<((u32, Duration), Loc)> = Vec::new();
         let mut explicit_passive = false;
@@ -56,12 +56,12 @@ impl Translator<'_> {
                     }
                 }
                 "ip_hash" | "hash" | "least_conn" | "sticky" | "random" | "least_time" => {
-                    if let Some((earlier, _)) = method {
+                    if let Some(earlier) = method {
                         let what = directive_text(earlier);
                         let why = format!("`{}` came later in this upstream and wins, as in nginx (which warns: load balancing method redefined)", directive_text(s));
                         self.skip_text(&what, earlier.at, &why);
                     }
-                    method = Some((s, ""));
+                    method = Some(s);
                 }
                 "keepalive" | "keepalive_requests" | "keepalive_timeout" | "keepalive_time" => {
                     self.understood(
@@ -81,7 +81,7 @@ impl Translator<'_> {
                 _ => self.skip(s, "tether has no equivalent"),
             }
         }
-        if let Some((m, _)) = method {
+        if let Some(m) = method {
             self.balance_method(m, &mut plan);
         } else {
             plan.notes.push("nginx balanced this upstream round robin with no stickiness, and so does this; for realtime sessions consider `affinity: { mode: cookie }` or `ip_hash`".to_string());
