@@ -419,12 +419,7 @@ impl Checker<'_> {
             Some(list) if list.items.is_empty() => self.bad(&join(path, "dns"), "is empty; give at least one name to resolve"),
             Some(list) => {
                 let mut out = Vec::new();
-                for (i, item) in list.items.iter().enumerate() {
-                    let p = if list.seq {
-                        format!("{path}.dns[{i}]")
-                    } else {
-                        join(path, "dns")
-                    };
+                for (p, item) in items(&join(path, "dns"), list) {
                     out.push(self.dns_name(&p, item, port.flatten(), d.port.is_some()));
                 }
                 out.into_iter().collect::<Option<Vec<_>>>()
@@ -1156,12 +1151,7 @@ impl Checker<'_> {
             );
         }
         let mut out = Vec::new();
-        for (i, text) in h.items.iter().enumerate() {
-            let p = if h.seq {
-                format!("{route}.hosts[{i}]")
-            } else {
-                join(route, "hosts")
-            };
+        for (p, text) in items(&join(route, "hosts"), h) {
             match HostPattern::parse(text) {
                 Ok(pattern) if !out.contains(&Some(pattern.clone())) => out.push(Some(pattern)),
                 Ok(_) => out.push(self.bad(&p, format_args!("`{text}` is listed twice"))),
@@ -1191,6 +1181,19 @@ impl Checker<'_> {
             require_origin: w.require_origin.unwrap_or(false),
         })
     }
+}
+
+/// Each item of a string-or-list key with the path diagnostics use for it: `key[i]` when it
+/// was written as a list, `key` itself when it was one string.
+fn items<'a>(key: &'a str, list: &'a OneOrMany) -> impl Iterator<Item = (String, &'a str)> + 'a {
+    list.items.iter().enumerate().map(move |(i, item)| {
+        let path = if list.seq {
+            format!("{key}[{i}]")
+        } else {
+            key.to_string()
+        };
+        (path, item.as_str())
+    })
 }
 
 /// RFC 6265 `token`: visible ASCII except the HTTP separators.

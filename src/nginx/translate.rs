@@ -49,6 +49,55 @@ pub fn translate(tree: &Tree) -> Result<Plan, String> {
     t.finish()
 }
 
+/// `proxy_set_header NAME VALUE` lines that say what tether does anyway: (lower-case name,
+/// values, what the summary calls it, why nothing is written).
+const UNDERSTOOD_HEADERS: &[(&str, &[&str], &str, &str)] = &[
+    (
+        "upgrade",
+        &["$http_upgrade"],
+        "proxy_set_header Upgrade $http_upgrade",
+        WEBSOCKET,
+    ),
+    (
+        "connection",
+        &["upgrade", "$connection_upgrade"],
+        "proxy_set_header Connection upgrade",
+        WEBSOCKET,
+    ),
+    (
+        "connection",
+        &[""],
+        "proxy_set_header Connection \"\"",
+        "tether keeps connections to nodes alive by itself",
+    ),
+    (
+        "host",
+        &["$host", "$http_host"],
+        "proxy_set_header Host $host",
+        "tether forwards the client's Host unchanged (and adds X-Forwarded-Host)",
+    ),
+    (
+        "x-forwarded-for",
+        &["$proxy_add_x_forwarded_for"],
+        "proxy_set_header X-Forwarded-For",
+        "tether appends the client's address to X-Forwarded-For",
+    ),
+    (
+        "x-forwarded-proto",
+        &["$scheme"],
+        "proxy_set_header X-Forwarded-Proto $scheme",
+        "tether sends X-Forwarded-Proto (https on TLS listeners)",
+    ),
+    (
+        "x-forwarded-host",
+        &["$host", "$http_host"],
+        "proxy_set_header X-Forwarded-Host",
+        "tether sends X-Forwarded-Host",
+    ),
+];
+
+const WEBSOCKET: &str = "tether passes the WebSocket upgrade through on every route";
+
 /// Settings a `server` or `location` inherits from the levels around it.
 #[derive(Debug, Clone, Default)]
 struct Scope {
@@ -168,11 +217,7 @@ impl Translator<'_> {
             }
             match d.name.as_str() {
                 "map" if d.args.first().map(String::as_str) == Some("$http_upgrade") => {
-                    self.understood(
-                        "map $http_upgrade",
-                        "tether passes the WebSocket upgrade through on every route",
-                        d.at,
-                    );
+                    self.understood("map $http_upgrade", WEBSOCKET, d.at);
                 }
                 _ => {
                     let why = http_reason(&d.name);
@@ -289,40 +334,14 @@ impl Translator<'_> {
         match d.name.as_str() {
             "proxy_set_header" => {
                 let (name, value) = (arg(0).to_ascii_lowercase(), arg(1));
-                let ws = "tether passes the WebSocket upgrade through on every route";
-                match (name.as_str(), value) {
-                    ("upgrade", "$http_upgrade") => self.understood("proxy_set_header Upgrade $http_upgrade", ws, d.at),
-                    ("connection", v) if v.eq_ignore_ascii_case("upgrade") || v == "$connection_upgrade" => {
-                        self.understood("proxy_set_header Connection upgrade", ws, d.at)
-                    }
-                    ("connection", "") => self.understood(
-                        "proxy_set_header Connection \"\"",
-                        "tether keeps connections to nodes alive by itself",
-                        d.at,
-                    ),
-                    ("host", "$host" | "$http_host") => self.understood(
-                        "proxy_set_header Host $host",
-                        "tether forwards the client's Host unchanged (and adds X-Forwarded-Host)",
-                        d.at,
-                    ),
-                    ("x-forwarded-for", "$proxy_add_x_forwarded_for") => self.understood(
-                        "proxy_set_header X-Forwarded-For",
-                        "tether appends the client's address to X-Forwarded-For",
-                        d.at,
-                    ),
-                    ("x-forwarded-proto", "$scheme") => self.understood(
-                        "proxy_set_header X-Forwarded-Proto $scheme",
-                        "tether sends X-Forwarded-Proto (https on TLS listeners)",
-                        d.at,
-                    ),
-                    ("x-forwarded-host", "$host" | "$http_host") => self.understood(
-                        "proxy_set_header X-Forwarded-Host",
-                        "tether sends X-Forwarded-Host",
-                        d.at,
-                    ),
-                    ("x-real-ip", _) => self.skip(d, "tether sends the client address in X-Forwarded-For, not X-Real-IP; read that header in your nodes"),
-                    ("host", _) => self.skip(d, "tether forwards the client's Host unchanged"),
-                    _ => self.skip(d, "tether does not add or rewrite request headers"),
+                let known = UNDERSTOOD_HEADERS.iter().find(|(n, values, _, _)| {
+                    *n == name && values.iter().any(|v| v.eq_ignore_ascii_case(value))
+                });
+                match (known, name.as_str()) {
+                    (Some((_, _, what, why)), _) => self.understood(what, why, d.at),
+                    (None, "x-real-ip") => self.skip(d, "tether sends the client address in X-Forwarded-For, not X-Real-IP; read that header in your nodes"),
+                    (None, "host") => self.skip(d, "tether forwards the client's Host unchanged"),
+                    (None, _) => self.skip(d, "tether does not add or rewrite request headers"),
                 }
             }
             "proxy_http_version" if arg(0) == "1.1" => self.understood(

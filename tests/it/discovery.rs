@@ -21,11 +21,7 @@ fn config(dns: &Dns, port: u16) -> String {
 }
 
 async fn status(proxy: &Proxy) -> serde_json::Value {
-    let r = Client::new(proxy.admin.expect("admin"))
-        .get("/status")
-        .await;
-    assert_eq!(r.status, 200, "{}", r.body);
-    serde_json::from_str(&r.body).expect("status json")
+    support::admin_status(proxy).await
 }
 
 fn node_ids(status: &serde_json::Value) -> BTreeSet<String> {

@@ -14,11 +14,7 @@ fn with_admin(mut yaml: String) -> String {
 }
 
 async fn status(proxy: &Proxy) -> serde_json::Value {
-    let r = Client::new(proxy.admin.expect("admin"))
-        .get("/status")
-        .await;
-    assert_eq!(r.status, 200, "{}", r.body);
-    serde_json::from_str(&r.body).expect("status json")
+    support::admin_status(proxy).await
 }
 
 fn node<'a>(status: &'a serde_json::Value, id: &str) -> Option<&'a serde_json::Value> {

@@ -69,5 +69,14 @@ pub fn config(nodes: &[Node], affinity: &str, extra_upstream: &str) -> String {
     y
 }
 
+/// The admin API's `/status` of a proxy started with `{admin}` in its config.
+pub async fn admin_status(proxy: &Proxy) -> serde_json::Value {
+    let r = Client::new(proxy.admin.expect("admin"))
+        .get("/status")
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    serde_json::from_str(&r.body).expect("status json")
+}
+
 /// Cookie affinity signed with the test secret.
 pub const COOKIE_AFFINITY: &str = "mode: cookie\ncookie:\n  secret_env: TETHER_SECRET";
