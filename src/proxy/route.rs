@@ -25,6 +25,7 @@ impl Prefixes {
         self.0.sort_by_key(|e| std::cmp::Reverse(e.prefix.len()));
     }
 
+    #[inline]
     fn find(&self, path: &str) -> Option<(usize, &WebsocketPolicy)> {
         self.0
             .iter()
@@ -87,23 +88,28 @@ impl Router {
     }
 
     /// The upstream index and the route's WebSocket policy.
+    #[inline]
     pub fn route_with_policy(
         &self,
         host: Option<&[u8]>,
         path: &str,
     ) -> Option<(usize, &WebsocketPolicy)> {
-        if let Some(host) = host.filter(|_| self.uses_hosts()) {
-            let host = bare_host(host);
-            let hit = self
-                .by_host
-                .iter()
-                .filter(|(p, _)| p.matches(host))
-                .find_map(|(_, table)| table.find(path));
-            if hit.is_some() {
-                return hit;
+        if let (Some(host), true) = (host, self.uses_hosts()) {
+            if let Some(hit) = self.by_host(bare_host(host), path) {
+                return Some(hit);
             }
         }
         self.any_host.find(path)
+    }
+
+    /// The host tables' answer, most specific host first; kept out of line so the common
+    /// case (no host routes) stays a short loop.
+    #[inline(never)]
+    fn by_host(&self, host: &[u8], path: &str) -> Option<(usize, &WebsocketPolicy)> {
+        self.by_host
+            .iter()
+            .filter(|(p, _)| p.matches(host))
+            .find_map(|(_, table)| table.find(path))
     }
 }
 
