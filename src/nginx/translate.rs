@@ -49,6 +49,16 @@ pub fn translate(tree: &Tree) -> Result<Plan, String> {
     t.finish()
 }
 
+/// Directives a `server` or `location` inherits from the levels around it, wherever in the
+/// block they are written (see [`Scope`]).
+const INHERITED: &[&str] = &[
+    "proxy_read_timeout",
+    "proxy_connect_timeout",
+    "proxy_send_timeout",
+    "ssl_certificate",
+    "ssl_certificate_key",
+];
+
 /// `proxy_set_header NAME VALUE` lines that say what tether does anyway: (lower-case name,
 /// values, what the summary calls it, why nothing is written).
 const UNDERSTOOD_HEADERS: &[(&str, &[&str], &str, &str)] = &[
@@ -377,24 +387,13 @@ impl Translator<'_> {
         let mut listens = Vec::new();
         // Scope-setting directives apply to the whole block wherever they are written.
         for s in body {
-            if matches!(
-                s.name.as_str(),
-                "proxy_read_timeout"
-                    | "proxy_connect_timeout"
-                    | "proxy_send_timeout"
-                    | "ssl_certificate"
-                    | "ssl_certificate_key"
-            ) {
+            if INHERITED.contains(&s.name.as_str()) {
                 self.inherited(s, &mut scope);
             }
         }
         for s in body {
             match s.name.as_str() {
-                "proxy_read_timeout"
-                | "proxy_connect_timeout"
-                | "proxy_send_timeout"
-                | "ssl_certificate"
-                | "ssl_certificate_key" => {}
+                name if INHERITED.contains(&name) => {}
                 "listen" => listens.push(s),
                 "server_name" => server.names.extend(s.args.iter().cloned()),
                 "location" => self.location(s, &scope, &mut server),
@@ -520,15 +519,11 @@ impl Translator<'_> {
         for s in body {
             self.inherited(s, &mut scope);
         }
-        let mut target: Option<(String, &Directive)> = None;
+        let mut target: Option<String> = None;
         for s in body {
             match s.name.as_str() {
-                "proxy_read_timeout"
-                | "proxy_connect_timeout"
-                | "proxy_send_timeout"
-                | "ssl_certificate"
-                | "ssl_certificate_key" => {}
-                "proxy_pass" => target = self.proxy_pass(s, &prefix).map(|u| (u, s)),
+                name if INHERITED.contains(&name) => {}
+                "proxy_pass" => target = self.proxy_pass(s, &prefix),
                 "location" => self.skip(
                     s,
                     "tether's routes do not nest; write it as a route of its own",
@@ -541,7 +536,7 @@ impl Translator<'_> {
                 }
             }
         }
-        let Some((upstream, pass)) = target else {
+        let Some(upstream) = target else {
             if body.iter().all(|s| s.name != "proxy_pass") {
                 self.skip(d, "no proxy_pass: nothing for tether to proxy");
             }
@@ -556,7 +551,6 @@ impl Translator<'_> {
             u.used = true;
             u.timeouts.push(timeouts);
         }
-        let _ = pass;
         let from = format!(
             "{} ({})",
             shorten(&format!("location {}", d.args.join(" "))),
