@@ -218,13 +218,8 @@ async fn lookup(resolver: &TokioResolver, name: &DnsName, limit: Duration) -> An
 pub async fn initial(control: &Control) {
     let specs = control.discovering();
     let rounds = specs.iter().map(|(upstream, d)| async move {
-        match resolver(d) {
-            Ok(r) => {
-                let answers = lookup_round(&r, d).await;
-                control.discovered(upstream, d, &answers);
-            }
-            Err(e) => control.discovered(upstream, d, &vec![Err(e); d.names.len()]),
-        }
+        let answers = round(&resolver(d), d).await;
+        control.discovered(upstream, d, &answers);
     });
     futures_util::future::join_all(rounds).await;
 }
@@ -249,22 +244,23 @@ pub async fn run(control: Arc<Control>) {
 async fn refresh(control: Arc<Control>, upstream: String, d: Discover) {
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + d.refresh, d.refresh);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut resolver_ = None;
+    let mut built = resolver(&d);
     loop {
         ticker.tick().await;
-        if resolver_.is_none() {
-            resolver_ = match resolver(&d) {
-                Ok(r) => Some(r),
-                Err(e) => {
-                    control.discovered(&upstream, &d, &vec![Err(e); d.names.len()]);
-                    continue;
-                }
-            };
+        // A resolver that could not be built (unreadable resolv.conf) is tried again.
+        if built.is_err() {
+            built = resolver(&d);
         }
-        if let Some(r) = &resolver_ {
-            let answers = lookup_round(r, &d).await;
-            control.discovered(&upstream, &d, &answers);
-        }
+        let answers = round(&built, &d).await;
+        control.discovered(&upstream, &d, &answers);
+    }
+}
+
+/// A round's answers, or the resolver's own failure as every name's answer.
+async fn round(resolver: &Result<TokioResolver, String>, d: &Discover) -> Vec<Answer> {
+    match resolver {
+        Ok(r) => lookup_round(r, d).await,
+        Err(e) => vec![Err(e.clone()); d.names.len()],
     }
 }
 

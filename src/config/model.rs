@@ -376,6 +376,20 @@ impl Route {
     }
 }
 
+/// Whether `name` (no trailing dot) is a DNS name: dot-separated labels of letters, digits,
+/// `-` and `_`, each 1..=63 bytes and not starting with `-`, 253 bytes at most.
+pub fn is_dns_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && l.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+}
+
 /// A host a route applies to: an exact name, or `*.example.com` for any subdomain.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct HostPattern {
@@ -398,15 +412,7 @@ impl HostPattern {
             }
             None => (false, t),
         };
-        let labels = name.trim_start_matches('.');
-        let ok = !labels.is_empty()
-            && labels.split('.').all(|l| {
-                !l.is_empty()
-                    && l.len() <= 63
-                    && l.bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-            });
-        if !ok {
+        if !is_dns_name(name.trim_start_matches('.')) {
             return Err(format!("`{text}` is not a host name (e.g. `chat.example.com` or `*.example.com`); no port, scheme or path"));
         }
         Ok(HostPattern { name, wildcard })

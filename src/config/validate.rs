@@ -404,23 +404,21 @@ impl Checker<'_> {
 
     /// `discover:`: names (each with its port), refresh interval and resolver.
     fn discover(&mut self, path: &str, d: &FileDiscover) -> Option<Discover> {
-        let port = match d.port {
-            None => None,
-            Some(p) => match u16::try_from(p) {
-                Ok(p) if p > 0 => Some(Some(p)),
-                _ => self.bad(
-                    &join(path, "port"),
-                    format_args!("{p} is not a port; give the nodes' port, 1..65535"),
-                ),
-            },
-        };
+        // `None` when omitted or bad (a bad one is reported here, once).
+        let port = d.port.and_then(|p| match u16::try_from(p) {
+            Ok(p) if p > 0 => Some(p),
+            _ => self.bad(
+                &join(path, "port"),
+                format_args!("{p} is not a port; give the nodes' port, 1..65535"),
+            ),
+        });
         let names = match &d.dns {
             None => self.missing(path, "dns", "give the name whose A/AAAA records are the nodes, e.g. `dns: realtime.default.svc.cluster.local`"),
             Some(list) if list.items.is_empty() => self.bad(&join(path, "dns"), "is empty; give at least one name to resolve"),
             Some(list) => {
                 let mut out = Vec::new();
                 for (p, item) in items(&join(path, "dns"), list) {
-                    out.push(self.dns_name(&p, item, port.flatten(), d.port.is_some()));
+                    out.push(self.dns_name(&p, item, port, d.port.is_some()));
                 }
                 out.into_iter().collect::<Option<Vec<_>>>()
             }
@@ -478,16 +476,7 @@ impl Checker<'_> {
             },
             None => (t, None),
         };
-        let labels = name.strip_suffix('.').unwrap_or(name);
-        let valid = !labels.is_empty()
-            && labels.len() <= 253
-            && labels.split('.').all(|l| {
-                !l.is_empty()
-                    && l.len() <= 63
-                    && !l.starts_with('-')
-                    && l.bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-            });
+        let valid = is_dns_name(name.strip_suffix('.').unwrap_or(name));
         if !valid {
             return self.bad(path, format_args!("`{t}` is not a DNS name (letters, digits, `-` and `_` in dot-separated labels), e.g. `realtime.default.svc.cluster.local`"));
         }

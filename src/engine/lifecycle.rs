@@ -139,9 +139,6 @@ impl Control {
         if current != Some(discover) {
             return;
         }
-        let failed = answers
-            .iter()
-            .any(|a| !matches!(a, Ok(ips) if !ips.is_empty()));
         let before = state.found.status(upstream).cloned().unwrap_or_default();
         let changed = state.found.record(
             upstream,
@@ -150,6 +147,8 @@ impl Control {
             crate::proxy::decide::unix_now(),
         );
         let status = state.found.status(upstream).cloned().unwrap_or_default();
+        // `record` sets `last_error` exactly when some name gave no addresses this round.
+        let failed = status.last_error.is_some();
         let m = &crate::metrics::METRICS;
         m.discovery_lookups
             .with_label_values(&[upstream, if failed { "failed" } else { "ok" }])

@@ -82,7 +82,8 @@ fn header(y: &mut String, plan: &Plan) {
     if plan.listeners.iter().any(|l| l.tls.is_some()) {
         y.push_str("# Certificate paths are as nginx had them: relative ones resolve against this file's\n# directory, so keep it beside nginx.conf or make them absolute.\n");
     }
-    if let Some(env) = plan.cookie_secret_env {
+    if plan.signs_cookies {
+        let env = SECRET_ENV;
         let _ = write!(
             y,
             "#\n# The affinity cookie is signed with the secret in ${env}; make one with\n#   export {env}=\"$(tether keygen)\"\n# and give every replica the same one, so they agree on each client's node.\n"
@@ -140,7 +141,7 @@ fn upstreams(y: &mut String, plan: &Plan) {
             if let Some(p) = d.port {
                 let _ = writeln!(y, "      port: {p}");
             }
-            y.push_str("      refresh: 5s\n");
+            let _ = writeln!(y, "      refresh: {}", d.refresh);
         }
         if let Some(b) = u.balance {
             let _ = writeln!(y, "    balance: {b}");
@@ -148,9 +149,7 @@ fn upstreams(y: &mut String, plan: &Plan) {
         match &u.affinity {
             AffinityPlan::None => y.push_str("    affinity: { mode: none }\n"),
             AffinityPlan::IpHash => y.push_str("    affinity: { mode: ip_hash }\n"),
-            AffinityPlan::Cookie(c) => {
-                cookie(y, c, plan.cookie_secret_env.unwrap_or("TETHER_SECRET"))
-            }
+            AffinityPlan::Cookie(c) => cookie(y, c),
         }
         if !u.timeouts.is_empty() {
             y.push_str("    timeouts:\n");
@@ -173,10 +172,10 @@ fn upstreams(y: &mut String, plan: &Plan) {
     y.push('\n');
 }
 
-fn cookie(y: &mut String, c: &CookiePlan, env: &str) {
+fn cookie(y: &mut String, c: &CookiePlan) {
     y.push_str("    affinity:\n      mode: cookie\n      cookie:\n");
     let _ = writeln!(y, "        name: {}", q(&c.name));
-    let _ = writeln!(y, "        secret_env: {env}");
+    let _ = writeln!(y, "        secret_env: {SECRET_ENV}");
     if let Some(m) = &c.max_age {
         let _ = writeln!(y, "        max_age: {m}");
     }

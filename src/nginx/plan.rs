@@ -1,6 +1,9 @@
 //! What an nginx config becomes: tether's config as data, with the comments that explain it.
 //! `translate.rs` fills it, `emit.rs` writes it as YAML.
 
+/// The environment variable every translated cookie secret is read from; never invented.
+pub const SECRET_ENV: &str = "TETHER_SECRET";
+
 /// The whole translation.
 #[derive(Debug, Default)]
 pub struct Plan {
@@ -19,8 +22,9 @@ pub struct Plan {
     pub understood: Vec<(String, String, Vec<String>)>,
     /// `DIRECTIVE (file:line): why`, in file order.
     pub not_translated: Vec<String>,
-    /// Some upstream signs cookies: the header says how to make the secret.
-    pub cookie_secret_env: Option<&'static str>,
+    /// Some upstream signs cookies (with the secret in [`SECRET_ENV`]): the header says how
+    /// to make one.
+    pub signs_cookies: bool,
 }
 
 #[derive(Debug)]
@@ -64,6 +68,8 @@ pub struct DiscoverPlan {
     /// `name` when `port` is set, else `name:port` each.
     pub names: Vec<String>,
     pub port: Option<u16>,
+    /// tether's default refresh, written out so the reader sees it.
+    pub refresh: String,
     pub notes: Vec<String>,
 }
 

@@ -158,6 +158,22 @@ impl Translator<'_> {
         self.plan.not_translated.push(line);
     }
 
+    /// The address a `listen` or upstream `server` starts with; `None`, noted with `missing`
+    /// or `unix`, when there is none or it is a Unix socket.
+    pub(super) fn tcp_address<'d>(
+        &mut self,
+        d: &'d Directive,
+        missing: &str,
+        unix: &str,
+    ) -> Option<&'d str> {
+        match d.args.first() {
+            None => self.skip(d, missing),
+            Some(a) if a.starts_with("unix:") => self.skip(d, unix),
+            Some(a) => return Some(a),
+        }
+        None
+    }
+
     /// `# not translated: WHAT (file:line): why` for a part of a directive.
     pub(super) fn skip_text(&mut self, what: &str, at: Loc, why: &str) {
         let line = format!("{} ({}): {why}", shorten(what), self.loc(at));
@@ -430,14 +446,11 @@ impl Translator<'_> {
     }
 
     fn listen(&mut self, l: &Directive, scope: &Scope) -> Option<(ListenPlan, bool)> {
-        let Some(addr) = l.args.first() else {
-            self.skip(l, "listen needs an address or port");
-            return None;
-        };
-        if addr.starts_with("unix:") {
-            self.skip(l, "tether listens on TCP only");
-            return None;
-        }
+        let addr = self.tcp_address(
+            l,
+            "listen needs an address or port",
+            "tether listens on TCP only",
+        )?;
         let address = match listen_address(addr) {
             Some(a) => a,
             None => {

@@ -5,14 +5,14 @@ use super::parse::{Directive, Loc};
 use super::plan::*;
 use super::syntax::{directive_text, duration_text, nginx_time, split_host_port};
 use super::translate::{Translator, Upstream};
+use crate::config::defaults::{
+    DEFAULT_COOKIE_NAME, DEFAULT_DISCOVER_REFRESH, DEFAULT_READ_TIMEOUT,
+};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 /// nginx's default for `proxy_read_timeout`, `proxy_send_timeout`, `proxy_connect_timeout`.
 const NGINX_PROXY_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// How often the names of hostname `server`s are looked up again (tether's default).
-const REFRESH: &str = "5s";
 
 /// nginx `expires=max` is ten years.
 const EXPIRES_MAX: &str = "3650d";
@@ -141,14 +141,11 @@ impl Translator<'_> {
 
     /// One `server` line of an upstream; `None` when it is left out (noted).
     fn upstream_server(&mut self, s: &Directive, plan: &mut UpstreamPlan) -> Option<ServerEntry> {
-        let Some(addr) = s.args.first() else {
-            self.skip(s, "a server needs an address");
-            return None;
-        };
-        if addr.starts_with("unix:") {
-            self.skip(s, "tether connects to nodes over TCP only");
-            return None;
-        }
+        let addr = self.tcp_address(
+            s,
+            "a server needs an address",
+            "tether connects to nodes over TCP only",
+        )?;
         let Some((host, port)) = split_host_port(addr, 80) else {
             self.skip(s, "not an address nginx would accept");
             return None;
@@ -246,13 +243,16 @@ impl Translator<'_> {
             }
         }
         let places: Vec<String> = hostnames.iter().map(|(_, _, at)| self.loc(*at)).collect();
+        let refresh = duration_text(DEFAULT_DISCOVER_REFRESH);
         plan.discover = Some(DiscoverPlan {
             names,
             port: same_port.then_some(port),
             notes: vec![format!(
-                "servers by name ({}): nginx resolved them once at start; tether looks them up every {REFRESH} and every address is a node (its id is its address)",
-                super::emit::compact(&places)
+                "servers by name ({}): nginx resolved them once at start; tether looks them up every {} and every address is a node (its id is its address)",
+                super::emit::compact(&places),
+                refresh
             )],
+            refresh,
         });
     }
 
@@ -279,8 +279,8 @@ impl Translator<'_> {
                     || arg(0).starts_with("$arg_")
                     || arg(0).starts_with("$http_") =>
             {
-                plan.affinity = cookie_affinity("tether_node");
-                self.plan.cookie_secret_env = Some(SECRET_ENV);
+                plan.affinity = cookie_affinity(DEFAULT_COOKIE_NAME);
+                self.plan.signs_cookies = true;
                 plan.notes.push(format!("hash {} ({at}): tether cannot hash a request value; it pins each client with its own signed cookie instead", arg(0)));
             }
             "hash" => {
@@ -292,11 +292,11 @@ impl Translator<'_> {
             }
             "sticky" if arg(0) == "cookie" => {
                 plan.affinity = AffinityPlan::Cookie(self.sticky_cookie(m, plan));
-                self.plan.cookie_secret_env = Some(SECRET_ENV);
+                self.plan.signs_cookies = true;
             }
             "sticky" => {
-                plan.affinity = cookie_affinity("tether_node");
-                self.plan.cookie_secret_env = Some(SECRET_ENV);
+                plan.affinity = cookie_affinity(DEFAULT_COOKIE_NAME);
+                self.plan.signs_cookies = true;
                 self.skip(m, "tether does not learn or route by the application's own cookie; it pins each client with its own signed cookie instead");
             }
             _ => self.skip(
@@ -313,7 +313,7 @@ impl Translator<'_> {
                 .args
                 .get(1)
                 .cloned()
-                .unwrap_or_else(|| "tether_node".to_string()),
+                .unwrap_or_else(|| DEFAULT_COOKIE_NAME.to_string()),
             http_only: true,
             ..CookiePlan::default()
         };
@@ -366,8 +366,6 @@ impl Translator<'_> {
     }
 }
 
-const SECRET_ENV: &str = "TETHER_SECRET";
-
 fn cookie_affinity(name: &str) -> AffinityPlan {
     AffinityPlan::Cookie(CookiePlan {
         name: name.to_string(),
@@ -386,55 +384,50 @@ struct ServerEntry {
 /// Per-upstream timeouts from the routes that use it: the longest of each kind, so no
 /// location's long-polls or quiet WebSockets are cut; a note when they differed.
 pub(super) fn upstream_timeouts(u: &mut Upstream) {
-    let keys = ["read", "connect", "send"];
-    for (i, key) in keys.iter().enumerate() {
-        let values: Vec<Option<Duration>> = u.timeouts.iter().map(|t| t[i]).collect();
-        if values.iter().all(Option::is_none) {
-            continue;
-        }
-        let effective: Vec<Duration> = values
-            .iter()
-            .map(|v| v.unwrap_or(NGINX_PROXY_TIMEOUT))
-            .collect();
-        let max = effective
-            .iter()
-            .copied()
-            .max()
-            .unwrap_or(NGINX_PROXY_TIMEOUT);
-        if effective.iter().any(|v| *v != max) {
-            let list: Vec<String> = effective.iter().map(|d| duration_text(*d)).collect();
-            u.plan.notes.push(format!(
-                "proxy_{key}_timeout differs between the locations using this upstream ({}); tether has one per upstream: the longest is used",
-                list.join(", ")
-            ));
-        }
-        let text = duration_text(max);
-        match *key {
-            "read" => {
-                u.plan.timeouts.push(("read", text.clone()));
-                // nginx closes an upgraded connection quiet for proxy_read_timeout.
-                u.plan.timeouts.push(("tunnel_idle", text));
-                u.plan.notes.push("nginx closed a WebSocket quiet for proxy_read_timeout; tether's tunnel_idle does the same".to_string());
-            }
-            "connect" => u.plan.timeouts.push(("connect", text)),
-            _ => u.plan.timeouts.push(("send", text)),
-        }
+    let [read, connect, send] = ["read", "connect", "send"].map(|key| longest(u, key));
+    if let Some(c) = connect {
+        u.plan.timeouts.push(("connect", duration_text(c)));
     }
     // tether requires read >= connect.
-    let get = |k: &str, plan: &UpstreamPlan| {
-        plan.timeouts
-            .iter()
-            .find(|(x, _)| *x == k)
-            .and_then(|(_, v)| crate::config::duration::parse_duration(v).ok())
-    };
-    if let (Some(c), r) = (get("connect", &u.plan), get("read", &u.plan)) {
-        let read = r.unwrap_or(crate::config::defaults::DEFAULT_READ_TIMEOUT);
-        if read < c {
-            u.plan.timeouts.retain(|(k, _)| *k != "read");
-            u.plan.timeouts.push(("read", duration_text(c)));
+    let read = match (read, connect) {
+        (r, Some(c)) if r.unwrap_or(DEFAULT_READ_TIMEOUT) < c => {
             u.plan.notes.push("proxy_read_timeout was shorter than proxy_connect_timeout; tether needs read >= connect, so read is raised to it".to_string());
+            Some(c)
         }
+        (r, _) => r,
+    };
+    if let Some(r) = read {
+        u.plan.timeouts.push(("read", duration_text(r)));
+        // nginx closes an upgraded connection quiet for proxy_read_timeout.
+        u.plan.timeouts.push(("tunnel_idle", duration_text(r)));
+        u.plan.notes.push("nginx closed a WebSocket quiet for proxy_read_timeout; tether's tunnel_idle does the same".to_string());
     }
+    if let Some(s) = send {
+        u.plan.timeouts.push(("send", duration_text(s)));
+    }
+}
+
+/// The longest `proxy_{key}_timeout` among the routes using `u` (nginx's default where a route
+/// set none), or `None` when no route set one; a note when they differ.
+fn longest(u: &mut Upstream, key: &str) -> Option<Duration> {
+    let i = ["read", "connect", "send"].iter().position(|k| *k == key)?;
+    if u.timeouts.iter().all(|t| t[i].is_none()) {
+        return None;
+    }
+    let effective: Vec<Duration> = u
+        .timeouts
+        .iter()
+        .map(|t| t[i].unwrap_or(NGINX_PROXY_TIMEOUT))
+        .collect();
+    let max = effective.iter().copied().max()?;
+    if effective.iter().any(|v| *v != max) {
+        let list: Vec<String> = effective.iter().map(|d| duration_text(*d)).collect();
+        u.plan.notes.push(format!(
+            "proxy_{key}_timeout differs between the locations using this upstream ({}); tether has one per upstream: the longest is used",
+            list.join(", ")
+        ));
+    }
+    Some(max)
 }
 
 /// The upstream name for `proxy_pass http://HOST:PORT` without an upstream block.

@@ -28,6 +28,15 @@ fn kind<'a>(docs: &'a [serde_yaml::Value], kind: &str, name: &str) -> &'a serde_
         .unwrap_or_else(|| panic!("no {kind} {name}"))
 }
 
+/// Assert a command succeeded, showing its stderr when it did not.
+fn assert_success(out: &std::process::Output, what: &str) {
+    assert!(
+        out.status.success(),
+        "{what}:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn tether_check(config: &Path) -> std::process::Output {
     Command::new(tether_bin())
         .args(["check", "--config"])
@@ -51,11 +60,7 @@ fn the_kubernetes_configmap_holds_a_config_tether_check_accepts() {
     let file = dir.path().join("tether.yaml");
     std::fs::write(&file, config).unwrap();
     let out = tether_check(&file);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out, "tether check");
     assert!(String::from_utf8_lossy(&out.stdout).contains("DNS discovery in 1"));
 
     // The nodes are discovered through the headless Service the manifests define.
@@ -133,11 +138,7 @@ fn the_deployment_runs_several_replicas_sharing_one_secret_probed_on_healthz() {
 #[test]
 fn the_container_config_passes_tether_check() {
     let out = tether_check(&deploy("container/tether.yaml"));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out, "tether check");
 }
 
 /// What the Containerfile copies from the build context must exist; the runtime stage must be
@@ -187,11 +188,7 @@ fn the_containerfile_is_multi_stage_non_root_and_builds_where_a_builder_runs() {
         .current_dir(repo())
         .output()
         .expect("run the container build");
-    assert!(
-        out.status.success(),
-        "{engine} build failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out, &format!("{engine} build"));
 }
 
 /// `systemd-analyze verify` checks the unit's syntax, sandboxing directives and that its

@@ -1,5 +1,6 @@
 //! Operating a cluster: health checks, drain, the admin API, metrics, live reload, shutdown.
 
+use crate::support::admin_status as status;
 use crate::support::{self, echo_many, Client, Proxy, COOKIE_AFFINITY};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -11,10 +12,6 @@ const HEALTH: &str =
 fn with_admin(mut yaml: String) -> String {
     yaml.push_str("admin:\n  address: \"{admin}\"\n");
     yaml
-}
-
-async fn status(proxy: &Proxy) -> serde_json::Value {
-    support::admin_status(proxy).await
 }
 
 fn node<'a>(status: &'a serde_json::Value, id: &str) -> Option<&'a serde_json::Value> {
