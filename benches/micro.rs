@@ -8,9 +8,9 @@ use tether::affinity::ring::{ip_key, Ring};
 use tether::affinity::token::Keyring;
 use tether::affinity::CookiePins;
 use tether::config::{CookieSettings, Route};
-use tether::proxy::route::Router;
-use tether::upstream::balance::Balancer;
-use tether::upstream::node::NodeState;
+use tether::runtime::balance::Balancer;
+use tether::runtime::node::NodeState;
+use tether::runtime::route::Router;
 
 const SECRET: &[u8] = b"bench-secret-0123456789abcdef0123456789";
 
@@ -63,7 +63,6 @@ fn ring_and_balance(c: &mut Criterion) {
         .iter()
         .map(|id| {
             Arc::new(NodeState::new(
-                "bench",
                 id.clone(),
                 "127.0.0.1:1".parse().unwrap(),
                 1,

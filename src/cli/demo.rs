@@ -5,7 +5,6 @@ use crate::config::{
     Timeouts, Upstream,
 };
 use crate::demo;
-use crate::proxy::server::{self, RunOptions};
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
@@ -13,8 +12,8 @@ const NODE_IDS: [&str; 3] = ["node-a", "node-b", "node-c"];
 
 pub fn run(port: u16) -> ExitCode {
     let (tx, rx) = std::sync::mpsc::channel();
-    // The nodes get their own runtime on their own thread: pingora builds its runtimes itself
-    // when the server runs, and the nodes must keep serving beside it.
+    // The nodes get their own runtime on their own thread: the proxy builds its own runtimes
+    // (one per worker, one for the control plane), and the nodes must keep serving beside them.
     let spawned = std::thread::Builder::new()
         .name("demo-nodes".into())
         .spawn(move || {
@@ -66,7 +65,7 @@ pub fn run(port: u16) -> ExitCode {
         println!("  {id} at http://{addr}");
     }
     println!("open http://{listen}/ (Ctrl-C to stop)");
-    match server::run(&config, &RunOptions::default()) {
+    match crate::server::run(&config, crate::server::default_threads()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("tether demo: {e}");

@@ -3,7 +3,6 @@
 mod demo;
 
 use crate::config;
-use crate::proxy::server::{self, Engine, RunOptions};
 use base64::Engine as _;
 use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
@@ -27,9 +26,6 @@ struct Cli {
     /// Config file to run with (same as `tether run --config PATH`).
     #[arg(long, short, global = false)]
     config: Option<PathBuf>,
-    /// Request path: tether's own (default) or pingora's (for comparison).
-    #[arg(long, value_enum, default_value_t = Engine::Tether)]
-    engine: Engine,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -44,9 +40,6 @@ enum Command {
         /// Worker threads (default: one per CPU).
         #[arg(long)]
         threads: Option<usize>,
-        /// Request path: tether's own (default) or pingora's (for comparison).
-        #[arg(long, value_enum, default_value_t = Engine::Tether)]
-        engine: Engine,
     },
     /// Validate a config file: exit 0 with a one-line summary, or exit 2 listing every problem
     /// as PATH:LINE:COL: message.
@@ -95,15 +88,8 @@ enum Command {
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
     match (cli.command, cli.config) {
-        (
-            Some(Command::Run {
-                config,
-                threads,
-                engine,
-            }),
-            _,
-        ) => run_proxy(&config, threads, engine),
-        (None, Some(config)) => run_proxy(&config, None, cli.engine),
+        (Some(Command::Run { config, threads }), _) => run_proxy(&config, threads),
+        (None, Some(config)) => run_proxy(&config, None),
         (Some(Command::Check { config }), _) => check(&config),
         (Some(Command::Load(args)), _) => load(&args),
         (Some(Command::ImportNginx { path }), _) => import_nginx(&path),
@@ -133,7 +119,8 @@ pub fn run() -> ExitCode {
     }
 }
 
-/// Logs to stderr through tracing; pingora's `log` records land in the same stream.
+/// Logs to stderr through tracing; the `log` records of libraries (pingora's health probes)
+/// land in the same stream.
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -144,7 +131,7 @@ fn init_logging() {
         .try_init();
 }
 
-fn run_proxy(path: &Path, threads: Option<usize>, engine: Engine) -> ExitCode {
+fn run_proxy(path: &Path, threads: Option<usize>) -> ExitCode {
     init_logging();
     let config = match config::load(path) {
         Ok(c) => c,
@@ -153,14 +140,8 @@ fn run_proxy(path: &Path, threads: Option<usize>, engine: Engine) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let mut opts = RunOptions {
-        engine,
-        ..RunOptions::default()
-    };
-    if let Some(t) = threads {
-        opts.threads = t.max(1);
-    }
-    match server::run(&config, &opts) {
+    let threads = threads.unwrap_or_else(crate::server::default_threads);
+    match crate::server::run(&config, threads) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("tether: {e}");

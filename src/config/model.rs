@@ -129,7 +129,7 @@ pub struct Upstream {
     pub name: String,
     /// The nodes written in the file, ids unique within the upstream; at least one unless
     /// `discover` is set. At run time the discovered nodes are appended here (see
-    /// `crate::discovery`), so the rest of tether sees one list.
+    /// `control::found`), so the rest of tether sees one list.
     pub nodes: Vec<Node>,
     /// Nodes found by DNS, refreshed while running.
     pub discover: Option<Discover>,

@@ -21,20 +21,89 @@ pub enum Framing {
     UntilClose,
 }
 
-/// A header as byte ranges into the buffer.
-#[derive(Debug, Clone, Copy)]
-pub struct Span {
-    pub name: (u32, u32),
-    pub value: (u32, u32),
+/// What a header field is to the proxy, decided once while the head is parsed so no later step
+/// compares header names again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Other,
+    Host,
+    Cookie,
+    XForwardedFor,
+    /// `X-Forwarded-Proto` and `X-Forwarded-Host`: tether writes its own, never the client's.
+    XForwardedOwn,
+    /// `Connection`, `Keep-Alive`, `Proxy-Connection`, `TE`, `Trailer`: about one connection,
+    /// never forwarded (RFC 9110 §7.6.1).
+    HopByHop,
+    Upgrade,
+    Expect,
+    ContentLength,
+    TransferEncoding,
+    Origin,
+    SecWebSocketKey,
+    SecWebSocketVersion,
+    /// Named by a `Connection` header: hop-by-hop for this message only.
+    Nominated,
 }
 
-impl Span {
+impl Kind {
+    /// The kind of a header named `name` (case-insensitive).
+    pub fn of(name: &[u8]) -> Kind {
+        let is = |known: &[u8]| name.eq_ignore_ascii_case(known);
+        // Dispatch on length first: most names are then compared with at most one candidate.
+        match name.len() {
+            2 if is(b"te") => Kind::HopByHop,
+            4 if is(b"host") => Kind::Host,
+            6 if is(b"cookie") => Kind::Cookie,
+            6 if is(b"origin") => Kind::Origin,
+            6 if is(b"expect") => Kind::Expect,
+            7 if is(b"upgrade") => Kind::Upgrade,
+            7 if is(b"trailer") => Kind::HopByHop,
+            10 if is(b"connection") || is(b"keep-alive") => Kind::HopByHop,
+            14 if is(b"content-length") => Kind::ContentLength,
+            15 if is(b"x-forwarded-for") => Kind::XForwardedFor,
+            16 if is(b"x-forwarded-host") => Kind::XForwardedOwn,
+            16 if is(b"proxy-connection") => Kind::HopByHop,
+            17 if is(b"transfer-encoding") => Kind::TransferEncoding,
+            17 if is(b"sec-websocket-key") => Kind::SecWebSocketKey,
+            17 if is(b"x-forwarded-proto") => Kind::XForwardedOwn,
+            21 if is(b"sec-websocket-version") => Kind::SecWebSocketVersion,
+            _ => Kind::Other,
+        }
+    }
+}
+
+/// A header field as byte ranges into the buffer, with its kind.
+#[derive(Debug, Clone, Copy)]
+pub struct Field {
+    pub name: (u32, u32),
+    pub value: (u32, u32),
+    pub kind: Kind,
+}
+
+impl Field {
     pub fn name<'a>(&self, buf: &'a [u8]) -> &'a [u8] {
         &buf[self.name.0 as usize..self.name.1 as usize]
     }
     pub fn value<'a>(&self, buf: &'a [u8]) -> &'a [u8] {
         &buf[self.value.0 as usize..self.value.1 as usize]
     }
+}
+
+/// The value of the first field of kind `kind`.
+pub fn first<'a>(buf: &'a [u8], fields: &[Field], kind: Kind) -> Option<&'a [u8]> {
+    fields.iter().find(|f| f.kind == kind).map(|f| f.value(buf))
+}
+
+/// The values of every field of kind `kind`, in head order.
+pub fn all<'a>(
+    buf: &'a [u8],
+    fields: &'a [Field],
+    kind: Kind,
+) -> impl DoubleEndedIterator<Item = &'a [u8]> + 'a {
+    fields
+        .iter()
+        .filter(move |f| f.kind == kind)
+        .map(move |f| f.value(buf))
 }
 
 /// Why a head was refused.
@@ -64,11 +133,10 @@ pub struct Request {
     /// The client wants the connection kept after this exchange.
     pub keep_alive: bool,
     pub host: Option<(u32, u32)>,
-    /// `Connection` header tokens other than keep-alive/close/upgrade name hop-by-hop headers
-    /// that must not be forwarded; we record that some were present.
-    pub nominated: bool,
     /// `Expect: 100-continue`: tether answers it and does not forward it.
     pub expect_continue: bool,
+    /// The method is `HEAD`: the response has no body whatever its framing headers say.
+    pub head: bool,
 }
 
 /// What the proxy needs from a response head.
@@ -157,37 +225,60 @@ impl FramingHeaders {
     }
 }
 
-/// Record `h` as a span, and fold in the headers requests and responses read alike
-/// (`Connection`, `Content-Length`, `Transfer-Encoding`). True when `h` was one of those.
+/// Record `h` as a field, and fold in the headers requests and responses read alike
+/// (`Connection`, `Content-Length`, `Transfer-Encoding`). Returns the field's kind.
 fn shared_header(
     buf: &[u8],
     h: &httparse::Header<'_>,
-    spans: &mut Vec<Span>,
+    fields: &mut Vec<Field>,
     conn: &mut ConnectionTokens,
     framing: &mut FramingHeaders,
-) -> bool {
+) -> Kind {
     let name = h.name.as_bytes();
-    spans.push(Span {
+    let kind = Kind::of(name);
+    fields.push(Field {
         name: (offset(buf, name), offset(buf, name) + name.len() as u32),
         value: (
             offset(buf, h.value),
             offset(buf, h.value) + h.value.len() as u32,
         ),
+        kind,
     });
-    if name.eq_ignore_ascii_case(b"connection") {
-        connection_tokens(h.value, conn);
-    } else if name.eq_ignore_ascii_case(b"content-length") {
-        framing.content_length(h.value);
-    } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-        framing.transfer_encoding(h.value);
-    } else {
-        return false;
+    match kind {
+        Kind::HopByHop if name.eq_ignore_ascii_case(b"connection") => {
+            connection_tokens(h.value, conn)
+        }
+        Kind::ContentLength => framing.content_length(h.value),
+        Kind::TransferEncoding => framing.transfer_encoding(h.value),
+        _ => {}
     }
-    true
+    kind
+}
+
+/// Mark the fields a `Connection` header names (other than `upgrade`, which the exchange
+/// handles) as hop-by-hop for this message: they are not forwarded.
+fn mark_nominated(buf: &[u8], fields: &mut [Field]) {
+    for i in 0..fields.len() {
+        let f = fields[i];
+        if f.kind != Kind::HopByHop || !f.name(buf).eq_ignore_ascii_case(b"connection") {
+            continue;
+        }
+        for token in f.value(buf).split(|&b| b == b',') {
+            let token = token.trim_ascii();
+            if token.is_empty() || token.eq_ignore_ascii_case(b"upgrade") {
+                continue;
+            }
+            for g in fields.iter_mut() {
+                if g.kind != Kind::HopByHop && g.name(buf).eq_ignore_ascii_case(token) {
+                    g.kind = Kind::Nominated;
+                }
+            }
+        }
+    }
 }
 
 /// Parse a request head at the start of `buf`. `Ok(None)`: incomplete, read more.
-pub fn parse_request(buf: &[u8], spans: &mut Vec<Span>) -> Result<Option<Request>, HeadError> {
+pub fn parse_request(buf: &[u8], fields: &mut Vec<Field>) -> Result<Option<Request>, HeadError> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     let len = match req.parse(buf) {
@@ -204,7 +295,7 @@ pub fn parse_request(buf: &[u8], spans: &mut Vec<Span>) -> Result<Option<Request
     if bare_lf(&buf[..len]) {
         return Err(HeadError::Malformed);
     }
-    spans.clear();
+    fields.clear();
     let mut conn = ConnectionTokens::default();
     let mut framing = FramingHeaders::default();
     let mut host = None;
@@ -212,21 +303,23 @@ pub fn parse_request(buf: &[u8], spans: &mut Vec<Span>) -> Result<Option<Request
     let mut hosts = 0;
     let mut expect_continue = false;
     for h in req.headers.iter() {
-        let name = h.name.as_bytes();
-        if shared_header(buf, h, spans, &mut conn, &mut framing) {
-            continue;
+        match shared_header(buf, h, fields, &mut conn, &mut framing) {
+            Kind::Host => {
+                hosts += 1;
+                host = Some((
+                    offset(buf, h.value),
+                    offset(buf, h.value) + h.value.len() as u32,
+                ));
+            }
+            Kind::Upgrade => has_upgrade = true,
+            Kind::Expect => {
+                expect_continue = h.value.trim_ascii().eq_ignore_ascii_case(b"100-continue")
+            }
+            _ => {}
         }
-        if name.eq_ignore_ascii_case(b"host") {
-            hosts += 1;
-            host = Some((
-                offset(buf, h.value),
-                offset(buf, h.value) + h.value.len() as u32,
-            ));
-        } else if name.eq_ignore_ascii_case(b"upgrade") {
-            has_upgrade = true;
-        } else if name.eq_ignore_ascii_case(b"expect") {
-            expect_continue = h.value.trim_ascii().eq_ignore_ascii_case(b"100-continue");
-        }
+    }
+    if conn.other {
+        mark_nominated(buf, fields);
     }
     // A request with both framings, several lengths, an unknown coding, or two Host headers can be
     // read differently by the next hop: refuse it rather than pick one reading.
@@ -258,15 +351,15 @@ pub fn parse_request(buf: &[u8], spans: &mut Vec<Span>) -> Result<Option<Request
         upgrade: conn.upgrade && has_upgrade,
         keep_alive,
         host,
-        nominated: conn.other,
         expect_continue,
+        head: method.eq_ignore_ascii_case("HEAD"),
     }))
 }
 
 /// Parse a response head at the start of `buf`, to a request that was `HEAD` or not.
 pub fn parse_response(
     buf: &[u8],
-    spans: &mut Vec<Span>,
+    fields: &mut Vec<Field>,
     head_request: bool,
 ) -> Result<Option<Response>, HeadError> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
@@ -280,11 +373,11 @@ pub fn parse_response(
     let (Some(status), Some(minor)) = (resp.code, resp.version) else {
         return Err(HeadError::Malformed);
     };
-    spans.clear();
+    fields.clear();
     let mut conn = ConnectionTokens::default();
     let mut framing = FramingHeaders::default();
     for h in resp.headers.iter() {
-        shared_header(buf, h, spans, &mut conn, &mut framing);
+        shared_header(buf, h, fields, &mut conn, &mut framing);
     }
     let no_body = head_request || (100..200).contains(&status) || status == 204 || status == 304;
     let body = if no_body {
@@ -325,30 +418,6 @@ fn bare_lf(head: &[u8]) -> bool {
     head.iter()
         .enumerate()
         .any(|(i, &b)| b == b'\n' && (i == 0 || head[i - 1] != b'\r'))
-}
-
-/// Hop-by-hop headers: about one connection, never forwarded (RFC 9110 §7.6.1).
-pub fn is_hop_by_hop(name: &[u8]) -> bool {
-    const HOP: [&[u8]; 5] = [
-        b"connection",
-        b"keep-alive",
-        b"proxy-connection",
-        b"te",
-        b"trailer",
-    ];
-    HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
-}
-
-/// Is `name` listed in any `Connection` header of the head (a connection-nominated header)?
-pub fn nominated_by_connection(buf: &[u8], spans: &[Span], name: &[u8]) -> bool {
-    spans
-        .iter()
-        .filter(|s| s.name(buf).eq_ignore_ascii_case(b"connection"))
-        .flat_map(|s| s.value(buf).split(|&b| b == b','))
-        .any(|t| {
-            let t = t.trim_ascii();
-            !t.eq_ignore_ascii_case(b"upgrade") && t.eq_ignore_ascii_case(name)
-        })
 }
 
 #[cfg(test)]

@@ -16,7 +16,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::{sleep_until, Instant};
 
-use super::lifecycle::{tunnel_close_delay, ShutdownSignal};
+use super::ShutdownSignal;
+use crate::config::Shutdown;
 
 /// Scratch size: one read's worth; larger messages simply take several reads.
 const SCRATCH: usize = 16 * 1024;
@@ -48,13 +49,12 @@ struct Half {
 }
 
 /// Relay until both sides are done, `idle` passes with no bytes moved either way, or a shutdown
-/// reaches this tunnel's turn (`seed` spreads tunnels over the close window).
+/// reaches this tunnel's turn (a random point of the close window, see [`close_delay`]).
 pub async fn run<C: AsyncRead + AsyncWrite + Unpin>(
     client: &mut C,
     node: &mut TcpStream,
     idle: Duration,
     mut shutdown: ShutdownSignal,
-    seed: u64,
 ) -> End {
     let mut up = Half::default(); // client → node
     let mut down = Half::default(); // node → client
@@ -75,7 +75,7 @@ pub async fn run<C: AsyncRead + AsyncWrite + Unpin>(
     poll_fn(|cx| {
         if closing_at.is_none() {
             if let Poll::Ready(plan) = stop.as_mut().poll(cx) {
-                let at = Instant::now() + tunnel_close_delay(&plan, seed);
+                let at = Instant::now() + close_delay(&plan);
                 closing_at = Some(at);
                 timer.as_mut().reset(at);
             }
@@ -105,6 +105,19 @@ pub async fn run<C: AsyncRead + AsyncWrite + Unpin>(
         Poll::Pending
     })
     .await
+}
+
+/// When a tunnel should close during a shutdown: after the grace period, at a random point of
+/// the close window, so clients do not all reconnect in the same second.
+pub fn close_delay(plan: &Shutdown) -> Duration {
+    use rand::Rng;
+    let window = plan.close_window.as_millis() as u64;
+    let jitter = if window == 0 {
+        0
+    } else {
+        rand::thread_rng().gen_range(0..window)
+    };
+    plan.grace + Duration::from_millis(jitter)
 }
 
 /// Move bytes `from` → `to` until `from` would block, `to` is full, or the budget is spent.
@@ -174,4 +187,29 @@ fn pump<F: AsyncRead + Unpin, T: AsyncWrite + Unpin>(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tunnels_close_spread_over_the_window_after_grace() {
+        let plan = Shutdown {
+            grace: Duration::from_secs(5),
+            close_window: Duration::from_secs(10),
+        };
+        let delays: Vec<_> = (0..1000).map(|_| close_delay(&plan)).collect();
+        assert!(delays
+            .iter()
+            .all(|d| *d >= plan.grace && *d < plan.grace + plan.close_window));
+        let first_half = delays
+            .iter()
+            .filter(|d| **d < Duration::from_secs(10))
+            .count();
+        assert!(
+            (400..600).contains(&first_half),
+            "{first_half} of 1000 in the first half"
+        );
+    }
 }

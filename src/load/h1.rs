@@ -43,7 +43,7 @@ pub(crate) struct Conn {
     buf: Vec<u8>,
     pos: usize,
     /// Header positions of the current response head, reused.
-    spans: Vec<head::Span>,
+    spans: Vec<head::Field>,
 }
 
 /// `GET path HTTP/1.1` with Host and the jar's cookies (and `Connection: close` when `close`),

@@ -4,14 +4,14 @@
 //! |---|---|
 //! | `GET /healthz` | the proxy's own liveness (never needs the token, for probes) |
 //! | `GET /status` | JSON: every upstream and node with health, admin state, load, last check, and DNS discovery's progress |
-//! | `GET /metrics` | Prometheus text format (`crate::metrics`) |
+//! | `GET /metrics` | Prometheus text format (`super::metrics`) |
 //! | `POST /upstreams/{name}/nodes/{id}/drain`, `/disable`, `/enable` | change a node's admin state |
 //! | `POST /reload` | re-read the config file (like SIGHUP) |
 //!
 //! With a token configured every route but `/healthz` needs `Authorization: Bearer <token>`.
 
-use crate::engine::lifecycle::Control;
-use crate::upstream::node::AdminState;
+use super::Control;
+use crate::runtime::node::AdminState;
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
@@ -22,12 +22,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
 
-/// Serve the admin API on `listener` until the process ends.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    control: Arc<Control>,
-    token: Option<String>,
-) {
+/// The admin listener, bound at start (a taken address is a startup error), and its token.
+pub struct Admin {
+    pub listener: tokio::net::TcpListener,
+    pub token: Option<String>,
+}
+
+/// Serve the admin API until the process ends.
+pub async fn serve(admin: Admin, control: Arc<Control>) {
+    let Admin { listener, token } = admin;
     let token: Option<Arc<str>> = token.map(Into::into);
     loop {
         let Ok((stream, _)) = listener.accept().await else {
@@ -100,7 +103,7 @@ async fn handle(
         (&Method::GET, ["metrics"]) => reply(
             StatusCode::OK,
             "text/plain; version=0.0.4",
-            crate::metrics::render(),
+            control.metrics.render(),
         ),
         (&Method::POST, ["reload"]) => match control.reload() {
             Ok(summary) => json_reply(

@@ -1,28 +1,31 @@
 //! First picks for clients without a pin: weighted least-connections and weighted round robin.
 //!
-//! Both are lock-free: least_conn reads the nodes' atomic load counters, round robin walks a
-//! schedule computed once per config with one atomic increment per pick.
+//! Both are lock-free and share nothing between workers but the nodes' load counters:
+//! least_conn reads those, round robin walks a schedule computed once per config. Each worker
+//! keeps its own cursor ([`Counters::next`]), so a pick writes only the worker's own cache line;
+//! each worker's sequence is smooth and weighted, and so is their union.
 
+use super::counters::Counters;
 use super::node::NodeState;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-/// The policy with its small amount of shared state.
+/// The policy with its per-worker cursor.
 #[derive(Debug)]
 pub enum Balancer {
     LeastConn {
-        rotate: AtomicUsize,
+        /// Where the scan for the least loaded node starts (rotated so ties spread).
+        rotate: Counters<1>,
     },
     RoundRobin {
         schedule: Vec<u32>,
-        next: AtomicUsize,
+        next: Counters<1>,
     },
 }
 
 impl Balancer {
     pub fn least_conn() -> Balancer {
         Balancer::LeastConn {
-            rotate: AtomicUsize::new(0),
+            rotate: Counters::default(),
         }
     }
 
@@ -48,7 +51,7 @@ impl Balancer {
         }
         Balancer::RoundRobin {
             schedule,
-            next: AtomicUsize::new(0),
+            next: Counters::default(),
         }
     }
 
@@ -62,7 +65,7 @@ impl Balancer {
                 }
                 // Rotate the starting point so ties (an idle cluster) spread instead of all
                 // landing on the first node.
-                let start = rotate.fetch_add(1, Ordering::Relaxed) % n;
+                let start = rotate.next(0) as usize % n;
                 let mut best: Option<(usize, u64, u64)> = None;
                 for k in 0..n {
                     let i = (start + k) % n;
@@ -84,7 +87,7 @@ impl Balancer {
                 if len == 0 {
                     return None;
                 }
-                let start = next.fetch_add(1, Ordering::Relaxed);
+                let start = next.next(0) as usize;
                 (0..len)
                     .map(|k| schedule[(start + k) % len] as usize)
                     .find(|&i| i < nodes.len() && usable(i))
@@ -103,7 +106,6 @@ mod tests {
             .enumerate()
             .map(|(i, &w)| {
                 Arc::new(NodeState::new(
-                    "test",
                     format!("n{i}"),
                     "127.0.0.1:1".parse().unwrap(),
                     w,

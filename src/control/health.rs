@@ -7,19 +7,18 @@
 //! set whenever the runtime generation changes.
 
 use crate::config::HealthCheck;
-use crate::proxy::Runtime;
-use crate::upstream::node::{Health, NodeState};
-use arc_swap::ArcSwap;
-use pingora::lb::health_check::{HealthCheck as Probe, HttpHealthCheck, TcpHealthCheck};
-use pingora::lb::Backend;
-use pingora::{Error, ErrorType};
+use crate::runtime::node::{Health, NodeState};
+use crate::runtime::Shared;
+use pingora_error::{Error, ErrorType};
+use pingora_load_balancing::health_check::{HealthCheck as Probe, HttpHealthCheck, TcpHealthCheck};
+use pingora_load_balancing::Backend;
 use std::sync::Arc;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 /// Run checks for every upstream that configures them, restarting on each reload
 /// (`generation` changes). Runs until the process ends.
-pub async fn supervise(runtime: Arc<ArcSwap<Runtime>>, mut generation: watch::Receiver<u64>) {
+pub async fn supervise(runtime: &'static Shared, mut generation: watch::Receiver<u64>) {
     loop {
         let rt = runtime.load_full();
         let mut tasks = JoinSet::new();
@@ -88,7 +87,7 @@ enum AnyProbe {
 }
 
 impl AnyProbe {
-    async fn check(&self, backend: &Backend) -> pingora::Result<()> {
+    async fn check(&self, backend: &Backend) -> pingora_error::Result<()> {
         match self {
             AnyProbe::Http(p) => p.check(backend).await,
             AnyProbe::Tcp(p) => p.check(backend).await,

@@ -4,7 +4,7 @@
 //! writers. A node's state survives config reloads (the `Arc` is carried over by id), so counters,
 //! admin states and health do not reset when the file changes.
 
-use crate::metrics::NodeMetrics;
+use super::counters::global;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
@@ -60,17 +60,24 @@ pub struct CheckResult {
 /// Milliseconds on one monotonic clock for the whole process (atomics cannot hold an `Instant`).
 static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
 
-/// Requests in flight plus open tunnels, over every node (removed ones included): shutdown waits
-/// for it to reach zero.
-static IN_FLIGHT: AtomicU64 = AtomicU64::new(0);
-
-pub fn in_flight() -> u64 {
-    IN_FLIGHT.load(Ordering::Relaxed)
-}
-
 pub fn now_ms() -> u64 {
     EPOCH.elapsed().as_millis() as u64
 }
+
+/// Per-node counters, one line per worker (see [`super::counters`]).
+pub mod stat {
+    /// Answered requests by status class: `REQUESTS + 0` is 1xx ... `REQUESTS + 4` is 5xx.
+    pub const REQUESTS: usize = 0;
+    /// Requests whose pin to this node was honoured.
+    pub const PINNED_HITS: usize = 5;
+    /// Open tunnels (a gauge).
+    pub const TUNNELS: usize = 6;
+    pub const LEN: usize = 7;
+}
+
+/// A node's request counters. Kept by node id across reloads (even when its address or weight
+/// changes), so exported counters do not reset when the file changes.
+pub type NodeStats = super::counters::Counters<{ stat::LEN }>;
 
 /// One node as the running proxy sees it. Shared (`Arc`) between pools (across reloads) and every
 /// request or tunnel currently on it, so a request that outlives a config change still decrements
@@ -80,12 +87,14 @@ pub struct NodeState {
     pub id: String,
     pub address: SocketAddr,
     pub weight: u32,
-    /// In-flight requests plus open tunnels.
+    /// In-flight requests plus open tunnels: the one counter every worker updates per request,
+    /// because least_conn must see every worker's load at once.
     load: AtomicU64,
-    tunnels: AtomicU64,
-    pinned_hits: AtomicU64,
+    pub stats: Arc<NodeStats>,
     health: AtomicU8,
     admin: AtomicU8,
+    /// Health changes so far: `[to healthy, to unhealthy]` (control thread only).
+    transitions: [AtomicU64; 2],
     /// When the node last became usable for new clients (`now_ms`), for slow start.
     usable_since_ms: AtomicU64,
     /// Passive failures in the current window, and when the window began (`now_ms`).
@@ -94,36 +103,25 @@ pub struct NodeState {
     /// Until when a passively failed node counts as down without an active checker (`now_ms`).
     passive_down_until_ms: AtomicU64,
     last_check: Mutex<Option<CheckResult>>,
-    pub metrics: NodeMetrics,
 }
 
 impl NodeState {
-    pub fn new(
-        upstream: &str,
-        id: impl Into<String>,
-        address: SocketAddr,
-        weight: u32,
-    ) -> NodeState {
-        let id = id.into();
-        let metrics = NodeMetrics::new(upstream, &id);
-        metrics.healthy.set(1);
-        metrics.admin_state.set(0);
+    pub fn new(id: impl Into<String>, address: SocketAddr, weight: u32) -> NodeState {
         NodeState {
-            id,
+            id: id.into(),
             address,
             weight: weight.max(1),
             load: AtomicU64::new(0),
-            tunnels: AtomicU64::new(0),
-            pinned_hits: AtomicU64::new(0),
+            stats: Arc::default(),
             health: AtomicU8::new(0),
             admin: AtomicU8::new(0),
+            transitions: [AtomicU64::new(0), AtomicU64::new(0)],
             // A node present from the start is not "coming back": no slow start for it.
             usable_since_ms: AtomicU64::new(0),
             passive_fails: AtomicU32::new(0),
             passive_window_ms: AtomicU64::new(0),
             passive_down_until_ms: AtomicU64::new(0),
             last_check: Mutex::new(None),
-            metrics,
         }
     }
 
@@ -133,22 +131,41 @@ impl NodeState {
     }
 
     pub fn open_tunnels(&self) -> u64 {
-        self.tunnels.load(Ordering::Relaxed)
+        self.stats.level(stat::TUNNELS)
     }
 
     pub fn pinned_hits(&self) -> u64 {
-        self.pinned_hits.load(Ordering::Relaxed)
+        self.stats.sum(stat::PINNED_HITS)
     }
 
     pub fn count_pinned_hit(&self) {
-        self.pinned_hits.fetch_add(1, Ordering::Relaxed);
+        self.stats.inc(stat::PINNED_HITS);
+    }
+
+    /// Count one answered request by its status class.
+    pub fn count_response(&self, status: u16) {
+        self.stats
+            .inc(stat::REQUESTS + usize::from(status / 100).clamp(1, 5) - 1);
+    }
+
+    /// Answered requests of status class `class` (1 to 5).
+    pub fn responses(&self, class: usize) -> u64 {
+        self.stats.sum(stat::REQUESTS + class.clamp(1, 5) - 1)
+    }
+
+    /// Health changes so far: (to healthy, to unhealthy).
+    pub fn transitions(&self) -> (u64, u64) {
+        (
+            self.transitions[0].load(Ordering::Relaxed),
+            self.transitions[1].load(Ordering::Relaxed),
+        )
     }
 
     /// Count one request (or tunnel) on this node until the guard drops, whatever way the request
     /// ends: response, error, client gone or tunnel closed.
     pub fn acquire(self: &Arc<Self>) -> LoadGuard {
         self.load.fetch_add(1, Ordering::Relaxed);
-        IN_FLIGHT.fetch_add(1, Ordering::Relaxed);
+        global::COUNTERS.inc(global::IN_FLIGHT);
         LoadGuard {
             node: Arc::clone(self),
             tunnel: false,
@@ -170,12 +187,9 @@ impl NodeState {
     /// Set the admin state; returns the previous one.
     pub fn set_admin(&self, state: AdminState) -> AdminState {
         let before = AdminState::from_code(self.admin.swap(state.code(), Ordering::Relaxed));
-        if before != state {
-            self.metrics.admin_state.set(i64::from(state.code()));
-            if state == AdminState::Active {
-                self.usable_since_ms
-                    .store(now_ms().max(1), Ordering::Relaxed);
-            }
+        if before != state && state == AdminState::Active {
+            self.usable_since_ms
+                .store(now_ms().max(1), Ordering::Relaxed);
         }
         before
     }
@@ -193,7 +207,7 @@ impl NodeState {
             self.passive_fails.store(0, Ordering::Relaxed);
             self.passive_down_until_ms.store(0, Ordering::Relaxed);
         }
-        self.metrics.health_transition(health == Health::Healthy);
+        self.transitions[usize::from(code)].fetch_add(1, Ordering::Relaxed);
         tracing::warn!(upstream, node = %self.id, address = %self.address, to = ?health, reason, "node health changed");
         true
     }
@@ -268,20 +282,24 @@ impl NodeState {
         self.last_check.lock().ok().and_then(|l| l.clone())
     }
 
-    /// Carry live state from the node this one replaces on reload (same id).
-    pub fn inherit(&self, old: &NodeState) {
+    /// Carry live state from the node this one replaces on reload (same id, another address or
+    /// weight): admin state, health, slow start, the last check, and the counters themselves.
+    pub fn inherit(mut self, old: &NodeState) -> NodeState {
         self.set_admin(old.admin());
         let health = old.health.load(Ordering::Relaxed);
         self.health.store(health, Ordering::Relaxed);
-        self.metrics.healthy.set(i64::from(health == 0));
-        self.pinned_hits.store(old.pinned_hits(), Ordering::Relaxed);
         self.usable_since_ms.store(
             old.usable_since_ms.load(Ordering::Relaxed),
             Ordering::Relaxed,
         );
+        self.stats = Arc::clone(&old.stats);
+        for (mine, theirs) in self.transitions.iter().zip(&old.transitions) {
+            mine.store(theirs.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
         if let (Ok(mut mine), Ok(theirs)) = (self.last_check.lock(), old.last_check.lock()) {
             mine.clone_from(&theirs);
         }
+        self
     }
 }
 
@@ -301,8 +319,7 @@ impl LoadGuard {
     pub fn into_tunnel(&mut self) {
         if !self.tunnel {
             self.tunnel = true;
-            self.node.tunnels.fetch_add(1, Ordering::Relaxed);
-            self.node.metrics.open_tunnels.inc();
+            self.node.stats.inc(stat::TUNNELS);
         }
     }
 }
@@ -310,10 +327,9 @@ impl LoadGuard {
 impl Drop for LoadGuard {
     fn drop(&mut self) {
         self.node.load.fetch_sub(1, Ordering::Relaxed);
-        IN_FLIGHT.fetch_sub(1, Ordering::Relaxed);
+        global::COUNTERS.dec(global::IN_FLIGHT);
         if self.tunnel {
-            self.node.tunnels.fetch_sub(1, Ordering::Relaxed);
-            self.node.metrics.open_tunnels.dec();
+            self.node.stats.dec(stat::TUNNELS);
         }
     }
 }
@@ -323,7 +339,7 @@ mod tests {
     use super::*;
 
     fn node() -> Arc<NodeState> {
-        Arc::new(NodeState::new("t", "a", "127.0.0.1:1".parse().unwrap(), 1))
+        Arc::new(NodeState::new("a", "127.0.0.1:1".parse().unwrap(), 1))
     }
 
     #[test]

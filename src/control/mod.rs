@@ -1,42 +1,39 @@
-//! Live reload and graceful shutdown: the control thread's jobs.
+//! The control plane: everything that changes the runtime snapshot or watches it, on one
+//! control thread beside the workers.
 //!
-//! **Reload** (SIGHUP or `POST /reload`): the file is read and validated; on any problem every
-//! diagnostic is logged and nothing changes. Otherwise a new `Runtime` is built, carrying each
-//! node's live state over by id, and swapped in atomically: requests already running (and open
-//! tunnels, even to removed nodes) keep the snapshot they started with; new requests see the new
-//! config. The generation counter tells the health checker to follow.
+//! [`Control`] owns the config as last loaded and what DNS discovery found, and rebuilds the
+//! runtime from both on a reload (SIGHUP or `POST /reload`) or a discovery change, swapping it
+//! in atomically: requests already running (and open tunnels, even to removed nodes) keep the
+//! snapshot they started with; new requests see the new one. Around it: [`discovery`] (DNS
+//! lookups that return what they found), [`health`] (active checks), [`admin`] (the admin API),
+//! [`metrics`] (the Prometheus registry, reading the runtime's counters at scrape time) and
+//! [`signals`] (reload and graceful shutdown).
 //!
-//! **Discovery** rounds (`crate::discovery`) that change an upstream's node set are applied
-//! the same way, from the file as last loaded plus what DNS found.
-//!
-//! **Shutdown** (SIGTERM/SIGINT): listeners close, idle keep-alive connections end, in-flight
-//! requests finish, tunnels are kept for `grace`, then closed one by one at random moments over
-//! `close_window` so clients do not all reconnect in the same second; the process exits when
-//! nothing is left or the window has passed.
+//! **May import:** `runtime`, `config`. **May not import:** `engine` (the control plane never
+//! touches a client socket; shutdown reaches the engine as a value on a watch channel) or any
+//! tool (`load`, `demo`, `cli`).
+
+pub mod admin;
+pub mod discovery;
+pub mod found;
+pub mod health;
+pub mod metrics;
+pub mod signals;
 
 use crate::config::{self, Config, ConfigError, Discover};
-use crate::discovery::{self, Found};
-use crate::proxy::Runtime;
+use crate::runtime::{Runtime, Shared};
 use arc_swap::ArcSwap;
+use found::Found;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
 use tokio::sync::watch;
-
-/// How the shutdown proceeds, sent to every connection when it starts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ShutdownPlan {
-    pub grace: Duration,
-    pub close_window: Duration,
-}
-
-/// `None` while serving; the plan once shutdown began.
-pub type ShutdownSignal = watch::Receiver<Option<ShutdownPlan>>;
 
 /// What the admin API, the signal handlers and DNS discovery act on.
 pub struct Control {
-    pub runtime: Arc<ArcSwap<Runtime>>,
+    /// The snapshot every request reads. It lives as long as the process (one per process),
+    /// so connections hold a plain reference instead of a reference-counted one.
+    pub runtime: &'static Shared,
     source: PathBuf,
     /// The file as last loaded, and what discovery found: the runtime is always built from
     /// both. The mutex also serialises changes (two at once would race to swap).
@@ -46,6 +43,7 @@ pub struct Control {
     /// Changes on every successful file reload: discovery restarts with the new names.
     config_generation: watch::Sender<u64>,
     reloads: AtomicU64,
+    pub metrics: metrics::Metrics,
 }
 
 struct State {
@@ -57,9 +55,11 @@ impl Control {
     /// The control for `config`, with a runtime built from its static nodes (discovery fills
     /// in the rest once it has looked).
     pub fn new(config: Config) -> Control {
-        let runtime = Arc::new(ArcSwap::from_pointee(Runtime::new(&config, None)));
+        let runtime: &'static Shared =
+            Box::leak(Box::new(ArcSwap::from_pointee(Runtime::new(&config, None))));
         Control {
             runtime,
+            metrics: metrics::Metrics::new(runtime),
             source: config.source.clone(),
             state: Mutex::new(State {
                 config,
@@ -127,7 +127,7 @@ impl Control {
 
     /// Apply a discovery round for `upstream` (one answer per name of `discover`): when the
     /// node set changed, the runtime is rebuilt like a reload.
-    pub fn discovered(&self, upstream: &str, discover: &Discover, answers: &[discovery::Answer]) {
+    pub fn discovered(&self, upstream: &str, discover: &Discover, answers: &[found::Answer]) {
         let mut state = self.state();
         // A round that raced a reload dropping this upstream's discovery changes nothing.
         let current = state
@@ -140,22 +140,13 @@ impl Control {
             return;
         }
         let before = state.found.status(upstream).cloned().unwrap_or_default();
-        let changed = state.found.record(
-            upstream,
-            discover,
-            answers,
-            crate::proxy::decide::unix_now(),
-        );
+        let changed = state
+            .found
+            .record(upstream, discover, answers, crate::runtime::unix_now());
         let status = state.found.status(upstream).cloned().unwrap_or_default();
         // `record` sets `last_error` exactly when some name gave no addresses this round.
         let failed = status.last_error.is_some();
-        let m = &crate::metrics::METRICS;
-        m.discovery_lookups
-            .with_label_values(&[upstream, if failed { "failed" } else { "ok" }])
-            .inc();
-        m.discovered_nodes
-            .with_label_values(&[upstream])
-            .set(status.nodes as i64);
+        self.metrics.discovery_round(upstream, failed, status.nodes);
         // Warn when a failure starts or changes, not on every round of a DNS outage.
         match (&before.last_error, &status.last_error) {
             (old, Some(error)) if old.as_ref() != Some(error) => {
@@ -178,7 +169,7 @@ impl Control {
     }
 
     /// How discovery of `upstream` is going, for `/status`.
-    pub fn discovery_status(&self, upstream: &str) -> Option<discovery::Status> {
+    pub fn discovery_status(&self, upstream: &str) -> Option<found::Status> {
         self.state().found.status(upstream).cloned()
     }
 
@@ -195,8 +186,7 @@ impl Control {
     }
 }
 
-/// `pool: +[added] -[removed]` for every pool whose node ids changed; the series of removed
-/// nodes are dropped from the metrics.
+/// `pool: +[added] -[removed]` for every pool whose node ids changed.
 fn changes(old: &Runtime, new: &Runtime) -> String {
     let mut out = Vec::new();
     for pool in &new.pools {
@@ -216,9 +206,6 @@ fn changes(old: &Runtime, new: &Runtime) -> String {
                     .collect()
             })
             .unwrap_or_default();
-        for id in &removed {
-            crate::metrics::forget_node(&pool.name, id);
-        }
         if !added.is_empty() || !removed.is_empty() {
             out.push(format!(
                 "{}: +[{}] -[{}]",
@@ -235,92 +222,19 @@ fn changes(old: &Runtime, new: &Runtime) -> String {
     }
 }
 
-/// Wait for signals: SIGHUP reloads; SIGTERM or SIGINT starts the shutdown and returns once
-/// connections are done or the plan's time is up.
-pub async fn run_signals(
+/// Run the control plane until a graceful shutdown is over: health checks, DNS discovery, the
+/// admin API (when `admin` is bound), and the signal handlers, which send the shutdown plan on
+/// `shutdown`.
+pub async fn run(
     control: Arc<Control>,
-    shutdown: watch::Sender<Option<ShutdownPlan>>,
-    plan: ShutdownPlan,
+    admin: Option<admin::Admin>,
+    shutdown: watch::Sender<Option<config::Shutdown>>,
+    plan: config::Shutdown,
 ) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut hup), Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::hangup()),
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot install signal handlers; stop tether with SIGKILL");
-        return std::future::pending().await;
-    };
-    loop {
-        tokio::select! {
-            _ = hup.recv() => {
-                let c = Arc::clone(&control);
-                // Reading and validating the file is blocking work; keep the control loop free.
-                let _ = tokio::task::spawn_blocking(move || c.reload()).await;
-            }
-            _ = term.recv() => break,
-            _ = int.recv() => break,
-        }
+    tokio::spawn(health::supervise(control.runtime, control.generation()));
+    tokio::spawn(discovery::run(Arc::clone(&control)));
+    if let Some(admin) = admin {
+        tokio::spawn(admin::serve(admin, Arc::clone(&control)));
     }
-    let open = crate::upstream::node::in_flight();
-    tracing::info!(grace = ?plan.grace, close_window = ?plan.close_window, open, "shutting down: no new connections");
-    let _ = shutdown.send(Some(plan));
-    let deadline =
-        tokio::time::Instant::now() + plan.grace + plan.close_window + Duration::from_secs(1);
-    loop {
-        let open = crate::upstream::node::in_flight();
-        if open == 0 {
-            tracing::info!("all requests and tunnels done; exiting");
-            return;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            tracing::warn!(
-                open,
-                "shutdown window over; exiting with connections still open"
-            );
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// When this tunnel should close during a shutdown: after the grace period, at a random point
-/// of the close window (`seed` makes each tunnel's point different).
-pub fn tunnel_close_delay(plan: &ShutdownPlan, seed: u64) -> Duration {
-    let window = plan.close_window.as_millis() as u64;
-    let jitter = if window == 0 {
-        0
-    } else {
-        // splitmix64: cheap, and different for every tunnel.
-        let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        (z ^ (z >> 31)) % window
-    };
-    plan.grace + Duration::from_millis(jitter)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tunnels_close_spread_over_the_window_after_grace() {
-        let plan = ShutdownPlan {
-            grace: Duration::from_secs(5),
-            close_window: Duration::from_secs(10),
-        };
-        let delays: Vec<_> = (0..1000).map(|s| tunnel_close_delay(&plan, s)).collect();
-        assert!(delays
-            .iter()
-            .all(|d| *d >= plan.grace && *d < plan.grace + plan.close_window));
-        let first_half = delays
-            .iter()
-            .filter(|d| **d < Duration::from_secs(10))
-            .count();
-        assert!(
-            (400..600).contains(&first_half),
-            "{first_half} of 1000 in the first half"
-        );
-    }
+    signals::run(control, shutdown, plan).await;
 }

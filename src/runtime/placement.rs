@@ -1,9 +1,12 @@
-//! Which node a request goes to: the pin it carries, or a new pick, and whether to (re)issue a
-//! cookie. Engine-neutral: both request paths call these two functions.
+//! Where one request goes: the pin it carries, or a new pick, whether to (re)issue a cookie,
+//! and which nodes it may still try.
+//!
+//! A [`Placement`] is built from the request's cookies, asked for a node by the exchange, told
+//! when a node refused the connection, and asked at the end for the `Set-Cookie` to send.
 
+use super::node::now_ms;
+use super::pool::{stat, Pinning, Pool};
 use crate::affinity::ring::ip_key;
-use crate::upstream::node::now_ms;
-use crate::upstream::{Pool, Stickiness};
 use std::cell::Cell;
 use std::net::IpAddr;
 use std::time::Duration;
@@ -24,7 +27,7 @@ fn ticket() -> u64 {
 /// Connect attempts per request before giving up with 503, each on a different node.
 pub const MAX_CONNECT_ATTEMPTS: usize = 3;
 
-/// Why a client got the node it got; logged and (later) counted.
+/// Why a client got the node it got; logged and counted (in this order in the pool's stats).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
     /// A valid pin was honoured (or ip_hash chose the ring owner).
@@ -37,9 +40,28 @@ pub enum Decision {
     Unpinned,
 }
 
-/// The affinity state of one request as it moves through the attempts.
+impl Decision {
+    pub const ALL: [Decision; 4] = [
+        Decision::Hit,
+        Decision::New,
+        Decision::Repinned,
+        Decision::Unpinned,
+    ];
+
+    /// The label metrics and logs use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Decision::Hit => "hit",
+            Decision::New => "new",
+            Decision::Repinned => "repinned",
+            Decision::Unpinned => "unpinned",
+        }
+    }
+}
+
+/// The placement state of one request as it moves through the attempts.
 #[derive(Debug, Clone, Default)]
-pub struct Affinity {
+pub struct Placement {
     /// The node the request is (or will be) sent to.
     pub node: Option<usize>,
     pub decision: Option<Decision>,
@@ -51,15 +73,15 @@ pub struct Affinity {
     pub invalid_token: bool,
 }
 
-impl Affinity {
+impl Placement {
     /// Read the client's pin from its `Cookie` headers (cookie mode only).
     pub fn from_cookies<'a>(
         pool: &Pool,
         cookie_headers: impl IntoIterator<Item = &'a [u8]>,
         now: u64,
-    ) -> Affinity {
-        let mut a = Affinity::default();
-        if let Stickiness::Cookie(pins) = &pool.stickiness {
+    ) -> Placement {
+        let mut a = Placement::default();
+        if let Pinning::Cookie(pins) = &pool.pinning {
             let (pin, present) = pins.lookup_noting_presence(cookie_headers, now);
             match pin {
                 Some(pin) => {
@@ -103,10 +125,10 @@ impl Affinity {
                 return Some(n);
             }
         }
-        let pick = match &pool.stickiness {
+        let pick = match &pool.pinning {
             // An ip_hash client's "pin" is its ring owner: it stays there while the owner serves
             // pinned clients (draining included) and moves to the successor otherwise.
-            Stickiness::IpHash(ring) => {
+            Pinning::IpHash(ring) => {
                 let mut buf = [0u8; 16];
                 let key = client_ip.map(|ip| ip_key(ip, &mut buf)).unwrap_or(&[]);
                 ring.get_where(key, |i| fresh(i) && pool.nodes[i].serves_pinned(now))
@@ -123,37 +145,28 @@ impl Affinity {
             }
         }?;
         let was_pinned = self.decision == Some(Decision::Hit);
-        self.decision = Some(
-            match (&pool.stickiness, was_pinned, self.tried.is_empty()) {
-                (Stickiness::None, ..) => Decision::Unpinned,
-                (Stickiness::IpHash(_), _, true)
-                    if Some(pick) == self.node || self.node.is_none() =>
-                {
-                    Decision::Hit
-                }
-                (_, false, true) => Decision::New,
-                _ => Decision::Repinned,
-            },
-        );
-        if let Stickiness::Cookie(_) = pool.stickiness {
+        self.decision = Some(match (&pool.pinning, was_pinned, self.tried.is_empty()) {
+            (Pinning::None, ..) => Decision::Unpinned,
+            (Pinning::IpHash(_), _, true) if Some(pick) == self.node || self.node.is_none() => {
+                Decision::Hit
+            }
+            (_, false, true) => Decision::New,
+            _ => Decision::Repinned,
+        });
+        if let Pinning::Cookie(_) = pool.pinning {
             self.issue_cookie = true;
         }
         self.node = Some(pick);
         Some(pick)
     }
 
-    /// Count this request's decision in the pool's metrics (once, when the node is final).
+    /// Count this request's decision in the pool's stats (once, when the node is final).
     pub fn count(&self, pool: &Pool) {
-        let m = &pool.metrics;
         if self.invalid_token {
-            m.invalid_token.inc();
+            pool.stats.inc(stat::INVALID_TOKEN);
         }
-        match self.decision {
-            Some(Decision::Hit) => m.hit.inc(),
-            Some(Decision::New) => m.new.inc(),
-            Some(Decision::Repinned) => m.repinned.inc(),
-            Some(Decision::Unpinned) | None => m.unpinned.inc(),
-        }
+        let d = self.decision.unwrap_or(Decision::Unpinned);
+        pool.stats.inc(stat::DECISIONS + d as usize);
     }
 
     /// May another node be tried after a failed connect? (bounded by `MAX_CONNECT_ATTEMPTS` and
@@ -174,17 +187,9 @@ impl Affinity {
     /// The `Set-Cookie` value to send, if this response must carry one (`tls`: the client came
     /// in over TLS, where the cookie is `Secure` unless configured otherwise).
     pub fn set_cookie(&self, pool: &Pool, now: u64, tls: bool) -> Option<String> {
-        match (&pool.stickiness, self.node, self.issue_cookie) {
-            (Stickiness::Cookie(pins), Some(node), true) => Some(pins.issue_on(node, now, tls)),
+        match (&pool.pinning, self.node, self.issue_cookie) {
+            (Pinning::Cookie(pins), Some(node), true) => Some(pins.issue_on(node, now, tls)),
             _ => None,
         }
     }
-}
-
-/// Seconds since the Unix epoch, for token issue and expiry.
-pub fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }

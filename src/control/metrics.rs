@@ -1,0 +1,317 @@
+//! Every Prometheus metric tether exports, named in this one place.
+//!
+//! The request path never touches Prometheus: it adds to counters each worker owns
+//! (`runtime::counters`), kept in the runtime's nodes and pools. A scrape walks the current
+//! snapshot and sums them ([`RuntimeCollector`]), so a node that left the runtime (a reload,
+//! DNS discovery) leaves the exposition with it, and pod churn cannot grow `/metrics`.
+//! Control-plane events (DNS discovery rounds) use ordinary Prometheus counters.
+
+use crate::runtime::counters::global;
+use crate::runtime::node::AdminState;
+use crate::runtime::placement::Decision;
+use crate::runtime::pool::{stat, DURATION_BUCKETS};
+use crate::runtime::Shared;
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::{self, LabelPair, MetricFamily, MetricType};
+use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
+
+/// The registry `/metrics` renders, and the control plane's own metrics.
+pub struct Metrics {
+    registry: Registry,
+    discovery_lookups: IntCounterVec,
+    discovered_nodes: IntGaugeVec,
+}
+
+impl Metrics {
+    /// Metrics over the runtime in `runtime`.
+    pub fn new(runtime: &'static Shared) -> Metrics {
+        match Metrics::build(runtime) {
+            Ok(m) => m,
+            // Names, helps and label sets are static: a failure is a programming error, and
+            // the unit test below builds them.
+            Err(e) => unreachable!("metric definitions are static and valid: {e}"),
+        }
+    }
+
+    fn build(runtime: &'static Shared) -> Result<Metrics, prometheus::Error> {
+        let registry = Registry::new();
+        let discovery_lookups = IntCounterVec::new(
+            Opts::new(
+                "tether_discovery_lookups_total",
+                "DNS discovery lookup rounds, by upstream and result (ok, failed).",
+            ),
+            &["upstream", "result"],
+        )?;
+        let discovered_nodes = IntGaugeVec::new(
+            Opts::new(
+                "tether_discovered_nodes",
+                "Nodes the last good DNS discovery round found, by upstream.",
+            ),
+            &["upstream"],
+        )?;
+        registry.register(Box::new(discovery_lookups.clone()))?;
+        registry.register(Box::new(discovered_nodes.clone()))?;
+        registry.register(Box::new(RuntimeCollector::new(runtime)?))?;
+        Ok(Metrics {
+            registry,
+            discovery_lookups,
+            discovered_nodes,
+        })
+    }
+
+    /// Record a discovery round for `upstream`.
+    pub fn discovery_round(&self, upstream: &str, failed: bool, nodes: usize) {
+        self.discovery_lookups
+            .with_label_values(&[upstream, if failed { "failed" } else { "ok" }])
+            .inc();
+        self.discovered_nodes
+            .with_label_values(&[upstream])
+            .set(nodes as i64);
+    }
+
+    /// The text exposition of every metric.
+    pub fn render(&self) -> String {
+        use prometheus::Encoder;
+        let mut out = Vec::new();
+        let _ = prometheus::TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+/// The families read off the runtime at scrape time: (name, help, type).
+const FAMILIES: [(&str, &str, MetricType); 10] = [
+    (
+        "tether_requests_total",
+        "Requests answered, by upstream, node and status class.",
+        MetricType::COUNTER,
+    ),
+    (
+        "tether_request_duration_seconds",
+        "Time from a request head to the end of its response, by upstream.",
+        MetricType::HISTOGRAM,
+    ),
+    (
+        "tether_open_tunnels",
+        "Upgraded (WebSocket) connections open now, by node.",
+        MetricType::GAUGE,
+    ),
+    (
+        "tether_upgrades_total",
+        "Upgrade requests by result: ok (101) or failed.",
+        MetricType::COUNTER,
+    ),
+    (
+        "tether_affinity_decisions_total",
+        "How each request's node was decided: hit (pin honoured), new (first pick), \
+         repinned (pinned node unusable), invalid_token (a cookie that did not verify), \
+         unpinned (no stickiness).",
+        MetricType::COUNTER,
+    ),
+    (
+        "tether_health_transitions_total",
+        "Node health changes, by the state entered.",
+        MetricType::COUNTER,
+    ),
+    (
+        "tether_node_healthy",
+        "1 if the node is healthy, 0 if not.",
+        MetricType::GAUGE,
+    ),
+    (
+        "tether_node_admin_state",
+        "The node's admin state: 0 active, 1 draining, 2 disabled.",
+        MetricType::GAUGE,
+    ),
+    (
+        "tether_origin_rejected_total",
+        "WebSocket upgrades refused because their Origin is not allowed.",
+        MetricType::COUNTER,
+    ),
+    (
+        "tether_in_flight",
+        "Requests in flight plus open tunnels, over every upstream.",
+        MetricType::GAUGE,
+    ),
+];
+
+/// Reads the runtime's counters at scrape time.
+struct RuntimeCollector {
+    runtime: &'static Shared,
+    descs: Vec<Desc>,
+}
+
+impl RuntimeCollector {
+    fn new(runtime: &'static Shared) -> Result<RuntimeCollector, prometheus::Error> {
+        let descs = FAMILIES
+            .iter()
+            .map(|(name, help, _)| {
+                Desc::new(
+                    name.to_string(),
+                    help.to_string(),
+                    vec![],
+                    Default::default(),
+                )
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(RuntimeCollector { runtime, descs })
+    }
+}
+
+fn labels(pairs: &[(&str, &str)]) -> Vec<LabelPair> {
+    let mut out: Vec<LabelPair> = pairs
+        .iter()
+        .map(|(k, v)| {
+            let mut l = LabelPair::default();
+            l.set_name(k.to_string());
+            l.set_value(v.to_string());
+            l
+        })
+        .collect();
+    out.sort_by(|a, b| a.name().cmp(b.name()));
+    out
+}
+
+fn counter(pairs: &[(&str, &str)], value: u64) -> proto::Metric {
+    let mut c = proto::Counter::default();
+    c.set_value(value as f64);
+    let mut m = proto::Metric::from_label(labels(pairs));
+    m.set_counter(c);
+    m
+}
+
+fn gauge(pairs: &[(&str, &str)], value: f64) -> proto::Metric {
+    let mut g = proto::Gauge::default();
+    g.set_value(value);
+    let mut m = proto::Metric::from_label(labels(pairs));
+    m.set_gauge(g);
+    m
+}
+
+impl Collector for RuntimeCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let rt = self.runtime.load();
+        let mut families: Vec<Vec<proto::Metric>> = vec![Vec::new(); FAMILIES.len()];
+        const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+        for pool in &rt.pools {
+            let up = pool.name.as_str();
+            let s = &pool.stats;
+            for node in &pool.nodes {
+                let id = node.id.as_str();
+                for (i, class) in CLASSES.iter().enumerate() {
+                    let n = node.responses(i + 1);
+                    families[0].push(counter(
+                        &[("upstream", up), ("node", id), ("class", class)],
+                        n,
+                    ));
+                }
+                families[2].push(gauge(
+                    &[("upstream", up), ("node", id)],
+                    node.open_tunnels() as f64,
+                ));
+                let (healthy, unhealthy) = node.transitions();
+                for (to, n) in [("healthy", healthy), ("unhealthy", unhealthy)] {
+                    families[5].push(counter(&[("upstream", up), ("node", id), ("to", to)], n));
+                }
+                let is_healthy = node.health() == crate::runtime::node::Health::Healthy;
+                families[6].push(gauge(
+                    &[("upstream", up), ("node", id)],
+                    f64::from(u8::from(is_healthy)),
+                ));
+                let admin = match node.admin() {
+                    AdminState::Active => 0.0,
+                    AdminState::Draining => 1.0,
+                    AdminState::Disabled => 2.0,
+                };
+                families[7].push(gauge(&[("upstream", up), ("node", id)], admin));
+            }
+            // The histogram: buckets are kept apart per worker, cumulated here.
+            let mut h = proto::Histogram::default();
+            let mut cumulative = 0;
+            let mut buckets = Vec::new();
+            for (i, bound) in DURATION_BUCKETS.iter().enumerate() {
+                cumulative += s.sum(stat::DURATION + i);
+                let mut b = proto::Bucket::default();
+                b.set_upper_bound(*bound);
+                b.set_cumulative_count(cumulative);
+                buckets.push(b);
+            }
+            h.set_bucket(buckets);
+            h.set_sample_count(s.sum(stat::DURATION_COUNT));
+            h.set_sample_sum(s.sum(stat::DURATION_SUM_US) as f64 / 1e6);
+            let mut m = proto::Metric::from_label(labels(&[("upstream", up)]));
+            m.set_histogram(h);
+            families[1].push(m);
+            for (result, i) in [("ok", stat::UPGRADE_OK), ("failed", stat::UPGRADE_FAILED)] {
+                families[3].push(counter(&[("upstream", up), ("result", result)], s.sum(i)));
+            }
+            for d in Decision::ALL {
+                let n = s.sum(stat::DECISIONS + d as usize);
+                families[4].push(counter(&[("upstream", up), ("decision", d.name())], n));
+            }
+            families[4].push(counter(
+                &[("upstream", up), ("decision", "invalid_token")],
+                s.sum(stat::INVALID_TOKEN),
+            ));
+        }
+        families[8].push(counter(&[], global::COUNTERS.sum(global::ORIGIN_REJECTED)));
+        families[9].push(gauge(&[], global::in_flight() as f64));
+        FAMILIES
+            .iter()
+            .zip(families)
+            .map(|((name, help, kind), metrics)| {
+                let mut f = MetricFamily::default();
+                f.set_name(name.to_string());
+                f.set_help(help.to_string());
+                f.set_field_type(*kind);
+                f.set_metric(metrics);
+                f
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::Runtime;
+
+    #[test]
+    fn runtime_counters_render_as_prometheus_families() {
+        let text = "listen: [{ address: \"127.0.0.1:8080\" }]\nupstreams:\n  up:\n    affinity: { mode: none }\n    nodes: [{ id: a, address: \"127.0.0.1:1\" }]\n";
+        let config = crate::config::parse(std::path::Path::new("t.yaml"), text, &|_| None)
+            .expect("valid config");
+        let shared: &'static Shared = Box::leak(Box::new(arc_swap::ArcSwap::from_pointee(
+            Runtime::new(&config, None),
+        )));
+        let rt = shared.load();
+        let node = &rt.pools[0].nodes[0];
+        node.count_response(204);
+        node.count_response(503);
+        rt.pools[0]
+            .stats
+            .inc(stat::DECISIONS + Decision::Hit as usize);
+        crate::runtime::pool::observe_duration(
+            &rt.pools[0].stats,
+            std::time::Duration::from_millis(3),
+        );
+        let text = Metrics::new(shared).render();
+        assert!(
+            text.contains("tether_requests_total{class=\"2xx\",node=\"a\",upstream=\"up\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("tether_requests_total{class=\"5xx\",node=\"a\",upstream=\"up\"} 1"));
+        assert!(
+            text.contains("tether_affinity_decisions_total{decision=\"hit\",upstream=\"up\"} 1")
+        );
+        assert!(
+            text.contains("tether_request_duration_seconds_bucket{upstream=\"up\",le=\"0.005\"} 1")
+        );
+        assert!(text
+            .contains("tether_request_duration_seconds_bucket{upstream=\"up\",le=\"0.0025\"} 0"));
+        assert!(text.contains("# TYPE tether_open_tunnels gauge"));
+    }
+}

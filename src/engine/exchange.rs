@@ -1,0 +1,389 @@
+//! One request/response exchange as named steps, in the order they happen:
+//!
+//! 1. [`plan`](Conn::plan): route, client IP, WebSocket policy, the client's pin. Nothing has
+//!    touched a node yet; a refusal here is answered without one.
+//! 2. [`connect`](Conn::connect): pick a node (the pin, or a new placement), take an idle
+//!    connection to it or open one; a node that refuses is marked tried and another is picked.
+//! 3. [`send`](Conn::send): the rewritten head and the body, client → node.
+//! 4. [`read_head`](Conn::read_head): the response head, forwarding interim `1xx` answers.
+//!    Steps 3 and 4 run again, once, on a fresh connection when a pooled one turns out to have
+//!    been closed by the node (see [`Conn::may_resend`]).
+//! 5. [`tunnel`](Conn::tunnel) after `101`, else [`forward`](Conn::forward) the response.
+//!
+//! Every failure is a [`Failure`]: the connection loop answers it with the status the runtime's
+//! table gives and closes the connection.
+
+use super::body::Body;
+use super::conn::{Conn, Next};
+use super::head::{self, Framing, Kind};
+use super::{pool, tunnel};
+use crate::runtime::failure::{Failure, NodeFailure, Refusal};
+use crate::runtime::node::LoadGuard;
+use crate::runtime::placement::{Decision, Placement};
+use crate::runtime::pool::{observe_duration, stat, Pool};
+use crate::runtime::websocket::{self, Handshake};
+use crate::runtime::{client_ip, counters, unix_now, Runtime};
+use bytes::Buf;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+
+/// What the exchange decided before contacting a node.
+pub(super) struct Plan<'rt> {
+    pub pool: &'rt Pool,
+    pub placement: Placement,
+    pub client_ip: IpAddr,
+    pub started: Instant,
+    /// The request was already sent again once (at most one resend, ever).
+    pub resent: bool,
+    /// An interim `1xx` went to the client: the response has begun, nothing may be resent.
+    pub answered: bool,
+}
+
+/// A connection to the chosen node; holds the node's load counter until dropped.
+pub(super) struct Upstream {
+    pub stream: TcpStream,
+    pub node: usize,
+    /// Taken from the idle pool: the node may have closed it while it sat there.
+    pub reused: bool,
+    pub guard: LoadGuard,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
+    /// One request/response exchange (or the start of a tunnel).
+    pub(super) async fn exchange(
+        &mut self,
+        req: head::Request,
+        rt: &Runtime,
+    ) -> Result<Next, Failure> {
+        let mut plan = self.plan(&req, rt)?;
+        let mut up = self.connect(&mut plan, req.upgrade).await?;
+        let resp = match self.send_and_read_head(&req, &mut plan, &mut up).await {
+            Ok(resp) => resp,
+            Err(failure) => {
+                self.count_failure(&plan, &up, &req, failure);
+                return Err(failure);
+            }
+        };
+        let pool = plan.pool;
+        pool.nodes[up.node].count_response(resp.status);
+        let set_cookie = plan.placement.set_cookie(pool, unix_now(), self.tls);
+        if resp.status == 101 {
+            if !req.upgrade {
+                return Err(NodeFailure::UnaskedUpgrade.into());
+            }
+            pool.stats.inc(stat::UPGRADE_OK);
+            return Ok(self.tunnel(up, &resp, set_cookie.as_deref(), &plan).await);
+        }
+        if req.upgrade {
+            pool.stats.inc(stat::UPGRADE_FAILED);
+        }
+        Ok(self
+            .forward(&req, &resp, set_cookie.as_deref(), &plan, up)
+            .await)
+    }
+
+    /// Step 1: everything decided from the head alone.
+    fn plan<'rt>(&mut self, req: &head::Request, rt: &'rt Runtime) -> Result<Plan<'rt>, Refusal> {
+        let buf = &self.cbuf[..];
+        let target = &buf[req.target.clone()];
+        let path = std::str::from_utf8(target).unwrap_or("");
+        let host = req.host.map(|(a, b)| &buf[a as usize..b as usize]);
+        let (pool_index, policy) = rt
+            .router
+            .route_with_policy(host, path)
+            .ok_or(Refusal::NoRoute)?;
+        let pool = &rt.pools[pool_index];
+        let xff = head::all(buf, &self.fields, Kind::XForwardedFor);
+        let client_ip = client_ip::resolve(self.peer.ip(), &rt.trusted_proxies, xff);
+        if req.upgrade {
+            let f = |k| head::first(buf, &self.fields, k);
+            let handshake = Handshake {
+                method: &buf[req.method.clone()],
+                upgrade: f(Kind::Upgrade),
+                version: f(Kind::SecWebSocketVersion),
+                key: f(Kind::SecWebSocketKey),
+                origin: f(Kind::Origin),
+            };
+            if let Err(refusal) = websocket::check(&handshake, policy) {
+                if refusal == Refusal::OriginNotAllowed {
+                    counters::global::COUNTERS.inc(counters::global::ORIGIN_REJECTED);
+                    tracing::warn!(
+                        upstream = %pool.name, client = %client_ip,
+                        origin = handshake.origin_text().unwrap_or("(none)"),
+                        "WebSocket upgrade refused: origin not allowed"
+                    );
+                }
+                return Err(refusal);
+            }
+        }
+        let cookies = head::all(buf, &self.fields, Kind::Cookie);
+        Ok(Plan {
+            pool,
+            placement: Placement::from_cookies(pool, cookies, unix_now()),
+            client_ip,
+            started: Instant::now(),
+            resent: false,
+            answered: false,
+        })
+    }
+
+    /// Step 2: a connection to the node the placement chooses, trying (and re-pinning to)
+    /// another node when one refuses.
+    async fn connect(&mut self, plan: &mut Plan<'_>, upgrade: bool) -> Result<Upstream, Failure> {
+        let pool = plan.pool;
+        loop {
+            let Some(node) = plan.placement.choose(pool, Some(plan.client_ip), upgrade) else {
+                tracing::warn!(upstream = %pool.name, "no usable node");
+                return Err(NodeFailure::NoNode.into());
+            };
+            let state = &pool.nodes[node];
+            let guard = state.acquire();
+            let (stream, reused) = match pool::take(state.address) {
+                Some(s) => (s, true),
+                None => match connect(state.address, pool.timeouts.connect).await {
+                    Ok(s) => (s, false),
+                    Err(e) => {
+                        tracing::warn!(upstream = %pool.name, node = %state.id, error = %e, "connect to node failed");
+                        pool.passive_failure(node);
+                        plan.placement.connect_failed();
+                        if !plan.placement.may_retry(pool) {
+                            return Err(NodeFailure::Connect.into());
+                        }
+                        continue;
+                    }
+                },
+            };
+            plan.placement.count(pool);
+            if plan.placement.decision == Some(Decision::Repinned) {
+                tracing::info!(upstream = %pool.name, to = %state.id, reason = "node refused the connection", "client re-pinned");
+            }
+            return Ok(Upstream {
+                stream,
+                node,
+                reused,
+                guard,
+            });
+        }
+    }
+
+    /// Steps 3 and 4, with the one resend a stale pooled connection may earn.
+    async fn send_and_read_head(
+        &mut self,
+        req: &head::Request,
+        plan: &mut Plan<'_>,
+        up: &mut Upstream,
+    ) -> Result<head::Response, Failure> {
+        // The rewritten head and whatever body bytes are already here, in one write.
+        self.write_request_head(req);
+        self.consume_client(req.len);
+        let mut body = Body::new(req.framing);
+        let n = body.claim(&self.cbuf).map_err(|_| Refusal::BadRequest)?;
+        self.out.extend_from_slice(&self.cbuf[..n]);
+        self.consume_client(n);
+        // The whole request is in `out`: it could be sent again.
+        let whole = body.done();
+        loop {
+            let result = match self.send(req, plan, up, &mut body).await {
+                Ok(()) => self.read_head(req, plan, up).await,
+                Err(f) => Err(f),
+            };
+            match result {
+                Err(Failure::Node(f)) if whole && self.may_resend(f, plan, up) => {
+                    plan.resent = true;
+                    tracing::debug!(upstream = %plan.pool.name, node = %plan.pool.nodes[up.node].id, failure = ?f, "pooled connection was closed; sending again on a fresh one");
+                    let addr = plan.pool.nodes[up.node].address;
+                    up.stream = connect(addr, plan.pool.timeouts.connect)
+                        .await
+                        .map_err(|_| NodeFailure::Closed)?;
+                    up.reused = false;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// The retry rule: a request goes to a node at most twice, and the second time only on a
+    /// fresh connection after a pooled one failed before any answer came back.
+    fn may_resend(&self, failure: NodeFailure, plan: &Plan<'_>, up: &Upstream) -> bool {
+        failure.stale_connection()
+            && up.reused
+            && !plan.resent
+            && !plan.answered
+            && self.ubuf.is_empty()
+    }
+
+    /// Step 3: the request head (with any body bytes already read) and the rest of the body.
+    async fn send(
+        &mut self,
+        req: &head::Request,
+        plan: &Plan<'_>,
+        up: &mut Upstream,
+        body: &mut Body,
+    ) -> Result<(), Failure> {
+        let limit = plan.pool.timeouts.send;
+        send_to_node(&mut self.deadline, &mut up.stream, &self.out, limit).await?;
+        if !body.done() {
+            if req.expect_continue {
+                // We forward the body ourselves, so we (like nginx) tell the client to send it.
+                if !self.write_client(b"HTTP/1.1 100 Continue\r\n\r\n").await {
+                    return Err(Refusal::BadRequest.into());
+                }
+            }
+            self.stream_request_body(up, body, plan.pool.timeouts.read, limit)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Step 4: the response head, forwarding interim `1xx` answers to the client as they come.
+    async fn read_head(
+        &mut self,
+        req: &head::Request,
+        plan: &mut Plan<'_>,
+        up: &mut Upstream,
+    ) -> Result<head::Response, Failure> {
+        self.ubuf.clear();
+        loop {
+            let resp = self
+                .read_response_head(&mut up.stream, req.head, plan.pool.timeouts.read)
+                .await?;
+            if (100..200).contains(&resp.status) && resp.status != 101 {
+                plan.answered = true;
+                // Rare enough that copying it out is simpler than borrowing around it.
+                let interim = self.ubuf[..resp.len].to_vec();
+                self.ubuf.advance(resp.len);
+                if !self.write_client(&interim).await {
+                    return Err(Refusal::BadRequest.into());
+                }
+                continue;
+            }
+            return Ok(resp);
+        }
+    }
+
+    /// Count a failure against the node it happened on.
+    fn count_failure(&self, plan: &Plan<'_>, up: &Upstream, req: &head::Request, f: Failure) {
+        let Failure::Node(failure) = f else {
+            return;
+        };
+        if failure.counts_against_node() {
+            plan.pool.passive_failure(up.node);
+        }
+        plan.pool.nodes[up.node].count_response(failure.status());
+        if req.upgrade {
+            plan.pool.stats.inc(stat::UPGRADE_FAILED);
+        }
+    }
+
+    /// Step 5a: `101`: the response head, then the byte tunnel until either side is done.
+    async fn tunnel(
+        &mut self,
+        mut up: Upstream,
+        resp: &head::Response,
+        set_cookie: Option<&str>,
+        plan: &Plan<'_>,
+    ) -> Next {
+        let pool = plan.pool;
+        up.guard.into_tunnel();
+        self.write_response_head(resp, set_cookie, true, 1);
+        // Anything the node sent after its 101 belongs to the new protocol.
+        self.out.extend_from_slice(&self.ubuf[resp.len..]);
+        if !self.flush_out().await {
+            return Next::Close;
+        }
+        // Anything the client sent after its request head (early frames) goes to the node.
+        if !self.cbuf.is_empty() {
+            let limit = pool.timeouts.send;
+            let early = std::mem::take(&mut self.cbuf);
+            if send_to_node(&mut self.deadline, &mut up.stream, &early, limit)
+                .await
+                .is_err()
+            {
+                return Next::Close;
+            }
+        }
+        self.release_buffers();
+        let node = &pool.nodes[up.node];
+        tracing::debug!(upstream = %pool.name, node = %node.id, "tunnel open");
+        let end = tunnel::run(
+            &mut self.client,
+            &mut up.stream,
+            pool.timeouts.tunnel_idle,
+            self.shutdown.clone(),
+        )
+        .await;
+        tracing::debug!(upstream = %pool.name, node = %node.id, ?end, secs = plan.started.elapsed().as_secs(), "tunnel closed");
+        Next::Close
+    }
+
+    /// Step 5b: the response head and body to the client; the node connection goes back to
+    /// the pool when the response ended cleanly and nothing is left over.
+    async fn forward(
+        &mut self,
+        req: &head::Request,
+        resp: &head::Response,
+        set_cookie: Option<&str>,
+        plan: &Plan<'_>,
+        mut up: Upstream,
+    ) -> Next {
+        let pool = plan.pool;
+        let keep_client =
+            req.keep_alive && resp.framing != Framing::UntilClose && !self.shutting_down();
+        self.write_response_head(resp, set_cookie, keep_client, req.minor);
+        let mut body = Body::new(resp.framing);
+        self.ubuf.advance(resp.len);
+        let Ok(n) = body.claim(&self.ubuf) else {
+            return Next::Close;
+        };
+        self.out.extend_from_slice(&self.ubuf[..n]);
+        self.ubuf.advance(n);
+        if !self.flush_out().await {
+            return Next::Close;
+        }
+        let complete = body.done()
+            || self
+                .stream_response_body(&mut up.stream, &mut body, pool.timeouts.read)
+                .await;
+        if complete && resp.keep_alive && self.ubuf.is_empty() {
+            pool::put(pool.nodes[up.node].address, up.stream);
+        }
+        observe_duration(&pool.stats, plan.started.elapsed());
+        drop(up.guard);
+        tracing::debug!(
+            upstream = %pool.name, node = %pool.nodes[up.node].id, status = resp.status,
+            decision = ?plan.placement.decision, elapsed_us = plan.started.elapsed().as_micros() as u64,
+            "request"
+        );
+        if complete && keep_client {
+            Next::KeepAlive
+        } else {
+            Next::Close
+        }
+    }
+}
+
+/// Write `buf` to a node within `limit` (`timeouts.send`, like nginx's `proxy_send_timeout`).
+pub(super) async fn send_to_node(
+    deadline: &mut super::deadline::Deadline,
+    node: &mut TcpStream,
+    buf: &[u8],
+    limit: Duration,
+) -> Result<(), NodeFailure> {
+    use tokio::io::AsyncWriteExt;
+    match deadline.limit(limit, node.write_all(buf)).await {
+        Some(Ok(())) => Ok(()),
+        Some(Err(_)) => Err(NodeFailure::SendBroken),
+        None => Err(NodeFailure::SendTimeout),
+    }
+}
+
+async fn connect(addr: SocketAddr, limit: Duration) -> io::Result<TcpStream> {
+    let stream = tokio::time::timeout(limit, TcpStream::connect(addr))
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}

@@ -1,0 +1,224 @@
+//! Listening sockets and what happens between `accept` and the first request: the PROXY
+//! protocol header, the per-IP connection cap, and the TLS handshake.
+
+use super::{conn, per_ip, proxy_protocol, Limits, ShutdownSignal};
+use crate::runtime::failure::{self, Refusal};
+use crate::runtime::Shared;
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Pending connections the kernel queues per listener.
+const BACKLOG: i32 = 4096;
+
+/// A bound listening socket and how its connections start.
+pub struct Bound {
+    pub socket: std::net::TcpListener,
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    pub proxy_protocol: bool,
+}
+
+/// Bind one listening socket with `SO_REUSEPORT`, so every worker can have its own.
+pub fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    // Accepted sockets inherit TCP_NODELAY from the listener on Linux: set once here instead of
+    // one setsockopt per connection (it matters at thousands of new connections a second).
+    socket.set_tcp_nodelay(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(BACKLOG)?;
+    Ok(socket.into())
+}
+
+/// Accept connections until shutdown; each gets its own task on this worker.
+pub async fn accept_loop(
+    listener: tokio::net::TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    proxy_protocol: bool,
+    runtime: &'static Shared,
+    limits: Limits,
+    mut shutdown: ShutdownSignal,
+) {
+    let mut fd_warned = false;
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            // Dropping the listener closes it: new connections are refused from here on.
+            _ = shutdown.changed() => return,
+            a = listener.accept() => a,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                fd_warned = false;
+                let (shutdown, tls) = (shutdown.clone(), tls.clone());
+                tokio::spawn(start(
+                    stream,
+                    peer,
+                    tls,
+                    proxy_protocol,
+                    runtime,
+                    limits,
+                    shutdown,
+                ));
+            }
+            Err(e) => {
+                // Out of descriptors: say so once per episode, and give closing connections a
+                // moment instead of spinning on accept.
+                if out_of_descriptors(&e) {
+                    if !fd_warned {
+                        tracing::warn!(error = %e, "open-file limit reached: new connections wait until others close");
+                        fd_warned = true;
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                } else {
+                    tracing::debug!(error = %e, "accept failed");
+                }
+            }
+        }
+    }
+}
+
+/// EMFILE or ENFILE: the process or the system has no descriptor left for a new connection.
+pub fn out_of_descriptors(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(23) | Some(24))
+}
+
+/// One accepted connection: PROXY header, per-IP cap, TLS, then the connection loop.
+async fn start(
+    stream: TcpStream,
+    mut peer: SocketAddr,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    proxy_protocol: bool,
+    runtime: &'static Shared,
+    limits: Limits,
+    shutdown: ShutdownSignal,
+) {
+    if proxy_protocol {
+        match tokio::time::timeout(limits.head_timeout, read_proxy_header(&stream)).await {
+            Ok(Ok(Some(client))) => peer = client,
+            Ok(Ok(None)) => {}
+            _ => {
+                // No valid PROXY header: this connection did not come through the balancer we
+                // were told about. Close it without a word.
+                tracing::debug!(client = %peer, "connection without a valid PROXY header closed");
+                return;
+            }
+        }
+    }
+    // Counted against the client's IP until the connection ends.
+    let _slot = match limits.max_connections_per_ip {
+        0 => None,
+        cap => match per_ip::enter(peer.ip(), cap) {
+            Some(slot) => Some(slot),
+            None => {
+                tracing::debug!(client = %peer, cap, "too many connections from this address");
+                // Boxed: a future is as large as its largest state, and this cold path must
+                // not grow every connection's task.
+                Box::pin(too_many(stream, tls)).await;
+                return;
+            }
+        },
+    };
+    match tls {
+        None => conn::serve(stream, peer, runtime, limits, shutdown, false).await,
+        // Boxed for the same reason: rustls' connection state is kilobytes, and plain
+        // connections (and their tunnels) must not carry its size.
+        Some(acceptor) => {
+            Box::pin(serve_tls(acceptor, stream, peer, runtime, limits, shutdown)).await
+        }
+    }
+}
+
+/// Read the PROXY protocol header off `stream`, consuming exactly its bytes (peeked first, so a
+/// TLS ClientHello or request behind it stays in the socket). `Ok(None)`: a LOCAL/UNKNOWN header.
+async fn read_proxy_header(stream: &TcpStream) -> io::Result<Option<SocketAddr>> {
+    let invalid = || io::Error::new(io::ErrorKind::InvalidData, "bad PROXY header");
+    let mut buf = vec![0u8; proxy_protocol::V2_MAX];
+    loop {
+        let n = stream.peek(&mut buf).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        match proxy_protocol::parse(&buf[..n]) {
+            Err(_) => return Err(invalid()),
+            Ok(Some((source, len))) => {
+                // Consume the header's bytes now that we know how many there are.
+                let mut left = len;
+                while left > 0 {
+                    stream.readable().await?;
+                    match stream.try_read(&mut buf[..left]) {
+                        Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                        Ok(k) => left -= k,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                        Err(e) => return Err(e),
+                    }
+                }
+                return Ok(match source {
+                    proxy_protocol::Source::Client(addr) => Some(addr),
+                    proxy_protocol::Source::Local => None,
+                });
+            }
+            Ok(None) if n >= buf.len() => return Err(invalid()),
+            // Part of a header: peek sees the same bytes until more arrive, so pause briefly
+            // (rare: balancers send the header in one segment; the caller bounds the wait).
+            Ok(None) => tokio::time::sleep(Duration::from_millis(5)).await,
+        }
+    }
+}
+
+/// A TLS connection: the handshake (bounded by the head limit, so a client that never finishes
+/// it cannot hold a slot), then the same connection loop as plain TCP.
+async fn serve_tls(
+    acceptor: tokio_rustls::TlsAcceptor,
+    stream: TcpStream,
+    peer: SocketAddr,
+    runtime: &'static Shared,
+    limits: Limits,
+    shutdown: ShutdownSignal,
+) {
+    match tokio::time::timeout(limits.head_timeout, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => conn::serve(tls, peer, runtime, limits, shutdown, true).await,
+        Ok(Err(e)) => tracing::debug!(client = %peer, error = %e, "TLS handshake failed"),
+        Err(_) => tracing::debug!(client = %peer, "TLS handshake timed out"),
+    }
+}
+
+/// Answer `429` on a connection over the per-IP cap and close it: after TLS when the listener
+/// has it, and after the request head has arrived (an answer before the request confuses
+/// clients), all within a few seconds.
+async fn too_many(stream: TcpStream, tls: Option<tokio_rustls::TlsAcceptor>) {
+    let limit = Duration::from_secs(5);
+    match tls {
+        None => {
+            let _ = tokio::time::timeout(limit, answer_429(stream)).await;
+        }
+        Some(acceptor) => {
+            let _ = tokio::time::timeout(limit, async {
+                if let Ok(s) = acceptor.accept(stream).await {
+                    answer_429(s).await;
+                }
+            })
+            .await;
+        }
+    }
+}
+
+async fn answer_429<S: AsyncRead + AsyncWrite + Unpin>(mut s: S) {
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 2048];
+    while !seen.windows(4).any(|w| w == b"\r\n\r\n") && seen.len() < 64 * 1024 {
+        match s.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => seen.extend_from_slice(&buf[..n]),
+        }
+    }
+    let mut out = Vec::new();
+    failure::render(Refusal::TooManyConnections.into(), &mut out);
+    let _ = s.write_all(&out).await;
+    let _ = s.shutdown().await;
+}

@@ -1,0 +1,137 @@
+//! An upstream as the running proxy sees it: nodes with live load, the balance policy, and the
+//! pinning that keeps clients on their node.
+
+use super::balance::Balancer;
+use super::counters::Counters;
+use super::node::NodeState;
+use crate::affinity::ring::Ring;
+use crate::affinity::CookiePins;
+use crate::config::{self, Affinity, Balance, HealthCheck, Passive, Timeouts};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How a pool keeps a client on its node: the runtime form of the `affinity:` config.
+pub enum Pinning {
+    /// Every request is placed anew by the balance policy.
+    None,
+    /// The client's IP address hashed onto a consistent-hash ring of the nodes.
+    IpHash(Ring),
+    /// A signed cookie naming the client's node.
+    Cookie(CookiePins),
+}
+
+/// Per-upstream counters, one line per worker (see [`super::counters`]).
+pub mod stat {
+    /// Request durations: one counter per bucket of [`DURATION_BUCKETS`] (not cumulative), then
+    /// the `+Inf` bucket.
+    pub const DURATION: usize = 0;
+    pub const DURATION_COUNT: usize = DURATION + super::DURATION_BUCKETS.len() + 1;
+    pub const DURATION_SUM_US: usize = DURATION_COUNT + 1;
+    pub const UPGRADE_OK: usize = DURATION_SUM_US + 1;
+    pub const UPGRADE_FAILED: usize = UPGRADE_OK + 1;
+    /// Placement decisions, in [`super::super::placement::Decision`] order.
+    pub const DECISIONS: usize = UPGRADE_FAILED + 1;
+    pub const INVALID_TOKEN: usize = DECISIONS + 4;
+    pub const LEN: usize = INVALID_TOKEN + 1;
+}
+
+/// Request duration buckets, seconds: from loopback-fast answers to held long-polls.
+pub const DURATION_BUCKETS: [f64; 17] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0, 120.0,
+];
+
+/// An upstream's counters, kept by upstream name across reloads.
+pub type PoolStats = Counters<{ stat::LEN }>;
+
+/// Count one request's duration in the pool's histogram.
+pub fn observe_duration(stats: &PoolStats, elapsed: Duration) {
+    let secs = elapsed.as_secs_f64();
+    let bucket = DURATION_BUCKETS
+        .iter()
+        .position(|&b| secs <= b)
+        .unwrap_or(DURATION_BUCKETS.len());
+    stats.inc(stat::DURATION + bucket);
+    stats.inc(stat::DURATION_COUNT);
+    stats.add(stat::DURATION_SUM_US, elapsed.as_micros() as u64);
+}
+
+/// One upstream: built from config, replaced whole on reload.
+pub struct Pool {
+    pub name: String,
+    pub nodes: Vec<Arc<NodeState>>,
+    pub balancer: Balancer,
+    pub pinning: Pinning,
+    pub timeouts: Timeouts,
+    pub health_check: Option<HealthCheck>,
+    pub passive: Passive,
+    pub slow_start: Duration,
+    pub max_tunnels_per_node: u32,
+    pub stats: Arc<PoolStats>,
+}
+
+impl Pool {
+    /// Build a pool from config. With `previous` (a reload), nodes that keep their id keep their
+    /// live state: admin state, health, counters; the pool keeps its counters.
+    pub fn new(up: &config::Upstream, previous: Option<&Pool>) -> Pool {
+        let nodes: Vec<_> = up
+            .nodes
+            .iter()
+            .map(|n| {
+                let old = previous.and_then(|p| p.nodes.iter().find(|o| o.id == n.id));
+                match old {
+                    // Same id and address: the very same state object, so in-flight guards and
+                    // open tunnels keep counting on it.
+                    Some(o) if o.address == n.address && o.weight == n.weight => Arc::clone(o),
+                    Some(o) => {
+                        Arc::new(NodeState::new(n.id.clone(), n.address, n.weight).inherit(o))
+                    }
+                    None => Arc::new(NodeState::new(n.id.clone(), n.address, n.weight)),
+                }
+            })
+            .collect();
+        let ids: Vec<&str> = up.nodes.iter().map(|n| n.id.as_str()).collect();
+        let pinning = match &up.affinity {
+            Affinity::None => Pinning::None,
+            Affinity::IpHash => Pinning::IpHash(Ring::new(
+                up.nodes.iter().map(|n| (n.id.as_str(), n.weight)),
+            )),
+            Affinity::Cookie(c) => {
+                let previous: Vec<&[u8]> = c.previous_secrets.iter().map(Vec::as_slice).collect();
+                Pinning::Cookie(CookiePins::new(c, &previous, &ids))
+            }
+        };
+        let balancer = match up.balance {
+            Balance::LeastConn => Balancer::least_conn(),
+            Balance::RoundRobin => {
+                Balancer::round_robin(&up.nodes.iter().map(|n| n.weight).collect::<Vec<_>>())
+            }
+        };
+        Pool {
+            name: up.name.clone(),
+            nodes,
+            balancer,
+            pinning,
+            timeouts: up.timeouts,
+            health_check: up.health_check.clone(),
+            passive: up.passive,
+            slow_start: up.slow_start,
+            max_tunnels_per_node: up.max_tunnels_per_node,
+            stats: previous.map_or_else(Arc::default, |p| Arc::clone(&p.stats)),
+        }
+    }
+
+    /// A first pick for a client without a pin, among nodes where `usable` holds.
+    pub fn balance(&self, usable: impl Fn(usize) -> bool) -> Option<usize> {
+        self.balancer.pick(&self.nodes, usable)
+    }
+
+    /// A connection to node `node` failed or timed out: count it toward passive health.
+    pub fn passive_failure(&self, node: usize) {
+        self.nodes[node].passive_failure(
+            &self.name,
+            self.passive.max_fails,
+            self.passive.fail_timeout,
+        );
+    }
+}
