@@ -6,8 +6,7 @@
 //! - `direct`: no proxy, all the load goes to one node: the ceiling of keep-alive requests;
 //!   where the node itself is the bottleneck (new connections, WebSocket echo) a proxy that
 //!   spreads clients over the three nodes can beat it;
-//! - `tether-cookie`, `tether-iphash`: tether's own engine with cookie or IP-hash affinity;
-//! - `tether-pingora`: tether `--engine pingora` with cookie affinity (what our engine bought);
+//! - `tether-cookie`, `tether-iphash`: tether with cookie or IP-hash affinity;
 //! - `nginx`: `ip_hash`, `keepalive 64` to the nodes, HTTP/1.1 and the WebSocket upgrade headers;
 //! - `haproxy`: cookie insert, `leastconn`, `nbthread 2`, keep-alive, `timeout tunnel 1h`.
 //!

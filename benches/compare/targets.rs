@@ -15,17 +15,15 @@ pub enum Kind {
     Direct,
     TetherCookie,
     TetherIphash,
-    TetherPingora,
     Nginx,
     Haproxy,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 6] = [
+    pub const ALL: [Kind; 5] = [
         Kind::Direct,
         Kind::TetherCookie,
         Kind::TetherIphash,
-        Kind::TetherPingora,
         Kind::Nginx,
         Kind::Haproxy,
     ];
@@ -35,7 +33,6 @@ impl Kind {
             Kind::Direct => "direct",
             Kind::TetherCookie => "tether-cookie",
             Kind::TetherIphash => "tether-iphash",
-            Kind::TetherPingora => "tether-pingora",
             Kind::Nginx => "nginx",
             Kind::Haproxy => "haproxy",
         }
@@ -47,17 +44,13 @@ impl Kind {
             Kind::Direct => "one node directly",
             Kind::TetherCookie => "tether, cookie",
             Kind::TetherIphash => "tether, ip_hash",
-            Kind::TetherPingora => "tether `--engine pingora`, cookie",
             Kind::Nginx => "nginx, ip_hash",
             Kind::Haproxy => "HAProxy, cookie + leastconn",
         }
     }
 
     pub fn is_tether(self) -> bool {
-        matches!(
-            self,
-            Kind::TetherCookie | Kind::TetherIphash | Kind::TetherPingora
-        )
+        matches!(self, Kind::TetherCookie | Kind::TetherIphash)
     }
 }
 
@@ -286,7 +279,7 @@ pub fn start_target(kind: Kind, nodes: &[Node], tools: &Tools) -> Result<Target,
         lock(&DIRS).push(dir.path().to_path_buf());
         let port = free_port();
         let mut cmd = match kind {
-            Kind::TetherCookie | Kind::TetherIphash | Kind::TetherPingora => {
+            Kind::TetherCookie | Kind::TetherIphash => {
                 let affinity = if kind == Kind::TetherIphash {
                     IP_HASH
                 } else {
@@ -295,16 +288,10 @@ pub fn start_target(kind: Kind, nodes: &[Node], tools: &Tools) -> Result<Target,
                 let file = dir.path().join("tether.yaml");
                 std::fs::write(&file, tether_config(port, nodes, affinity))
                     .map_err(|e| format!("write {}: {e}", file.display()))?;
-                let engine = if kind == Kind::TetherPingora {
-                    "pingora"
-                } else {
-                    "tether"
-                };
                 let mut c = Command::new(tether_bin());
                 c.arg("run")
                     .arg("--config")
                     .arg(&file)
-                    .args(["--engine", engine])
                     .env("TETHER_SECRET", SECRET)
                     .env("RUST_LOG", "warn");
                 c
