@@ -7,6 +7,9 @@
 //!   where the node itself is the bottleneck (new connections, WebSocket echo) a proxy that
 //!   spreads clients over the three nodes can beat it;
 //! - `tether-cookie`, `tether-iphash`: tether with cookie or IP-hash affinity;
+//! - `tether-base`, only with `--baseline PATH`: another tether binary (say a release build of
+//!   the previous commit) with exactly `tether-cookie`'s config, so that a change to tether's
+//!   request path is measured before and after in the same interleaved run;
 //! - `nginx`: `ip_hash`, `keepalive 64` to the nodes, HTTP/1.1 and the WebSocket upgrade headers;
 //! - `haproxy`: cookie insert, `leastconn`, `nbthread 2`, keep-alive, `timeout tunnel 1h`.
 //!
@@ -29,7 +32,8 @@
 //! shares the same 2 cores (load tool, proxy, nodes), so read the ratios, measured side by side,
 //! rather than the absolute figures, which move by ±20% from one run of a VM to the next.
 //! `vs direct` is the share of the ceiling a proxy keeps; `vs nginx` / `vs HAProxy` compare
-//! tether's figure to theirs (above 1 is better for rates, below 1 for CPU and memory).
+//! tether's figure to theirs (above 1 is better for rates, below 1 for CPU and memory);
+//! `vs base` (with `--baseline`) compares `tether, cookie` to the baseline binary the same way.
 //! Note that nginx's `ip_hash` hashes only the first three octets of an IPv4 address: every
 //! client here is in one /24, so nginx sends all of them to one node (tether hashes the whole
 //! address).
@@ -82,9 +86,14 @@ struct Opts {
     /// D (long-polls).
     #[arg(long, value_delimiter = ',', ignore_case = true)]
     only: Vec<Scenario>,
-    /// Targets to run, comma-separated (default: all).
+    /// Targets to run, comma-separated (default: all; tether-base only with --baseline).
     #[arg(long, value_delimiter = ',')]
     targets: Vec<Kind>,
+    /// Another tether binary (e.g. a release build of the previous commit) to compare with:
+    /// adds the target tether-base, which runs it with tether-cookie's config, and a `vs base`
+    /// column (tether, cookie over it). A relative path is taken from the package root.
+    #[arg(long, value_name = "PATH")]
+    baseline: Option<PathBuf>,
     /// Write every run's raw results (the load tool's reports, CPU, RSS) to this JSON file.
     #[arg(long, value_name = "PATH")]
     json: Option<PathBuf>,
@@ -120,7 +129,8 @@ fn header(tools: &Tools, cmd: &str, what: &str) -> String {
             tools.haproxy_version()
         ),
     };
-    format!("**{date}**, Linux {kernel}, nproc {nproc}{versions}, `{cmd}`: {what}")
+    let binaries = tools.binaries().map_or(String::new(), |b| format!(", {b}"));
+    format!("**{date}**, Linux {kernel}, nproc {nproc}{versions}{binaries}, `{cmd}`: {what}")
 }
 
 fn command_line() -> String {
@@ -147,17 +157,35 @@ fn main() {
     let started = Instant::now();
     let rounds = opts.rounds.unwrap_or(if opts.quick { 1 } else { 3 }).max(1);
     let sizes = Sizes::new(opts.quick);
-    let kinds: Vec<Kind> = if opts.targets.is_empty() {
-        Kind::ALL.to_vec()
-    } else {
-        Kind::ALL
-            .into_iter()
-            .filter(|k| opts.targets.contains(k))
-            .collect()
-    };
+    let baseline = opts.baseline.as_deref().map(|path| {
+        std::fs::canonicalize(path)
+            .ok()
+            .filter(|p| p.is_file())
+            .unwrap_or_else(|| {
+                eprintln!("compare: --baseline {}: no such file", path.display());
+                std::process::exit(2);
+            })
+    });
+    if baseline.is_none() && opts.targets.contains(&Kind::TetherBase) {
+        eprintln!("compare: the target tether-base needs --baseline PATH (another tether binary)");
+        std::process::exit(2);
+    }
+    let kinds: Vec<Kind> = Kind::ALL
+        .into_iter()
+        .filter(|k| opts.targets.is_empty() || opts.targets.contains(k))
+        .filter(|k| *k != Kind::TetherBase || baseline.is_some())
+        .collect();
+    if baseline.is_some() && (opts.scale || !kinds.contains(&Kind::TetherBase)) {
+        let why = if opts.scale { "--scale" } else { "--targets" };
+        eprintln!("compare: --baseline is not used: {why} leaves out tether-base");
+    }
     let steps = steps_of(&opts.only);
 
-    let tools = Tools::find(if opts.scale { &[] } else { &kinds });
+    let tools = if opts.scale {
+        Tools::find(&[], None)
+    } else {
+        Tools::find(&kinds, baseline)
+    };
     let nodes = match start_nodes() {
         Ok(n) => n,
         Err(e) => {
@@ -222,11 +250,14 @@ fn main() {
         table::render_tables(&runs, &kinds, &bench.sizes, rounds)
     );
     if let Some(path) = &opts.json {
-        let all = json!({
+        let mut all = json!({
             "command": cmd,
             "rounds": rounds,
             "runs": runs.iter().map(Run::json).collect::<Vec<_>>(),
         });
+        if let Some(base) = &tools.baseline {
+            all["baseline"] = json!(base);
+        }
         write_json(path, &all);
     }
     print_total(started);

@@ -113,10 +113,13 @@ pub fn errors_cell(runs: &[&Run], kind: Kind) -> String {
 }
 
 impl Table {
-    fn head(&self) -> Vec<&str> {
+    fn head(&self, vs_base: bool) -> Vec<&str> {
         let mut head = vec!["target", self.main.title];
         if self.vs_direct {
             head.push("vs direct");
+        }
+        if vs_base {
+            head.push("vs base");
         }
         head.extend(["tether vs nginx", "tether vs HAProxy"]);
         head.extend(self.rest.iter().map(|c| c.title));
@@ -133,7 +136,9 @@ impl Table {
         }
         let main = medians(&runs, self.main.value);
         let rest: Vec<_> = self.rest.iter().map(|c| medians(&runs, c.value)).collect();
-        let head = self.head();
+        // With a baseline, `tether, cookie` is compared to it: the same config, the other build.
+        let vs_base = kinds.contains(&Kind::TetherBase);
+        let head = self.head(vs_base);
         let _ = writeln!(out, "\n### {}\n", self.title);
         let _ = writeln!(out, "| {} |", head.join(" | "));
         let _ = writeln!(out, "|---|{}", "---:|".repeat(head.len() - 1));
@@ -155,6 +160,12 @@ impl Table {
                 row.push(match kind {
                     Kind::Direct => "–".into(),
                     _ => ratio(m, main.get(&Kind::Direct).copied()),
+                });
+            }
+            if vs_base {
+                row.push(match kind {
+                    Kind::TetherCookie => ratio(m, main.get(&Kind::TetherBase).copied()),
+                    _ => "–".into(),
                 });
             }
             for other in [Kind::Nginx, Kind::Haproxy] {
@@ -319,6 +330,13 @@ pub fn render_tables(runs: &[Run], kinds: &[Kind], sizes: &Sizes, rounds: usize)
          three octets of IPv4 addresses, so all clients (one /24) reach one node through it.",
         if rounds == 1 { "" } else { "s" }
     );
+    if kinds.contains(&Kind::TetherBase) {
+        let _ = writeln!(
+            out,
+            "\n`vs base` is `tether, cookie` over `tether baseline, cookie`: the same config run \
+             by the baseline binary, interleaved with it in the same rounds."
+        );
+    }
     let disturbed = runs.iter().filter(|r| r.disturbed()).count();
     let most = runs.iter().map(|r| r.others_cpu_s).fold(0.0, f64::max);
     let _ = if disturbed == 0 {

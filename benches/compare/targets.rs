@@ -14,15 +14,17 @@ use std::time::{Duration, Instant};
 pub enum Kind {
     Direct,
     TetherCookie,
+    TetherBase,
     TetherIphash,
     Nginx,
     Haproxy,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 5] = [
+    pub const ALL: [Kind; 6] = [
         Kind::Direct,
         Kind::TetherCookie,
+        Kind::TetherBase,
         Kind::TetherIphash,
         Kind::Nginx,
         Kind::Haproxy,
@@ -32,6 +34,7 @@ impl Kind {
         match self {
             Kind::Direct => "direct",
             Kind::TetherCookie => "tether-cookie",
+            Kind::TetherBase => "tether-base",
             Kind::TetherIphash => "tether-iphash",
             Kind::Nginx => "nginx",
             Kind::Haproxy => "haproxy",
@@ -43,6 +46,7 @@ impl Kind {
         match self {
             Kind::Direct => "one node directly",
             Kind::TetherCookie => "tether, cookie",
+            Kind::TetherBase => "tether baseline, cookie",
             Kind::TetherIphash => "tether, ip_hash",
             Kind::Nginx => "nginx, ip_hash",
             Kind::Haproxy => "HAProxy, cookie + leastconn",
@@ -50,7 +54,10 @@ impl Kind {
     }
 
     pub fn is_tether(self) -> bool {
-        matches!(self, Kind::TetherCookie | Kind::TetherIphash)
+        matches!(
+            self,
+            Kind::TetherCookie | Kind::TetherBase | Kind::TetherIphash
+        )
     }
 }
 
@@ -279,7 +286,7 @@ pub fn start_target(kind: Kind, nodes: &[Node], tools: &Tools) -> Result<Target,
         lock(&DIRS).push(dir.path().to_path_buf());
         let port = free_port();
         let mut cmd = match kind {
-            Kind::TetherCookie | Kind::TetherIphash => {
+            Kind::TetherCookie | Kind::TetherBase | Kind::TetherIphash => {
                 let affinity = if kind == Kind::TetherIphash {
                     IP_HASH
                 } else {
@@ -288,7 +295,12 @@ pub fn start_target(kind: Kind, nodes: &[Node], tools: &Tools) -> Result<Target,
                 let file = dir.path().join("tether.yaml");
                 std::fs::write(&file, tether_config(port, nodes, affinity))
                     .map_err(|e| format!("write {}: {e}", file.display()))?;
-                let mut c = Command::new(tether_bin());
+                // The baseline runs another tether binary with tether-cookie's config.
+                let bin = match kind {
+                    Kind::TetherBase => tools.baseline.as_deref().ok_or("no --baseline given")?,
+                    _ => Path::new(tether_bin()),
+                };
+                let mut c = Command::new(bin);
                 c.arg("run")
                     .arg("--config")
                     .arg(&file)

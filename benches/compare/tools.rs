@@ -1,8 +1,8 @@
 //! The programs the targets run: nginx and HAProxy found on PATH or installed with apt-get when
-//! missing and we are root, and their versions.
+//! missing and we are root, the baseline tether binary, and their versions.
 
 use crate::procs::Proc;
-use crate::targets::Kind;
+use crate::targets::{tether_bin, Kind};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -111,13 +111,30 @@ fn version_line(bin: &Path, flag: &str) -> String {
         .unwrap_or_default()
 }
 
+/// The last-modified time of a file, in UTC to the second.
+fn modified(path: &Path) -> String {
+    Command::new("date")
+        .arg("-u")
+        .arg("-r")
+        .arg(path)
+        .arg("+%Y-%m-%d %H:%M:%S UTC")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map_or("unknown".into(), |o| {
+            String::from_utf8_lossy(&o.stdout).trim().to_string()
+        })
+}
+
 pub struct Tools {
     pub nginx: Option<PathBuf>,
     pub haproxy: Option<PathBuf>,
+    /// The other tether binary of `--baseline`, which the `tether-base` target runs.
+    pub baseline: Option<PathBuf>,
 }
 
 impl Tools {
-    pub fn find(kinds: &[Kind]) -> Tools {
+    pub fn find(kinds: &[Kind], baseline: Option<PathBuf>) -> Tools {
         let want = |k| kinds.contains(&k);
         Tools {
             nginx: want(Kind::Nginx)
@@ -126,7 +143,39 @@ impl Tools {
             haproxy: want(Kind::Haproxy)
                 .then(|| ensure_tool("haproxy", "haproxy"))
                 .flatten(),
+            baseline: baseline.filter(|_| want(Kind::TetherBase)),
         }
+    }
+
+    /// With a baseline: the two tether binaries compared, each with its `--version`, or, when
+    /// that is the same for both, with its file's modification time.
+    pub fn binaries(&self) -> Option<String> {
+        let base = self.baseline.as_deref()?;
+        let tether = Path::new(tether_bin());
+        let version = |bin| {
+            let v = version_line(bin, "--version");
+            if v.is_empty() {
+                "no version".to_string()
+            } else {
+                v
+            }
+        };
+        let (v_tether, v_base) = (version(tether), version(base));
+        Some(if v_tether != v_base {
+            format!(
+                "tether `{}` ({v_tether}) against baseline `{}` ({v_base})",
+                tether.display(),
+                base.display()
+            )
+        } else {
+            format!(
+                "tether `{}` (modified {}) against baseline `{}` (modified {}), both {v_tether}",
+                tether.display(),
+                modified(tether),
+                base.display(),
+                modified(base)
+            )
+        })
     }
 
     pub fn nginx_version(&self) -> String {
