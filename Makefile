@@ -32,8 +32,9 @@ check-conf:
 	done
 
 ## bench: the end-to-end comparison (direct, tether, nginx, HAProxy) on loopback; ~10 minutes.
+## BASELINE=path/to/tether adds an older tether build as a column, interleaved with this one.
 bench: deps-system
-	$(CARGO) bench --bench compare
+	$(CARGO) bench --bench compare -- $(if $(BASELINE),--baseline $(BASELINE))
 
 lint:
 	$(CARGO) fmt --check
@@ -41,14 +42,14 @@ lint:
 
 deps: deps-system deps-node deps-nginx
 
-# pingora's zlib-ng is built with cmake.
+# The zlib-ng under pingora's health probes is built with cmake.
 deps-system:
 	@if ! command -v cmake >/dev/null 2>&1; then \
 		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-			echo "installing cmake (pingora's zlib-ng needs it)"; \
+			echo "installing cmake (zlib-ng, under pingora's health probes, needs it)"; \
 			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq cmake >/dev/null; \
 		else \
-			echo "cmake is missing: install it (Debian: sudo apt-get install cmake); pingora's zlib-ng needs it" >&2; exit 1; \
+			echo "cmake is missing: install it (Debian: sudo apt-get install cmake); zlib-ng needs it" >&2; exit 1; \
 		fi; \
 	fi
 
