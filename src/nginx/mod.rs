@@ -1,22 +1,32 @@
 //! `tether import-nginx`: an nginx config in, a tether config out.
 //!
 //! `parse.rs` reads nginx's syntax (includes expanded, every directive with its file and line),
-//! `translate.rs` maps the sticky subset (servers, listens, locations with `proxy_pass`, proxy
-//! timeouts, client limits) and `upstream.rs` the upstream blocks (`ip_hash`,
-//! `hash $remote_addr`, `least_conn`, `sticky cookie`, server parameters) into `plan.rs`'s
-//! model; `syntax.rs` reads nginx's values (times, sizes, addresses), `reasons.rs` says why a
-//! directive has no equivalent, and `emit.rs` writes the plan as commented YAML. Whatever
-//! cannot be translated is kept as a `# not translated: DIRECTIVE (file:line): why` line, so
-//! nothing is dropped silently. Pure: it reads the files it is given and nothing else (no DNS,
-//! no clock), so the same input always gives the same output.
+//! `translate.rs` maps the sticky subset into `plan.rs`'s model, with one file per part:
+//! `blocks.rs` the http, server and location levels (locations with `proxy_pass`, inherited
+//! proxy timeouts and certificates), `vhosts.rs` the listens and server names, `client.rs` the
+//! client limits and `real_ip`, `proxy_common.rs` the proxy directives any level may hold, and
+//! `upstream.rs` the upstream blocks (`ip_hash`, `hash $remote_addr`, `least_conn`,
+//! `sticky cookie`, server parameters); `syntax.rs` reads nginx's values (times, sizes,
+//! addresses), `reasons.rs` says why a directive has no equivalent, and `emit.rs` writes the
+//! plan as commented YAML. Whatever cannot be translated is kept as a
+//! `# not translated: DIRECTIVE (file:line): why` line, so nothing is dropped silently. Pure:
+//! it reads the files it is given and nothing else (no DNS, no clock), so the same input always
+//! gives the same output.
+//!
+//! From the rest of tether it may import only `config` (its defaults and host patterns, so what
+//! it writes is what tether would accept), never the engine, the proxy or anything that runs.
 
+mod blocks;
+mod client;
 pub(crate) mod emit;
 pub mod parse;
 mod plan;
+mod proxy_common;
 mod reasons;
 mod syntax;
 mod translate;
 mod upstream;
+mod vhosts;
 
 use std::path::Path;
 

@@ -1,0 +1,149 @@
+//! The `listen` section: the addresses tether accepts clients on, and each one's TLS identity.
+
+use std::path::Path;
+
+use super::{join, Checker};
+use crate::config::file::{FileConfig, FileTls};
+use crate::config::model::{Listener, TlsIdentity};
+
+const LISTEN_HINT: &str =
+    "add at least one address to accept clients on, e.g. `- address: \"127.0.0.1:8080\"`";
+
+impl Checker<'_> {
+    pub(super) fn listen(&mut self, file: &FileConfig) -> Vec<Listener> {
+        let mut out: Vec<Listener> = Vec::new();
+        match file.listen.as_deref() {
+            None => self.missing::<()>("", "listen", LISTEN_HINT),
+            Some([]) => self.bad("listen", format_args!("is empty; {LISTEN_HINT}")),
+            Some(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    let path = format!("listen[{i}]");
+                    let Some(text) = &item.address else {
+                        let hint = "give an IP:PORT such as `127.0.0.1:8080` or `[::]:8080`";
+                        self.missing::<()>(&path, "address", hint);
+                        continue;
+                    };
+                    let tls = match &item.tls {
+                        None => Some(None),
+                        Some(t) => self.tls(&join(&path, "tls"), t).map(Some),
+                    };
+                    let path = join(&path, "address");
+                    let (Some(address), Some(tls)) = (self.socket_addr(&path, text, true), tls)
+                    else {
+                        continue;
+                    };
+                    let unique = !out.iter().any(|l| l.address == address);
+                    if self.ensure(
+                        unique,
+                        &path,
+                        format_args!("`{text}` is listed twice; remove one"),
+                    ) {
+                        out.push(Listener {
+                            address,
+                            tls,
+                            proxy_protocol: item.proxy_protocol.unwrap_or(false),
+                        });
+                    }
+                }
+                None
+            }
+        };
+        out
+    }
+
+    /// Load a listener's certificate chain and key (PEM; RSA, ECDSA or Ed25519 keys) and check
+    /// they belong together, so a bad file is a config error naming it, not a failed handshake.
+    fn tls(&mut self, path: &str, t: &FileTls) -> Option<TlsIdentity> {
+        let base = self
+            .cx
+            .source
+            .parent()
+            .unwrap_or(Path::new(""))
+            .to_path_buf();
+        // Both files are checked before giving up, so one run reports every problem.
+        let cert = match &t.cert {
+            None => self.missing(
+                path,
+                "cert",
+                "give the PEM certificate chain file, leaf first",
+            ),
+            Some(c) => Some(base.join(c.trim())),
+        };
+        let key = match &t.key {
+            None => self.missing(path, "key", "give the PEM private key file"),
+            Some(k) => Some(base.join(k.trim())),
+        };
+        let chain = cert.as_ref().and_then(|cert| {
+            let parsed = match std::fs::read(cert) {
+                Err(e) => {
+                    return self.bad(
+                        &join(path, "cert"),
+                        format_args!("cannot read `{}`: {e}", cert.display()),
+                    )
+                }
+                Ok(pem) => {
+                    rustls_pemfile::certs(&mut pem.as_slice()).collect::<Result<Vec<_>, _>>()
+                }
+            };
+            match parsed {
+                Ok(c) if !c.is_empty() => Some(c),
+                _ => self.bad(
+                    &join(path, "cert"),
+                    format_args!(
+                        "`{}` holds no PEM certificate (`-----BEGIN CERTIFICATE-----`)",
+                        cert.display()
+                    ),
+                ),
+            }
+        });
+        let private = key.as_ref().and_then(|key| {
+            let parsed = match std::fs::read(key) {
+                Err(e) => {
+                    return self.bad(
+                        &join(path, "key"),
+                        format_args!("cannot read `{}`: {e}", key.display()),
+                    )
+                }
+                Ok(pem) => rustls_pemfile::private_key(&mut pem.as_slice()),
+            };
+            match parsed {
+                Ok(Some(k)) => Some(k),
+                _ => self.bad(
+                    &join(path, "key"),
+                    format_args!(
+                        "`{}` holds no PEM private key (PKCS#8, RSA or EC)",
+                        key.display()
+                    ),
+                ),
+            }
+        });
+        let (cert, key, chain, private) = (cert?, key?, chain?, private?);
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let built = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())
+            .and_then(|b| {
+                b.with_no_client_auth()
+                    .with_single_cert(chain, private)
+                    .map_err(|e| e.to_string())
+            });
+        match built {
+            Ok(mut server) => {
+                server.alpn_protocols = vec![b"http/1.1".to_vec()];
+                Some(TlsIdentity {
+                    cert,
+                    key,
+                    server: std::sync::Arc::new(server),
+                })
+            }
+            Err(e) => self.bad(
+                &join(path, "key"),
+                format_args!(
+                    "`{}` does not fit the certificate in `{}`: {e}",
+                    key.display(),
+                    cert.display()
+                ),
+            ),
+        }
+    }
+}
