@@ -1,4 +1,4 @@
-//! The YAML file as written: loose types and optional fields, so `validate.rs` can report
+//! The YAML file as written: loose types and optional fields, so `validate/` can report
 //! every problem in one run instead of stopping at the first.
 
 use std::fmt;

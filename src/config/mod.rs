@@ -1,6 +1,6 @@
 //! Loading tether's YAML config: parse, report every problem with its position, build `model::Config`.
 //!
-//! `file.rs` mirrors the YAML loosely, `validate.rs` checks it, `position.rs` finds where things
+//! `file.rs` mirrors the YAML loosely, `validate/` checks it, `position.rs` finds where things
 //! are written, and `defaults.rs` holds every default.
 
 pub mod defaults;

@@ -1,7 +1,7 @@
 //! The validated runtime configuration: what the rest of tether reads.
 //!
 //! Nothing here is deserialized directly; `file.rs` mirrors the YAML and
-//! `validate.rs` turns it into these types, so the file format can change
+//! `validate/` turns it into these types, so the file format can change
 //! without the proxy noticing.
 
 use std::net::SocketAddr;

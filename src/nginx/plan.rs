@@ -1,5 +1,5 @@
 //! What an nginx config becomes: tether's config as data, with the comments that explain it.
-//! `translate.rs` fills it, `emit.rs` writes it as YAML.
+//! `translate.rs` (with `blocks.rs`, `vhosts.rs`, `client.rs`, `upstream.rs`) fills it, `emit.rs` writes it as YAML.
 
 /// The environment variable every translated cookie secret is read from; never invented.
 pub const SECRET_ENV: &str = "TETHER_SECRET";
