@@ -68,9 +68,38 @@ proptest! {
 
     #[test]
     fn chunk_framing_never_panics_or_overruns(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
-        let mut scanner = chunked::Scanner::default();
-        if let Ok(n) = scanner.scan(&bytes) {
+        let mut decoder = chunked::Decoder::new(chunked::Output::Chunked, 1024);
+        let mut out = Vec::new();
+        if let Ok(n) = decoder.decode(&bytes, &mut out) {
             prop_assert!(n <= bytes.len());
+            prop_assert!(out.len() <= n + 32, "normalising never grows a body by more than a line");
         }
+    }
+
+    /// Any valid chunked body, however it is split across reads, decodes to its data and ends
+    /// exactly where it ends.
+    #[test]
+    fn any_chunked_body_decodes_whole_at_any_split(
+        chunks in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 1..40), 0..6),
+        split in 0usize..400,
+    ) {
+        let mut body = Vec::new();
+        let mut data = Vec::new();
+        for c in &chunks {
+            body.extend_from_slice(format!("{:x};e=\"v\"\r\n", c.len()).as_bytes());
+            body.extend_from_slice(c);
+            body.extend_from_slice(b"\r\n");
+            data.extend_from_slice(c);
+        }
+        body.extend_from_slice(b"0\r\nT: 1\r\n\r\nNEXT");
+        let at = split.min(body.len());
+        let mut decoder = chunked::Decoder::new(chunked::Output::Plain, 1024);
+        let mut out = Vec::new();
+        let n1 = decoder.decode(&body[..at], &mut out).unwrap();
+        prop_assert_eq!(n1, at.min(body.len() - 4));
+        let n2 = decoder.decode(&body[n1..], &mut out).unwrap();
+        prop_assert!(decoder.is_done());
+        prop_assert_eq!(&body[n1 + n2..], b"NEXT");
+        prop_assert_eq!(out, data);
     }
 }

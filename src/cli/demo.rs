@@ -129,6 +129,7 @@ fn demo_config(listen: SocketAddr, nodes: &[(String, SocketAddr)], secret: Vec<u
                 read: defaults::DEFAULT_READ_TIMEOUT,
                 tunnel_idle: defaults::DEFAULT_TUNNEL_IDLE_TIMEOUT,
                 send: defaults::DEFAULT_SEND_TIMEOUT,
+                idle: defaults::DEFAULT_UPSTREAM_IDLE_TIMEOUT,
             },
             health_check: None,
             passive: Passive::default(),

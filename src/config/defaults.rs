@@ -18,6 +18,12 @@ pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(90);
 /// that stops reading is answered for with 504 (60 seconds, as nginx's `proxy_send_timeout`).
 pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// `timeouts.idle`: an idle keep-alive connection to a node is reused only this long (4
+/// seconds), then closed. Shorter than the 5-second keep-alive timeout of Node.js's HTTP server
+/// (under socket.io and ws), so tether lets go of a connection before the node closes it and a
+/// request never races the node's close: a POST that met such a close could not be sent again.
+pub const DEFAULT_UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
+
 /// `timeouts.tunnel_idle`: an upgraded (WebSocket) connection silent this long is closed (1 hour).
 pub const DEFAULT_TUNNEL_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 
@@ -132,6 +138,9 @@ pub const DEFAULT_MAX_URI_BYTES: u32 = 8 * 1024;
 pub const DEFAULT_HEAD_TIMEOUT: Duration = Duration::from_secs(30);
 /// An idle keep-alive client connection is closed after this long.
 pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(75);
+/// A request body that stops arriving for this long is answered 408 (nginx's
+/// `client_body_timeout`): a slow client must not hold a node connection for `timeouts.read`.
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(60);
 /// A client that takes no bytes for this long while tether writes to it is cut off.
 pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Open connections allowed per client IP; 0 is no limit (429 beyond).

@@ -23,6 +23,7 @@ pub struct FileLimits {
     pub max_uri_bytes: Option<i64>,
     pub head_timeout: Option<String>,
     pub keepalive_timeout: Option<String>,
+    pub body_timeout: Option<String>,
     pub write_timeout: Option<String>,
     pub max_connections_per_ip: Option<i64>,
 }
@@ -149,6 +150,7 @@ pub struct FileTimeouts {
     pub read: Option<String>,
     pub tunnel_idle: Option<String>,
     pub send: Option<String>,
+    pub idle: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -305,6 +307,7 @@ pub fn expected_keys(keys: &[&str]) -> &'static [&'static str] {
             "max_uri_bytes",
             "head_timeout",
             "keepalive_timeout",
+            "body_timeout",
             "write_timeout",
             "max_connections_per_ip",
         ],
@@ -339,7 +342,7 @@ pub fn expected_keys(keys: &[&str]) -> &'static [&'static str] {
             "previous_secrets_env",
             "previous_secret_files",
         ],
-        ["upstreams", _, "timeouts"] => &["connect", "read", "send", "tunnel_idle"],
+        ["upstreams", _, "timeouts"] => &["connect", "read", "send", "tunnel_idle", "idle"],
         ["upstreams", _, "health_check"] => &[
             "path",
             "host",

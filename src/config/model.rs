@@ -37,6 +37,8 @@ pub struct Limits {
     pub max_uri_bytes: usize,
     pub head_timeout: Duration,
     pub keepalive_timeout: Duration,
+    /// Longest wait for the next bytes of a request body.
+    pub body_timeout: Duration,
     pub write_timeout: Duration,
     /// 0: no limit.
     pub max_connections_per_ip: u32,
@@ -49,6 +51,7 @@ impl Default for Limits {
             max_uri_bytes: defaults::DEFAULT_MAX_URI_BYTES as usize,
             head_timeout: defaults::DEFAULT_HEAD_TIMEOUT,
             keepalive_timeout: defaults::DEFAULT_KEEPALIVE_TIMEOUT,
+            body_timeout: defaults::DEFAULT_BODY_TIMEOUT,
             write_timeout: defaults::DEFAULT_WRITE_TIMEOUT,
             max_connections_per_ip: defaults::DEFAULT_MAX_CONNECTIONS_PER_IP,
         }
@@ -350,6 +353,8 @@ pub struct Timeouts {
     pub tunnel_idle: Duration,
     /// Longest wait for one write of a request to a node (a node that stops reading gets 504).
     pub send: Duration,
+    /// How long an idle keep-alive connection to a node may be reused.
+    pub idle: Duration,
 }
 
 /// A path prefix (optionally for some hosts only) mapped to an upstream.

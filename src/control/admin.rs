@@ -22,6 +22,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
 
+/// A request head must arrive within this long (slowloris on the admin port).
+const HEAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// An admin connection, keep-alive included, lasts at most this long.
+const CONNECTION_LIMIT: std::time::Duration = std::time::Duration::from_secs(120);
+/// Pause after a failed accept (out of descriptors) before trying again.
+const ACCEPT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// The admin listener, bound at start (a taken address is a startup error), and its token.
 pub struct Admin {
     pub listener: tokio::net::TcpListener,
@@ -32,9 +39,23 @@ pub struct Admin {
 pub async fn serve(admin: Admin, control: Arc<Control>) {
     let Admin { listener, token } = admin;
     let token: Option<Arc<str>> = token.map(Into::into);
+    let mut warned = false;
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => {
+                warned = false;
+                stream
+            }
+            Err(e) => {
+                // Out of descriptors (or any accept error): say so once, and give closing
+                // connections a moment instead of spinning on accept.
+                if !warned {
+                    tracing::warn!(error = %e, "admin listener cannot accept; retrying");
+                    warned = true;
+                }
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+                continue;
+            }
         };
         let control = Arc::clone(&control);
         let token = token.clone();
@@ -46,9 +67,12 @@ pub async fn serve(admin: Admin, control: Arc<Control>) {
                     Ok::<_, std::convert::Infallible>(handle(req, &control, token.as_deref()).await)
                 }
             });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEAD_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), service);
+            // Every admin exchange is short: a connection is bounded as a whole too.
+            let _ = tokio::time::timeout(CONNECTION_LIMIT, conn).await;
         });
     }
 }

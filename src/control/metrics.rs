@@ -79,7 +79,7 @@ impl Metrics {
 }
 
 /// The families read off the runtime at scrape time: (name, help, type).
-const FAMILIES: [(&str, &str, MetricType); 10] = [
+const FAMILIES: [(&str, &str, MetricType); 11] = [
     (
         "tether_requests_total",
         "Requests answered, by upstream, node and status class.",
@@ -131,6 +131,12 @@ const FAMILIES: [(&str, &str, MetricType); 10] = [
         "tether_in_flight",
         "Requests in flight plus open tunnels, over every upstream.",
         MetricType::GAUGE,
+    ),
+    (
+        "tether_idle_node_connections_swept_total",
+        "Idle keep-alive connections to nodes closed by the pool sweep: expired, closed by \
+         the node, or to a node no longer in the config.",
+        MetricType::COUNTER,
     ),
 ];
 
@@ -259,6 +265,7 @@ impl Collector for RuntimeCollector {
         }
         families[8].push(counter(&[], global::COUNTERS.sum(global::ORIGIN_REJECTED)));
         families[9].push(gauge(&[], global::in_flight() as f64));
+        families[10].push(counter(&[], global::COUNTERS.sum(global::POOL_SWEPT)));
         FAMILIES
             .iter()
             .zip(families)

@@ -13,8 +13,9 @@
 //! Every failure is a [`Failure`]: the connection loop answers it with the status the runtime's
 //! table gives and closes the connection.
 
-use super::body::Body;
+use super::body::{claim_into, Body};
 use super::conn::{Conn, Next};
+use super::forward::{plain_for, ResponseHead};
 use super::head::{self, Framing, Kind};
 use super::{pool, tunnel};
 use crate::runtime::failure::{Failure, NodeFailure, Refusal};
@@ -30,6 +31,9 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
+/// Interim (1xx) responses forwarded per request; a node sending more is broken (502).
+const MAX_INTERIM: usize = 16;
+
 /// What the exchange decided before contacting a node.
 pub(super) struct Plan<'rt> {
     pub pool: &'rt Pool,
@@ -40,6 +44,8 @@ pub(super) struct Plan<'rt> {
     pub resent: bool,
     /// An interim `1xx` went to the client: the response has begun, nothing may be resent.
     pub answered: bool,
+    /// Some byte of the request reached the node on the current attempt.
+    pub reached: bool,
 }
 
 /// A connection to the chosen node; holds the node's load counter until dropped.
@@ -80,16 +86,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         if req.upgrade {
             pool.stats.inc(stat::UPGRADE_FAILED);
         }
-        Ok(self
-            .forward(&req, &resp, set_cookie.as_deref(), &plan, up)
-            .await)
+        self.forward(&req, &resp, set_cookie.as_deref(), &plan, up)
+            .await
     }
 
     /// Step 1: everything decided from the head alone.
     fn plan<'rt>(&mut self, req: &head::Request, rt: &'rt Runtime) -> Result<Plan<'rt>, Refusal> {
         let buf = &self.cbuf[..];
-        let target = &buf[req.target.clone()];
-        let path = std::str::from_utf8(target).unwrap_or("");
+        let path = match &buf[req.path.clone()] {
+            p @ [b'/', ..] => std::str::from_utf8(p).unwrap_or(""),
+            // `*` (OPTIONS) routes like `/`; so does an absolute-form target without a path.
+            _ => "/",
+        };
         let host = req.host.map(|(a, b)| &buf[a as usize..b as usize]);
         let (pool_index, policy) = rt
             .router
@@ -127,6 +135,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             started: Instant::now(),
             resent: false,
             answered: false,
+            reached: false,
         })
     }
 
@@ -176,22 +185,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         plan: &mut Plan<'_>,
         up: &mut Upstream,
     ) -> Result<head::Response, Failure> {
+        let idempotent = idempotent(&self.cbuf[req.method.clone()]);
         // The rewritten head and whatever body bytes are already here, in one write.
         self.write_request_head(req);
         self.consume_client(req.len);
-        let mut body = Body::new(req.framing);
-        let n = body.claim(&self.cbuf).map_err(|_| Refusal::BadRequest)?;
-        self.out.extend_from_slice(&self.cbuf[..n]);
+        let mut body = Body::new(req.framing, false, self.limits.max_head_bytes);
+        let n =
+            claim_into(&mut body, &self.cbuf, &mut self.out).map_err(|_| Refusal::BadRequest)?;
         self.consume_client(n);
         // The whole request is in `out`: it could be sent again.
         let whole = body.done();
         loop {
+            plan.reached = false;
             let result = match self.send(req, plan, up, &mut body).await {
                 Ok(()) => self.read_head(req, plan, up).await,
                 Err(f) => Err(f),
             };
             match result {
-                Err(Failure::Node(f)) if whole && self.may_resend(f, plan, up) => {
+                Err(Failure::Node(f)) if whole && self.may_resend(f, plan, up, idempotent) => {
                     plan.resent = true;
                     tracing::debug!(upstream = %plan.pool.name, node = %plan.pool.nodes[up.node].id, failure = ?f, "pooled connection was closed; sending again on a fresh one");
                     let addr = plan.pool.nodes[up.node].address;
@@ -205,26 +216,42 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         }
     }
 
-    /// The retry rule: a request goes to a node at most twice, and the second time only on a
-    /// fresh connection after a pooled one failed before any answer came back.
-    fn may_resend(&self, failure: NodeFailure, plan: &Plan<'_>, up: &Upstream) -> bool {
+    /// The retry rule: a request goes to a node at most twice, the second time only on a fresh
+    /// connection, after a pooled one failed before any answer came back (not even a `1xx`),
+    /// and only if sending it twice is harmless: an idempotent method (RFC 9110 §9.2.2), or
+    /// no byte of it reached the node. Otherwise the client gets the failure (nginx's rule).
+    fn may_resend(
+        &self,
+        failure: NodeFailure,
+        plan: &Plan<'_>,
+        up: &Upstream,
+        idempotent: bool,
+    ) -> bool {
         failure.stale_connection()
             && up.reused
             && !plan.resent
             && !plan.answered
             && self.ubuf.is_empty()
+            && (idempotent || !plan.reached)
     }
 
     /// Step 3: the request head (with any body bytes already read) and the rest of the body.
     async fn send(
         &mut self,
         req: &head::Request,
-        plan: &Plan<'_>,
+        plan: &mut Plan<'_>,
         up: &mut Upstream,
         body: &mut Body,
     ) -> Result<(), Failure> {
         let limit = plan.pool.timeouts.send;
-        send_to_node(&mut self.deadline, &mut up.stream, &self.out, limit).await?;
+        send_to_node(
+            &mut self.deadline,
+            &mut up.stream,
+            &self.out,
+            limit,
+            &mut plan.reached,
+        )
+        .await?;
         if !body.done() {
             if req.expect_continue {
                 // We forward the body ourselves, so we (like nginx) tell the client to send it.
@@ -232,13 +259,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                     return Err(Refusal::BadRequest.into());
                 }
             }
-            self.stream_request_body(up, body, plan.pool.timeouts.read, limit)
-                .await?;
+            self.stream_request_body(up, body, limit).await?;
         }
         Ok(())
     }
 
-    /// Step 4: the response head, forwarding interim `1xx` answers to the client as they come.
+    /// Step 4: the response head, forwarding interim `1xx` answers to an HTTP/1.1 client as
+    /// they come (an HTTP/1.0 client gets none, RFC 9110 §15.2). The whole step, interim
+    /// answers included, is bounded by `timeouts.read`, and so is their number.
     async fn read_head(
         &mut self,
         req: &head::Request,
@@ -246,24 +274,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         up: &mut Upstream,
     ) -> Result<head::Response, Failure> {
         self.ubuf.clear();
-        loop {
+        let deadline = tokio::time::Instant::now() + plan.pool.timeouts.read;
+        for _ in 0..=MAX_INTERIM {
             let resp = self
-                .read_response_head(&mut up.stream, req.head, plan.pool.timeouts.read)
+                .read_response_head(&mut up.stream, req.head, deadline)
                 .await?;
-            if (100..200).contains(&resp.status) && resp.status != 101 {
-                plan.answered = true;
-                // Rare enough that copying it out is simpler than borrowing around it.
-                let interim = self.ubuf[..resp.len].to_vec();
-                self.ubuf.advance(resp.len);
-                if !self.write_client(&interim).await {
+            if !(100..200).contains(&resp.status) || resp.status == 101 {
+                return Ok(resp);
+            }
+            plan.answered = true;
+            if req.minor == 1 {
+                self.write_interim_head(&resp);
+                if !self.flush_out().await {
                     return Err(Refusal::BadRequest.into());
                 }
-                continue;
             }
-            return Ok(resp);
+            self.ubuf.advance(resp.len);
         }
+        Err(NodeFailure::BadResponse.into())
     }
-
     /// Count a failure against the node it happened on.
     fn count_failure(&self, plan: &Plan<'_>, up: &Upstream, req: &head::Request, f: Failure) {
         let Failure::Node(failure) = f else {
@@ -288,7 +317,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     ) -> Next {
         let pool = plan.pool;
         up.guard.into_tunnel();
-        self.write_response_head(resp, set_cookie, true, 1);
+        let how = ResponseHead {
+            set_cookie,
+            keep: true,
+            client_minor: 1,
+            plain: false,
+        };
+        self.write_response_head(resp, &how);
         // Anything the node sent after its 101 belongs to the new protocol.
         self.out.extend_from_slice(&self.ubuf[resp.len..]);
         if !self.flush_out().await {
@@ -298,9 +333,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         if !self.cbuf.is_empty() {
             let limit = pool.timeouts.send;
             let early = std::mem::take(&mut self.cbuf);
-            if send_to_node(&mut self.deadline, &mut up.stream, &early, limit)
-                .await
-                .is_err()
+            let mut reached = false;
+            if send_to_node(
+                &mut self.deadline,
+                &mut up.stream,
+                &early,
+                limit,
+                &mut reached,
+            )
+            .await
+            .is_err()
             {
                 return Next::Close;
             }
@@ -328,27 +370,35 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         set_cookie: Option<&str>,
         plan: &Plan<'_>,
         mut up: Upstream,
-    ) -> Next {
+    ) -> Result<Next, Failure> {
         let pool = plan.pool;
-        let keep_client =
-            req.keep_alive && resp.framing != Framing::UntilClose && !self.shutting_down();
-        self.write_response_head(resp, set_cookie, keep_client, req.minor);
-        let mut body = Body::new(resp.framing);
-        self.ubuf.advance(resp.len);
-        let Ok(n) = body.claim(&self.ubuf) else {
-            return Next::Close;
+        let plain = plain_for(resp, req.minor);
+        let keep_client = req.keep_alive
+            && resp.framing != Framing::UntilClose
+            && !plain
+            && !self.shutting_down();
+        let how = ResponseHead {
+            set_cookie,
+            keep: keep_client,
+            client_minor: req.minor,
+            plain,
         };
-        self.out.extend_from_slice(&self.ubuf[..n]);
+        self.write_response_head(resp, &how);
+        let mut body = Body::new(resp.framing, plain, self.limits.max_head_bytes);
+        self.ubuf.advance(resp.len);
+        // Broken framing in the bytes already here is still a 502: nothing has gone out yet.
+        let n = claim_into(&mut body, &self.ubuf, &mut self.out)
+            .map_err(|_| NodeFailure::BadResponse)?;
         self.ubuf.advance(n);
         if !self.flush_out().await {
-            return Next::Close;
+            return Ok(Next::Close);
         }
         let complete = body.done()
             || self
                 .stream_response_body(&mut up.stream, &mut body, pool.timeouts.read)
                 .await;
         if complete && resp.keep_alive && self.ubuf.is_empty() {
-            pool::put(pool.nodes[up.node].address, up.stream);
+            pool::put(pool.nodes[up.node].address, up.stream, pool.timeouts.idle);
         }
         observe_duration(&pool.stats, plan.started.elapsed());
         drop(up.guard);
@@ -357,23 +407,48 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             decision = ?plan.placement.decision, elapsed_us = plan.started.elapsed().as_micros() as u64,
             "request"
         );
-        if complete && keep_client {
+        Ok(if complete && keep_client {
             Next::KeepAlive
         } else {
             Next::Close
-        }
+        })
     }
 }
 
+/// Methods whose request may be sent twice with the effect of once (RFC 9110 §9.2.2).
+fn idempotent(method: &[u8]) -> bool {
+    matches!(
+        method,
+        b"GET" | b"HEAD" | b"OPTIONS" | b"TRACE" | b"PUT" | b"DELETE"
+    )
+}
+
 /// Write `buf` to a node within `limit` (`timeouts.send`, like nginx's `proxy_send_timeout`).
+/// `reached` becomes true as soon as one byte is written: from then on the node may have
+/// acted on the request.
 pub(super) async fn send_to_node(
     deadline: &mut super::deadline::Deadline,
     node: &mut TcpStream,
     buf: &[u8],
     limit: Duration,
+    reached: &mut bool,
 ) -> Result<(), NodeFailure> {
     use tokio::io::AsyncWriteExt;
-    match deadline.limit(limit, node.write_all(buf)).await {
+    let mut rest = buf;
+    let written = deadline
+        .limit(limit, async {
+            while !rest.is_empty() {
+                let n = node.write(rest).await?;
+                if n == 0 {
+                    return Err(io::Error::from(io::ErrorKind::WriteZero));
+                }
+                *reached = true;
+                rest = &rest[n..];
+            }
+            Ok(())
+        })
+        .await;
+    match written {
         Some(Ok(())) => Ok(()),
         Some(Err(_)) => Err(NodeFailure::SendBroken),
         None => Err(NodeFailure::SendTimeout),

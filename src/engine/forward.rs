@@ -2,55 +2,79 @@
 //! arrive, each read and write under its own deadline.
 //!
 //! Heads are rewritten from the fields the parser located (their [`Kind`] decides what is
-//! dropped or replaced), so nothing here compares header names again.
+//! dropped or replaced), so nothing here compares header names again. Every line tether writes
+//! ends in CRLF and every status line is its own (`HTTP/1.1 CODE REASON`), whatever the node
+//! wrote, so a client never sees a line a strict parser would read differently.
 
-use super::body::Body;
+use super::body::{Body, Claim};
 use super::conn::{write_within, Conn, READ_CHUNK};
 use super::exchange::{send_to_node, Upstream};
-use super::head::{self, Kind};
+use super::head::{self, Framing, Kind};
 use crate::runtime::failure::{Failure, NodeFailure, Refusal};
 use crate::runtime::forwarded::Forwarded;
 use bytes::Buf;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+/// How a response head is written for the client.
+pub(super) struct ResponseHead<'a> {
+    pub set_cookie: Option<&'a str>,
+    /// The client connection stays open after this response.
+    pub keep: bool,
+    pub client_minor: u8,
+    /// A chunked body goes out as its data alone (an HTTP/1.0 client): no `Transfer-Encoding`.
+    pub plain: bool,
+}
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     /// Rewrite the request head for the node into `self.out`: hop-by-hop fields dropped, the
-    /// client's forwarding claims replaced by ours, and the upgrade kept only when asked for.
+    /// client's forwarding claims replaced by ours, the upgrade kept only when asked for, and
+    /// the target in origin-form.
     pub(super) fn write_request_head(&mut self, req: &head::Request) {
         let buf = &self.cbuf[..];
         let out = &mut self.out;
         out.clear();
         out.extend_from_slice(&buf[req.method.clone()]);
         out.push(b' ');
-        out.extend_from_slice(&buf[req.target.clone()]);
+        let path = &buf[req.path.clone()];
+        if path != b"*" && path.first() != Some(&b'/') {
+            // An absolute-form target with an empty path (`http://host?q`).
+            out.push(b'/');
+        }
+        out.extend_from_slice(path);
         out.extend_from_slice(if req.minor == 0 {
             b" HTTP/1.0\r\n"
         } else {
             b" HTTP/1.1\r\n"
         });
+        let host = req.host.map(|(a, b)| &buf[a as usize..b as usize]);
+        if let (true, Some(authority)) = (req.host_from_target, host) {
+            // RFC 9112 §3.2.2: the target's authority replaces the Host header.
+            out.extend_from_slice(b"host: ");
+            out.extend_from_slice(authority);
+            out.extend_from_slice(b"\r\n");
+        }
         for f in &self.fields {
             let keep = match f.kind {
                 Kind::HopByHop | Kind::Nominated | Kind::XForwardedOwn | Kind::XForwardedFor => {
                     false
                 }
+                Kind::Host => !req.host_from_target,
                 Kind::Upgrade => req.upgrade,
                 Kind::Expect => !req.expect_continue,
                 _ => true,
             };
             if keep {
-                out.extend_from_slice(f.name(buf));
-                out.extend_from_slice(b": ");
-                out.extend_from_slice(f.value(buf));
-                out.extend_from_slice(b"\r\n");
+                push_field(out, f.name(buf), f.value(buf));
             }
         }
         Forwarded {
             prior: head::all(buf, &self.fields, Kind::XForwardedFor),
             peer: self.peer.ip(),
             tls: self.tls,
-            host: req.host.map(|(a, b)| &buf[a as usize..b as usize]),
+            host,
         }
         .write(out);
         if req.upgrade {
@@ -60,57 +84,61 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     }
 
     /// Rewrite the response head for the client into `self.out`.
-    pub(super) fn write_response_head(
-        &mut self,
-        resp: &head::Response,
-        set_cookie: Option<&str>,
-        keep: bool,
-        client_minor: u8,
-    ) {
+    pub(super) fn write_response_head(&mut self, resp: &head::Response, how: &ResponseHead<'_>) {
         let buf = &self.ubuf[..];
         let out = &mut self.out;
         out.clear();
-        // The status line as the node wrote it (its first line).
-        let line_end = buf.iter().position(|&b| b == b'\n').map_or(0, |i| i + 1);
-        out.extend_from_slice(&buf[..line_end]);
+        push_status_line(out, resp, buf);
         for f in &self.ufields {
-            let keep_field = match f.kind {
-                Kind::HopByHop => false,
+            let keep = match f.kind {
+                Kind::HopByHop | Kind::Nominated => false,
                 Kind::Upgrade => resp.status == 101,
+                // RFC 9112 §6.3: with Transfer-Encoding, a Content-Length is not forwarded.
+                Kind::ContentLength => !resp.transfer_encoding,
+                Kind::TransferEncoding => !how.plain,
                 _ => true,
             };
-            if keep_field {
-                out.extend_from_slice(f.name(buf));
-                out.extend_from_slice(b": ");
-                out.extend_from_slice(f.value(buf));
-                out.extend_from_slice(b"\r\n");
+            if keep {
+                push_field(out, f.name(buf), f.value(buf));
             }
         }
-        if let Some(c) = set_cookie {
+        if let Some(c) = how.set_cookie {
             out.extend_from_slice(b"set-cookie: ");
             out.extend_from_slice(c.as_bytes());
             out.extend_from_slice(b"\r\n");
         }
         if resp.status == 101 {
             out.extend_from_slice(b"connection: upgrade\r\n");
-        } else if !keep {
+        } else if !how.keep {
             out.extend_from_slice(b"connection: close\r\n");
-        } else if client_minor == 0 {
+        } else if how.client_minor == 0 {
             out.extend_from_slice(b"connection: keep-alive\r\n");
         }
         out.extend_from_slice(b"\r\n");
     }
 
-    /// Read the node's response head into `self.ubuf` within `read_timeout`.
+    /// Rewrite an interim (1xx) response head for the client into `self.out`.
+    pub(super) fn write_interim_head(&mut self, resp: &head::Response) {
+        let buf = &self.ubuf[..];
+        let out = &mut self.out;
+        out.clear();
+        push_status_line(out, resp, buf);
+        for f in &self.ufields {
+            if !matches!(f.kind, Kind::HopByHop | Kind::Nominated | Kind::Upgrade) {
+                push_field(out, f.name(buf), f.value(buf));
+            }
+        }
+        out.extend_from_slice(b"\r\n");
+    }
+
+    /// Read the node's response head into `self.ubuf`, by `deadline`.
     pub(super) async fn read_response_head(
         &mut self,
         node: &mut TcpStream,
         head_request: bool,
-        read_timeout: Duration,
+        deadline: Instant,
     ) -> Result<head::Response, NodeFailure> {
-        let deadline = tokio::time::Instant::now() + read_timeout;
         loop {
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             if !self.ubuf.is_empty() {
                 match head::parse_response(&self.ubuf, &mut self.ufields, head_request) {
                     Ok(Some(r)) => return Ok(r),
@@ -122,6 +150,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 }
             }
             self.ubuf.reserve(READ_CHUNK);
+            let left = deadline.saturating_duration_since(Instant::now());
             match self
                 .deadline
                 .limit(left, node.read_buf(&mut self.ubuf))
@@ -134,30 +163,44 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         }
     }
 
-    /// The rest of a request body, client → node, as it arrives.
+    /// The rest of a request body, client → node, as it arrives. Each read from the client is
+    /// bounded by `limits.body_timeout`, each write to the node by `timeouts.send`.
     pub(super) async fn stream_request_body(
         &mut self,
         up: &mut Upstream,
         body: &mut Body,
-        read_timeout: Duration,
         send_timeout: Duration,
     ) -> Result<(), Failure> {
         while !body.done() {
             self.cbuf.reserve(READ_CHUNK);
             match self
                 .deadline
-                .limit(read_timeout, self.client.read_buf(&mut self.cbuf))
+                .limit(
+                    self.limits.body_timeout,
+                    self.client.read_buf(&mut self.cbuf),
+                )
                 .await
             {
                 Some(Ok(n)) if n > 0 => {}
+                None => return Err(Refusal::BodyTimeout.into()),
+                // The client closed (or broke) the connection in the middle of its body.
                 _ => return Err(Refusal::BadRequest.into()),
             }
-            let n = body.claim(&self.cbuf).map_err(|_| Refusal::BadRequest)?;
+            self.out.clear();
+            let claim = body
+                .claim(&self.cbuf, &mut self.out)
+                .map_err(|_| Refusal::BadRequest)?;
+            let (n, data) = match claim {
+                Claim::Raw(n) => (n, &self.cbuf[..n]),
+                Claim::Rewritten(n) => (n, &self.out[..]),
+            };
+            let mut reached = false;
             send_to_node(
                 &mut self.deadline,
                 &mut up.stream,
-                &self.cbuf[..n],
+                data,
                 send_timeout,
+                &mut reached,
             )
             .await?;
             self.cbuf.advance(n);
@@ -166,7 +209,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     }
 
     /// The rest of a response body, node → client, each read written as it comes (so streams
-    /// and server-sent events are not held back). `false`: it did not end cleanly.
+    /// and server-sent events are not held back). `false`: it did not end cleanly, and the
+    /// client connection must close (the client sees the body cut short, never a false end).
     pub(super) async fn stream_response_body(
         &mut self,
         node: &mut TcpStream,
@@ -185,11 +229,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 Some(Ok(_)) => {}
                 _ => return false,
             }
-            let Ok(n) = body.claim(&self.ubuf) else {
+            self.out.clear();
+            let Ok(claim) = body.claim(&self.ubuf, &mut self.out) else {
                 return false;
             };
+            let (n, data) = match claim {
+                Claim::Raw(n) => (n, &self.ubuf[..n]),
+                Claim::Rewritten(n) => (n, &self.out[..]),
+            };
             let limit = self.limits.write_timeout;
-            if !write_within(&mut self.deadline, &mut self.client, &self.ubuf[..n], limit).await {
+            if !write_within(&mut self.deadline, &mut self.client, data, limit).await {
                 return false;
             }
             self.ubuf.advance(n);
@@ -205,4 +254,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         self.fields = Vec::new();
         self.ufields = Vec::new();
     }
+}
+
+/// Is the response to a request with this framing chunked towards an HTTP/1.0 client, which
+/// must get the data alone?
+pub(super) fn plain_for(resp: &head::Response, client_minor: u8) -> bool {
+    client_minor == 0 && resp.framing == Framing::Chunked
+}
+
+fn push_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// `HTTP/1.1 CODE REASON CRLF`: tether speaks HTTP/1.1 to its clients whatever the node spoke.
+fn push_status_line(out: &mut Vec<u8>, resp: &head::Response, buf: &[u8]) {
+    use std::io::Write as _;
+    let _ = write!(out, "HTTP/1.1 {:03} ", resp.status);
+    out.extend_from_slice(&buf[resp.reason.clone()]);
+    out.extend_from_slice(b"\r\n");
 }

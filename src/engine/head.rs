@@ -109,11 +109,12 @@ pub fn all<'a>(
 /// Why a head was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HeadError {
-    /// Not HTTP/1.x, or malformed.
+    /// Not HTTP/1.x, or malformed: a bad method, request target or `Host`.
     Malformed,
     TooManyHeaders,
     /// Conflicting or invalid framing: `Content-Length` with `Transfer-Encoding`, several
-    /// different lengths, a transfer coding other than a final `chunked`.
+    /// different lengths, a transfer coding other than a final `chunked`, a `Connection` header
+    /// naming a framing header.
     BadFraming,
 }
 
@@ -123,8 +124,11 @@ pub struct Request {
     /// Bytes of the head, including the final CRLF CRLF.
     pub len: usize,
     pub method: Range<usize>,
-    /// The request target (path and query).
+    /// The request target as the client wrote it.
     pub target: Range<usize>,
+    /// The path and query: routed, and forwarded as the target (origin-form, even when the
+    /// client sent the absolute-form `http://host/path`).
+    pub path: Range<usize>,
     /// 0 for HTTP/1.0, 1 for HTTP/1.1.
     pub minor: u8,
     pub framing: Framing,
@@ -132,10 +136,15 @@ pub struct Request {
     pub upgrade: bool,
     /// The client wants the connection kept after this exchange.
     pub keep_alive: bool,
+    /// The host the request is for: the `Host` header, or the authority of an absolute-form
+    /// target (which then replaces `Host`, RFC 9112 §3.2.2).
     pub host: Option<(u32, u32)>,
-    /// `Expect: 100-continue`: tether answers it and does not forward it.
+    /// The host came from an absolute-form target: the `Host` header is not forwarded.
+    pub host_from_target: bool,
+    /// `Expect: 100-continue` on HTTP/1.1: tether answers it and does not forward it.
     pub expect_continue: bool,
-    /// The method is `HEAD`: the response has no body whatever its framing headers say.
+    /// The method is `HEAD` (exactly: methods are case-sensitive), so the response has no body
+    /// whatever its framing headers say.
     pub head: bool,
 }
 
@@ -144,8 +153,13 @@ pub struct Request {
 pub struct Response {
     pub len: usize,
     pub status: u16,
+    /// The reason phrase (empty when the node sent none).
+    pub reason: Range<usize>,
     pub minor: u8,
     pub framing: Framing,
+    /// The head had `Transfer-Encoding`: its `Content-Length`, if any, is not forwarded.
+    pub transfer_encoding: bool,
+    /// The node's connection may carry another exchange after this one.
     pub keep_alive: bool,
 }
 
@@ -165,6 +179,10 @@ struct ConnectionTokens {
     keep_alive: bool,
     upgrade: bool,
     other: bool,
+    /// A framing header (`Content-Length`, `Transfer-Encoding`) or `Host` is named: dropping
+    /// it as hop-by-hop while framing the body by it would let the next hop read the body as
+    /// another request, and keeping it contradicts the sender. Refused.
+    framing: bool,
 }
 
 fn connection_tokens(value: &[u8], t: &mut ConnectionTokens) {
@@ -176,6 +194,11 @@ fn connection_tokens(value: &[u8], t: &mut ConnectionTokens) {
             t.keep_alive = true;
         } else if token.eq_ignore_ascii_case(b"upgrade") {
             t.upgrade = true;
+        } else if token.eq_ignore_ascii_case(b"content-length")
+            || token.eq_ignore_ascii_case(b"transfer-encoding")
+            || token.eq_ignore_ascii_case(b"host")
+        {
+            t.framing = true;
         } else if !token.is_empty() {
             t.other = true;
         }
@@ -186,9 +209,13 @@ fn connection_tokens(value: &[u8], t: &mut ConnectionTokens) {
 #[derive(Default)]
 struct FramingHeaders {
     length: Option<u64>,
-    chunked: bool,
+    /// A `Content-Length` value that is not a number, or two that differ.
+    bad_length: bool,
     transfer_encoding: bool,
-    bad: bool,
+    /// Codings seen, how many were `chunked`, and whether the last one was.
+    codings: u32,
+    chunked: u32,
+    last_chunked: bool,
 }
 
 impl FramingHeaders {
@@ -200,8 +227,8 @@ impl FramingHeaders {
                 (!part.is_empty() && part.len() <= 18 && part.iter().all(u8::is_ascii_digit))
                     .then(|| part.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0')));
             match (parsed, self.length) {
-                (None, _) => self.bad = true,
-                (Some(n), Some(m)) if n != m => self.bad = true,
+                (None, _) => self.bad_length = true,
+                (Some(n), Some(m)) if n != m => self.bad_length = true,
                 (Some(n), _) => self.length = Some(n),
             }
         }
@@ -209,18 +236,27 @@ impl FramingHeaders {
 
     fn transfer_encoding(&mut self, value: &[u8]) {
         self.transfer_encoding = true;
-        // Only a final, exact `chunked` is understood; "chunked" must be the last coding and must
-        // not appear twice. Anything else ("xchunked", "chunked, identity") is refused outright.
         for coding in value.split(|&b| b == b',') {
             let coding = coding.trim_ascii();
-            if self.chunked {
-                self.bad = true;
+            self.codings += 1;
+            self.last_chunked = coding.eq_ignore_ascii_case(b"chunked");
+            if self.last_chunked {
+                self.chunked += 1;
             }
-            if coding.eq_ignore_ascii_case(b"chunked") {
-                self.chunked = true;
-            } else {
-                self.bad = true;
-            }
+        }
+    }
+
+    /// A request's codings: exactly one `chunked` and nothing else ("xchunked", "gzip,
+    /// chunked", "chunked, identity" and a second `chunked` are refused outright, as nginx
+    /// answers them with 501).
+    fn request_chunked(&self) -> Result<bool, HeadError> {
+        if !self.transfer_encoding {
+            return Ok(false);
+        }
+        if self.codings == 1 && self.chunked == 1 {
+            Ok(true)
+        } else {
+            Err(HeadError::BadFraming)
         }
     }
 }
@@ -277,6 +313,91 @@ fn mark_nominated(buf: &[u8], fields: &mut [Field]) {
     }
 }
 
+/// A method as nginx accepts it: upper-case letters, `-` and `_`. Methods are case-sensitive
+/// (RFC 9110 §9.1): `head` is not `HEAD`, and a proxy that read it as `HEAD` would expect no
+/// body where the node sends one.
+fn method_ok(method: &[u8]) -> bool {
+    !method.is_empty()
+        && method
+            .iter()
+            .all(|&b| b.is_ascii_uppercase() || b == b'-' || b == b'_')
+}
+
+/// Is `value` a valid `Host` (RFC 9112 §3.2: `uri-host [ ":" port ]`, the host an IPv6
+/// literal in brackets or a reg-name of unreserved, pct-encoded and sub-delims characters)?
+pub fn valid_host(value: &[u8]) -> bool {
+    let (host, port) = if value.first() == Some(&b'[') {
+        let Some(end) = value.iter().position(|&b| b == b']') else {
+            return false;
+        };
+        let literal = &value[1..end];
+        let ok = std::str::from_utf8(literal)
+            .ok()
+            .and_then(|t| t.parse::<std::net::Ipv6Addr>().ok())
+            .is_some();
+        if !ok {
+            return false;
+        }
+        match &value[end + 1..] {
+            [] => (&value[..0], None),
+            [b':', port @ ..] => (&value[..0], Some(port)),
+            _ => return false,
+        }
+    } else {
+        match value.iter().position(|&b| b == b':') {
+            Some(i) => (&value[..i], Some(&value[i + 1..])),
+            None => (value, None),
+        }
+    };
+    // reg-name = *( unreserved / pct-encoded / sub-delims ); IPv4 addresses are reg-names too.
+    let mut i = 0;
+    while i < host.len() {
+        let b = host[i];
+        if b == b'%' {
+            let hex = |k: usize| host.get(k).is_some_and(u8::is_ascii_hexdigit);
+            if !(hex(i + 1) && hex(i + 2)) {
+                return false;
+            }
+            i += 3;
+            continue;
+        }
+        if !(b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=".contains(&b)) {
+            return false;
+        }
+        i += 1;
+    }
+    port.is_none_or(|p| p.len() <= 5 && p.iter().all(u8::is_ascii_digit))
+}
+
+/// The request target's forms (RFC 9112 §3.2): origin-form `/path?q`; absolute-form
+/// `http://authority/path?q` (the authority becomes the host); `*` for `OPTIONS`. Returns the
+/// path to route and forward, and the authority of an absolute-form target.
+fn target_form<'a>(method: &[u8], target: &'a [u8]) -> Option<(&'a [u8], Option<&'a [u8]>)> {
+    if target.first() == Some(&b'/') {
+        return Some((target, None));
+    }
+    if target == b"*" {
+        return (method == b"OPTIONS").then_some((target, None));
+    }
+    let scheme_end = target.windows(3).position(|w| w == b"://")?;
+    let scheme = &target[..scheme_end];
+    if !(scheme.eq_ignore_ascii_case(b"http") || scheme.eq_ignore_ascii_case(b"https")) {
+        return None;
+    }
+    let rest = &target[scheme_end + 3..];
+    let path_start = rest
+        .iter()
+        .position(|&b| b == b'/' || b == b'?')
+        .unwrap_or(rest.len());
+    let authority = &rest[..path_start];
+    // No userinfo: `user@host` in a target is a classic confusion of who the request is for.
+    if authority.is_empty() || !valid_host(authority) {
+        return None;
+    }
+    // `http://host` and `http://host?q` have an empty path: the forwarded target gets a `/`.
+    Some((&rest[path_start..], Some(authority)))
+}
+
 /// Parse a request head at the start of `buf`. `Ok(None)`: incomplete, read more.
 pub fn parse_request(buf: &[u8], fields: &mut Vec<Field>) -> Result<Option<Request>, HeadError> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
@@ -292,9 +413,11 @@ pub fn parse_request(buf: &[u8], fields: &mut Vec<Field>) -> Result<Option<Reque
     };
     // httparse accepts a bare LF as a line end; a peer that does not could see different header
     // boundaries (RFC 9112 §2.2 lets a server reject it, and a proxy must not pass it on).
-    if bare_lf(&buf[..len]) {
+    if bare_lf(&buf[..len]) || !method_ok(method.as_bytes()) {
         return Err(HeadError::Malformed);
     }
+    let (path, authority) =
+        target_form(method.as_bytes(), target.as_bytes()).ok_or(HeadError::Malformed)?;
     fields.clear();
     let mut conn = ConnectionTokens::default();
     let mut framing = FramingHeaders::default();
@@ -306,6 +429,9 @@ pub fn parse_request(buf: &[u8], fields: &mut Vec<Field>) -> Result<Option<Reque
         match shared_header(buf, h, fields, &mut conn, &mut framing) {
             Kind::Host => {
                 hosts += 1;
+                if !valid_host(h.value) {
+                    return Err(HeadError::Malformed);
+                }
                 host = Some((
                     offset(buf, h.value),
                     offset(buf, h.value) + h.value.len() as u32,
@@ -318,18 +444,23 @@ pub fn parse_request(buf: &[u8], fields: &mut Vec<Field>) -> Result<Option<Reque
             _ => {}
         }
     }
+    // RFC 9112 §3.2: an HTTP/1.1 request has exactly one Host; two can be read two ways.
+    if hosts > 1 || (minor == 1 && hosts == 0) {
+        return Err(HeadError::Malformed);
+    }
     if conn.other {
         mark_nominated(buf, fields);
     }
-    // A request with both framings, several lengths, an unknown coding, or two Host headers can be
-    // read differently by the next hop: refuse it rather than pick one reading.
-    if framing.bad || (framing.transfer_encoding && framing.length.is_some()) || hosts > 1 {
+    // A request with both framings, several lengths, an unknown coding, or a framing header
+    // named by Connection can be read differently by the next hop: refuse it rather than pick.
+    let chunked = framing.request_chunked()?;
+    if framing.bad_length || (chunked && framing.length.is_some()) || conn.framing {
         return Err(HeadError::BadFraming);
     }
     if minor == 0 && framing.transfer_encoding {
         return Err(HeadError::BadFraming);
     }
-    let body = if framing.chunked {
+    let body = if chunked {
         Framing::Chunked
     } else {
         match framing.length {
@@ -342,17 +473,25 @@ pub fn parse_request(buf: &[u8], fields: &mut Vec<Field>) -> Result<Option<Reque
     } else {
         !conn.close
     };
+    let host_from_target = authority.is_some();
+    if let Some(a) = authority {
+        host = Some((offset(buf, a), offset(buf, a) + a.len() as u32));
+    }
     Ok(Some(Request {
         len,
         method: range(buf, method.as_bytes()),
         target: range(buf, target.as_bytes()),
+        path: range(buf, path),
         minor,
         framing: body,
-        upgrade: conn.upgrade && has_upgrade,
+        // RFC 9110 §7.8: an Upgrade in an HTTP/1.0 request is ignored.
+        upgrade: conn.upgrade && has_upgrade && minor == 1,
         keep_alive,
         host,
-        expect_continue,
-        head: method.eq_ignore_ascii_case("HEAD"),
+        host_from_target,
+        // RFC 9110 §10.1.1: a 100-continue expectation in an HTTP/1.0 request is ignored.
+        expect_continue: expect_continue && minor == 1,
+        head: method == "HEAD",
     }))
 }
 
@@ -373,23 +512,34 @@ pub fn parse_response(
     let (Some(status), Some(minor)) = (resp.code, resp.version) else {
         return Err(HeadError::Malformed);
     };
+    let reason = resp.reason.map_or(len..len, |r| range(buf, r.as_bytes()));
     fields.clear();
     let mut conn = ConnectionTokens::default();
     let mut framing = FramingHeaders::default();
     for h in resp.headers.iter() {
         shared_header(buf, h, fields, &mut conn, &mut framing);
     }
+    // A framing header named by Connection would be dropped while it frames the body.
+    if conn.framing {
+        return Err(HeadError::BadFraming);
+    }
+    if conn.other {
+        mark_nominated(buf, fields);
+    }
     let no_body = head_request || (100..200).contains(&status) || status == 204 || status == 304;
+    // Both framings: Transfer-Encoding wins, and the message is suspect (RFC 9112 §6.3): its
+    // Content-Length is not forwarded and the node's connection is not reused.
+    let suspect = framing.transfer_encoding && framing.length.is_some();
     let body = if no_body {
         Framing::Empty
     } else if framing.transfer_encoding {
-        // A response with a coding we cannot follow is read until close, which is always safe.
-        if framing.chunked && !framing.bad {
+        // A final `chunked` frames the body; any other coding last means "until close".
+        if framing.last_chunked && framing.chunked == 1 {
             Framing::Chunked
         } else {
             Framing::UntilClose
         }
-    } else if framing.bad {
+    } else if framing.bad_length {
         return Err(HeadError::BadFraming);
     } else {
         match framing.length {
@@ -398,17 +548,16 @@ pub fn parse_response(
             None => Framing::UntilClose,
         }
     };
-    let keep_alive = body != Framing::UntilClose
-        && if minor == 0 {
-            conn.keep_alive && !conn.close
-        } else {
-            !conn.close
-        };
+    // HTTP/1.0 responses are never reused: keep-alive on 1.0 is an extension older nodes get
+    // wrong, and a connection that is not reused cannot desynchronise.
+    let keep_alive = body != Framing::UntilClose && minor == 1 && !conn.close && !suspect;
     Ok(Some(Response {
         len,
         status,
+        reason,
         minor,
         framing: body,
+        transfer_encoding: framing.transfer_encoding,
         keep_alive,
     }))
 }
@@ -446,46 +595,141 @@ mod tests {
     #[test]
     fn upgrades_and_keep_alive() {
         let r = req(
-            "GET /ws HTTP/1.1\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\n\r\n",
+            "GET /ws HTTP/1.1\r\nHost: x\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\n\r\n",
         )
         .unwrap()
         .unwrap();
         assert!(r.upgrade);
         let r = req("GET / HTTP/1.0\r\n\r\n").unwrap().unwrap();
         assert!(!r.keep_alive);
-        let r = req("GET / HTTP/1.1\r\nConnection: close\r\n\r\n")
+        let r = req("GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
             .unwrap()
             .unwrap();
         assert!(!r.keep_alive);
-        let r = req("GET / HTTP/1.1\r\nConnection: upgrade\r\n\r\n")
+        let r = req("GET / HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\n\r\n")
             .unwrap()
             .unwrap();
         assert!(!r.upgrade, "no Upgrade header: not an upgrade");
+        let r = req("GET / HTTP/1.0\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert!(!r.upgrade, "HTTP/1.0 cannot upgrade");
     }
 
     #[test]
     fn smuggling_shapes_are_refused() {
         for raw in [
-            "POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
-            "POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
-            "POST / HTTP/1.1\r\nContent-Length: 5, 6\r\n\r\n",
-            "POST / HTTP/1.1\r\nContent-Length: +5\r\n\r\n",
-            "POST / HTTP/1.1\r\nTransfer-Encoding: xchunked\r\n\r\n",
-            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked, identity\r\n\r\n",
-            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5, 6\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: +5\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: xchunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, identity\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
             "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
-            "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+            // A framing header named by Connection: dropped as hop-by-hop, it would leave the
+            // body to be read as a second request.
+            "POST / HTTP/1.1\r\nHost: x\r\nConnection: Content-Length\r\nContent-Length: 5\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: x\r\nConnection: close, transfer-encoding\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: x\r\nConnection: Host\r\n\r\n",
         ] {
             assert_eq!(req(raw).unwrap_err(), HeadError::BadFraming, "{raw:?}");
         }
-        let ok = req("POST / HTTP/1.1\r\nContent-Length: 5, 5\r\n\r\n")
+        let ok = req("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5, 5\r\n\r\n")
             .unwrap()
             .unwrap();
         assert_eq!(ok.framing, Framing::Length(5));
         assert_eq!(
-            req("GET / HTTP/1.1\r\nBad Header: x\r\n\r\n").unwrap_err(),
+            req("GET / HTTP/1.1\r\nHost: x\r\nBad Header: x\r\n\r\n").unwrap_err(),
             HeadError::Malformed
         );
+    }
+
+    #[test]
+    fn methods_are_case_sensitive_and_upper_case() {
+        let r = req("HEAD / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap().unwrap();
+        assert!(r.head);
+        for raw in [
+            "head / HTTP/1.1\r\nHost: x\r\n\r\n",
+            "Get / HTTP/1.1\r\nHost: x\r\n\r\n",
+            "G3T / HTTP/1.1\r\nHost: x\r\n\r\n",
+        ] {
+            assert_eq!(req(raw).unwrap_err(), HeadError::Malformed, "{raw:?}");
+        }
+        let custom = req("M-SEARCH_X / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert!(!custom.head);
+    }
+
+    #[test]
+    fn host_is_required_once_on_http_1_1_and_must_be_valid() {
+        for raw in [
+            "GET / HTTP/1.1\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a@b\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a b\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a:80:90\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\tb\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a/b\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a:bad\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: caf\u{e9}.example\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: [::1\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: [nope]:80\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a%zz\r\n\r\n",
+        ] {
+            assert!(req(raw).is_err(), "{raw:?}");
+        }
+        for host in [
+            "a.example",
+            "a.example:8080",
+            "[::1]:80",
+            "10.0.0.1",
+            "a%20b",
+            "",
+        ] {
+            let raw = format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n");
+            assert!(req(&raw).unwrap().is_some(), "{host:?}");
+        }
+        assert!(
+            req("GET / HTTP/1.0\r\n\r\n").unwrap().is_some(),
+            "1.0 needs no Host"
+        );
+    }
+
+    #[test]
+    fn target_forms() {
+        let raw = "GET http://App.example:8080?q=1 HTTP/1.1\r\nHost: other\r\n\r\n";
+        let r = req(raw).unwrap().unwrap();
+        assert_eq!(&raw[r.path.clone()], "?q=1");
+        let (a, b) = r.host.unwrap();
+        assert_eq!(&raw[a as usize..b as usize], "App.example:8080");
+        assert!(r.host_from_target);
+        let r = req("OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert!(!r.host_from_target);
+        for raw in [
+            "GET * HTTP/1.1\r\nHost: x\r\n\r\n",
+            "CONNECT x:443 HTTP/1.1\r\nHost: x\r\n\r\n",
+            "GET http://user@x/ HTTP/1.1\r\nHost: x\r\n\r\n",
+            "GET ftp://x/ HTTP/1.1\r\nHost: x\r\n\r\n",
+            "GET x/y HTTP/1.1\r\nHost: x\r\n\r\n",
+        ] {
+            assert_eq!(req(raw).unwrap_err(), HeadError::Malformed, "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn expect_continue_only_on_http_1_1() {
+        let e = "Expect: 100-continue\r\nContent-Length: 1\r\n\r\n";
+        let r = req(&format!("POST / HTTP/1.1\r\nHost: x\r\n{e}"))
+            .unwrap()
+            .unwrap();
+        assert!(r.expect_continue);
+        let r = req(&format!("POST / HTTP/1.0\r\n{e}")).unwrap().unwrap();
+        assert!(!r.expect_continue, "RFC 9110 §10.1.1: ignored for HTTP/1.0");
     }
 
     #[test]
@@ -519,6 +763,40 @@ mod tests {
             .framing,
             Framing::Chunked
         );
+        let both = parse(
+            "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+            false,
+        );
+        assert_eq!(both.framing, Framing::Chunked);
+        assert!(
+            both.transfer_encoding && !both.keep_alive,
+            "suspect: never reused"
+        );
+        let old = parse(
+            "HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 1\r\n\r\n",
+            false,
+        );
+        assert!(!old.keep_alive, "an HTTP/1.0 response is never reused");
+        let gz = parse(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            false,
+        );
+        assert_eq!(
+            gz.framing,
+            Framing::Chunked,
+            "a final chunked frames the body"
+        );
+        let odd = parse(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+            false,
+        );
+        assert_eq!(odd.framing, Framing::UntilClose);
+        assert!(parse_response(
+            b"HTTP/1.1 200 OK\r\nConnection: content-length\r\nContent-Length: 1\r\n\r\n",
+            &mut Vec::new(),
+            false
+        )
+        .is_err());
         let close = parse("HTTP/1.1 200 OK\r\n\r\n", false);
         assert_eq!(
             (close.framing, close.keep_alive),

@@ -131,6 +131,7 @@ fn worker(
                 shutdown.clone(),
             ));
         }
+        tokio::spawn(pool::sweeper(runtime));
         // Keep the runtime (and so every connection) alive until the process exits.
         std::future::pending::<()>().await;
     });

@@ -6,7 +6,7 @@ use super::syntax::{duration_text, nginx_size, nginx_time};
 use super::translate::Translator;
 
 impl Translator<'_> {
-    /// `keepalive_timeout`, `client_header_timeout`, `send_timeout`,
+    /// `keepalive_timeout`, `client_header_timeout`, `client_body_timeout`, `send_timeout`,
     /// `large_client_header_buffers`, `set_real_ip_from`, `real_ip_*`: true if `d` was one.
     pub(super) fn client_limits(&mut self, d: &Directive) -> bool {
         let first = d.args.first().map(String::as_str).unwrap_or("");
@@ -23,6 +23,13 @@ impl Translator<'_> {
                 Some(t) if !t.is_zero() => {
                     let note = format!("client_header_timeout ({at})");
                     self.limit("head_timeout", duration_text(t), note);
+                }
+                _ => self.skip(d, "not a time tether accepts"),
+            },
+            "client_body_timeout" => match nginx_time(first) {
+                Some(t) if !t.is_zero() => {
+                    let note = format!("client_body_timeout ({at})");
+                    self.limit("body_timeout", duration_text(t), note);
                 }
                 _ => self.skip(d, "not a time tether accepts"),
             },

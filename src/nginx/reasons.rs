@@ -15,7 +15,7 @@ pub fn http_reason(name: &str) -> &'static str {
         "http2" | "http2_max_concurrent_streams" | "http3" | "quic_retry" => "tether speaks HTTP/1.1 to clients (which WebSockets need); browsers fall back to it",
         "limit_req" | "limit_req_zone" | "limit_req_status" | "limit_rate" | "limit_rate_after" => "tether does not rate-limit requests; `limits.max_connections_per_ip` caps connections per client",
         "limit_conn" | "limit_conn_zone" | "limit_conn_status" => "tether's `limits.max_connections_per_ip` caps connections per client address (set it by hand: nginx's zones can key on anything)",
-        "client_max_body_size" | "client_body_buffer_size" | "client_body_timeout" | "client_body_temp_path" => "tether streams request bodies to the node without a size limit",
+        "client_max_body_size" | "client_body_buffer_size" | "client_body_temp_path" => "tether streams request bodies to the node without a size limit",
         "client_header_buffer_size" => "tether's `limits.max_head_bytes` bounds the whole request head",
         "proxy_cache" | "proxy_cache_path" | "proxy_cache_valid" | "proxy_cache_key" | "proxy_cache_bypass" | "proxy_no_cache" | "proxy_cache_use_stale" | "proxy_cache_lock" | "proxy_cache_methods" | "proxy_temp_path" | "proxy_max_temp_file_size" => "tether does not cache",
         "add_header" | "more_set_headers" | "add_trailer" => "tether does not add response headers; set them in your nodes",

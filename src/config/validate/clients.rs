@@ -42,6 +42,11 @@ impl Checker<'_> {
             l.keepalive_timeout.as_ref(),
             DEFAULT_KEEPALIVE_TIMEOUT,
         );
+        let body = self.timeout(
+            "limits.body_timeout",
+            l.body_timeout.as_ref(),
+            DEFAULT_BODY_TIMEOUT,
+        );
         let write = self.timeout(
             "limits.write_timeout",
             l.write_timeout.as_ref(),
@@ -58,6 +63,7 @@ impl Checker<'_> {
             max_uri_bytes: max_uri? as usize,
             head_timeout: head?,
             keepalive_timeout: keepalive?,
+            body_timeout: body?,
             write_timeout: write?,
             max_connections_per_ip: per_ip?,
         })

@@ -260,6 +260,11 @@ impl Checker<'_> {
             DEFAULT_TUNNEL_IDLE_TIMEOUT,
         );
         let send = self.timeout(&join(path, "send"), t.send.as_ref(), DEFAULT_SEND_TIMEOUT);
+        let keep = self.span(
+            &join(path, "idle"),
+            t.idle.as_ref(),
+            DEFAULT_UPSTREAM_IDLE_TIMEOUT,
+        );
         let (connect, read) = (connect?, read?);
         // Point at whichever of the two the file actually sets.
         let at = join(path, if t.read.is_some() { "read" } else { "connect" });
@@ -275,6 +280,7 @@ impl Checker<'_> {
             read,
             tunnel_idle: idle?,
             send: send?,
+            idle: keep?,
         })
     }
 }
