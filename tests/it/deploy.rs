@@ -213,7 +213,7 @@ fn the_systemd_unit_passes_systemd_analyze_verify() {
     };
     let dir = tempfile::tempdir().unwrap();
     let copy = dir.path().join("tether.service");
-    std::fs::write(&copy, unit.replace("/usr/local/bin/tether", tether_bin())).unwrap();
+    std::fs::write(&copy, unit.replace("/usr/local/bin/tether", &tether_bin())).unwrap();
     let out = Command::new(analyze)
         .arg("verify")
         .arg(&copy)

@@ -260,3 +260,47 @@ async fn a_node_that_stops_reading_the_body_gets_the_client_a_504() {
     writer.abort();
     held.abort();
 }
+
+/// `limits.body_timeout`: a client that stops sending its body is answered 408 after that
+/// long, instead of holding a node connection for the node's `timeouts.read` (90 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_stops_arriving_is_a_408_after_body_timeout() {
+    let nodes = support::nodes(1).await;
+    let yaml = format!(
+        "{}limits: {{ body_timeout: 300ms }}\n",
+        support::config(&nodes, "mode: none", "timeouts: { read: 1h }")
+    );
+    let proxy = Proxy::start(&yaml);
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    // Ten bytes promised, three sent, then nothing.
+    s.write_all(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\nabc")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let (status, head, _) = read_response(&mut s, &mut buf).await;
+    assert_eq!(status, 408, "{head}");
+    assert!(head.to_ascii_lowercase().contains("connection: close"));
+}
+
+/// RFC 9110 §10.1.1: an HTTP/1.0 client's `Expect: 100-continue` is ignored, so it never gets
+/// an interim response it cannot read; it sends its body and gets one final answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_1_0_clients_get_no_100_continue() {
+    let (_nodes, proxy) = proxy_and_nodes().await;
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    s.write_all(b"POST /echo HTTP/1.0\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+        .await
+        .unwrap();
+    // A pause so tether reads the head on its own (shaping the input, not synchronising):
+    // that is when a 100 Continue would be sent.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    s.write_all(b"hello").await.unwrap();
+    let mut all = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut all))
+        .await
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(&all);
+    assert!(text.starts_with("HTTP/1.1 200 "), "{text}");
+    assert!(!text.contains("100 Continue"), "{text}");
+}

@@ -22,6 +22,7 @@
 //! - `deploy`: the shipped Kubernetes, container and systemd files check out (tether check,
 //!   manifest essentials, systemd-analyze verify, a container build where an engine runs).
 //! - `fleet`: two replicas with one config agree on every client's node (cookie and ip_hash).
+//! - `pool`: idle node connections to removed or dead nodes are swept, never left in CLOSE_WAIT.
 
 mod support;
 
@@ -38,6 +39,7 @@ mod ip_hash;
 mod limits;
 mod load;
 mod operations;
+mod pool;
 mod security;
 mod socketio;
 mod sticky_cookie;

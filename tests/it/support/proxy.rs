@@ -33,8 +33,10 @@ pub fn free_port(ip: [u8; 4]) -> u16 {
         .expect("bind an ephemeral port")
 }
 
-pub fn tether_bin() -> &'static str {
-    env!("CARGO_BIN_EXE_tether")
+/// The tether binary under test: this build, or `TETHER_TEST_BIN` (an older build, to show a
+/// regression test failing without its fix: `TETHER_TEST_BIN=/path/to/old/tether cargo test`).
+pub fn tether_bin() -> String {
+    std::env::var("TETHER_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_tether").to_string())
 }
 
 impl Proxy {
