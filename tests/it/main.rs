@@ -6,6 +6,9 @@
 //! - `upgrade`: plain request, long-poll and WebSocket Upgrade share one node; tunnels, streaming,
 //!   timeouts and forwarded headers.
 //! - `http1`: raw HTTP/1.1 through the engine: bodies, 100-continue, pipelining, bad framing.
+//! - `differential`: over a thousand generated requests (framing, chunk lines, trailers, request
+//!   lines, fields, Host, Expect, Upgrade) must reach a strict reference parser (Node.js's llhttp)
+//!   exactly as meant, or be refused before any byte of them does.
 //! - `ip_hash`: clients from distinct source addresses are placed stably and spread.
 //! - `edge`: WebSocket handshake validation, Origin allow-list, key rotation, target limits.
 //! - `failover`: a dead node's clients are re-pinned, everyone else stays; no node gives 503.
@@ -28,6 +31,7 @@ mod support;
 mod cli;
 mod client_ip;
 mod deploy;
+mod differential;
 mod discovery;
 mod edge;
 mod failover;
