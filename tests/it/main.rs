@@ -6,6 +6,12 @@
 //! - `upgrade`: plain request, long-poll and WebSocket Upgrade share one node; tunnels, streaming,
 //!   timeouts and forwarded headers.
 //! - `http1`: raw HTTP/1.1 through the engine: bodies, 100-continue, pipelining, bad framing.
+//! - `differential`: over a thousand generated requests (framing, chunk lines, trailers, request
+//!   lines, fields, Host, Expect, Upgrade) must reach a strict reference parser (Node.js's llhttp)
+//!   exactly as meant, or be refused before any byte of them does.
+//! - `hostile_node`: a scripted node answering with broken or tricky raw responses (1xx floods,
+//!   interim answers then a close, CL with TE, bad chunk lines, bytes past the body) gets the
+//!   client a defined answer, read strictly, and never a resend it should not.
 //! - `ip_hash`: clients from distinct source addresses are placed stably and spread.
 //! - `edge`: WebSocket handshake validation, Origin allow-list, key rotation, target limits.
 //! - `failover`: a dead node's clients are re-pinned, everyone else stays; no node gives 503.
@@ -29,10 +35,12 @@ mod support;
 mod cli;
 mod client_ip;
 mod deploy;
+mod differential;
 mod discovery;
 mod edge;
 mod failover;
 mod fleet;
+mod hostile_node;
 mod http1;
 mod import_nginx;
 mod ip_hash;

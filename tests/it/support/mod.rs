@@ -3,6 +3,8 @@
 pub mod client;
 pub mod dns;
 pub mod proxy;
+pub mod recorder;
+pub mod strict;
 
 pub use client::{echo_many, Client};
 pub use proxy::Proxy;

@@ -48,6 +48,15 @@ impl Proxy {
 
     /// Like `start`, with extra environment variables for tether.
     pub fn start_with_env(yaml: &str, env: &[(&str, &str)]) -> Proxy {
+        Proxy::start_with(yaml, env, &[])
+    }
+
+    /// Like `start`, as `tether run --config PATH ARGS...` (e.g. `["--threads", "1"]`).
+    pub fn start_with_args(yaml: &str, args: &[&str]) -> Proxy {
+        Proxy::start_with(yaml, &[], args)
+    }
+
+    fn start_with(yaml: &str, env: &[(&str, &str)], args: &[&str]) -> Proxy {
         let mut last_log = String::new();
         for _ in 0..3 {
             let addr = SocketAddr::from(([127, 0, 0, 1], free_port([127, 0, 0, 1])));
@@ -67,9 +76,14 @@ impl Proxy {
                 text = text.replace("{tls}", &a.to_string());
             }
             std::fs::write(&config_path, text).expect("write config");
-            let mut child = Command::new(tether_bin())
+            let mut command = Command::new(tether_bin());
+            if !args.is_empty() {
+                command.arg("run");
+            }
+            let mut child = command
                 .arg("--config")
                 .arg(&config_path)
+                .args(args)
                 .env("TETHER_SECRET", SECRET)
                 .envs(env.iter().copied())
                 .env(
