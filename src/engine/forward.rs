@@ -56,11 +56,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             out.extend_from_slice(authority);
             out.extend_from_slice(b"\r\n");
         }
+        // Framing as tether read it, one line, whatever lists or repeats the client sent.
+        match (req.framing, req.content_length) {
+            (Framing::Chunked, _) => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+            (_, Some(n)) => push_length(out, n),
+            _ => {}
+        }
         for f in &self.fields {
             let keep = match f.kind {
-                Kind::HopByHop | Kind::Nominated | Kind::XForwardedOwn | Kind::XForwardedFor => {
-                    false
-                }
+                Kind::HopByHop
+                | Kind::Nominated
+                | Kind::XForwardedOwn
+                | Kind::XForwardedFor
+                | Kind::ContentLength
+                | Kind::TransferEncoding => false,
                 Kind::Host => !req.host_from_target,
                 Kind::Upgrade => req.upgrade,
                 Kind::Expect => !req.expect_continue,
@@ -89,12 +98,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         let out = &mut self.out;
         out.clear();
         push_status_line(out, resp, buf);
+        // RFC 9112 §6.3: with Transfer-Encoding, a Content-Length is not forwarded; without,
+        // it goes as one line however the node wrote it.
+        if let Some(n) = resp.content_length {
+            push_length(out, n);
+        }
         for f in &self.ufields {
             let keep = match f.kind {
-                Kind::HopByHop | Kind::Nominated => false,
+                Kind::HopByHop | Kind::Nominated | Kind::ContentLength => false,
                 Kind::Upgrade => resp.status == 101,
-                // RFC 9112 §6.3: with Transfer-Encoding, a Content-Length is not forwarded.
-                Kind::ContentLength => !resp.transfer_encoding,
                 Kind::TransferEncoding => !how.plain,
                 _ => true,
             };
@@ -260,6 +272,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
 /// must get the data alone?
 pub(super) fn plain_for(resp: &head::Response, client_minor: u8) -> bool {
     client_minor == 0 && resp.framing == Framing::Chunked
+}
+
+fn push_length(out: &mut Vec<u8>, n: u64) {
+    use std::io::Write as _;
+    let _ = write!(out, "content-length: {n}\r\n");
 }
 
 fn push_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {

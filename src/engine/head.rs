@@ -132,6 +132,9 @@ pub struct Request {
     /// 0 for HTTP/1.0, 1 for HTTP/1.1.
     pub minor: u8,
     pub framing: Framing,
+    /// The `Content-Length` the head gave (one value, however many lines or list items said
+    /// it): forwarded as one `content-length` line.
+    pub content_length: Option<u64>,
     /// `Connection: upgrade` with an `Upgrade` header.
     pub upgrade: bool,
     /// The client wants the connection kept after this exchange.
@@ -159,12 +162,22 @@ pub struct Response {
     pub framing: Framing,
     /// The head had `Transfer-Encoding`: its `Content-Length`, if any, is not forwarded.
     pub transfer_encoding: bool,
+    /// The `Content-Length` the head gave, when it had no `Transfer-Encoding`: forwarded as one
+    /// line (a `HEAD` or `304` response keeps it though it has no body).
+    pub content_length: Option<u64>,
     /// The node's connection may carry another exchange after this one.
     pub keep_alive: bool,
 }
 
+/// Where `part` (a slice httparse returned) starts in `buf`. An empty slice may not point into
+/// `buf` at all; any empty range is as good as another, so it is placed at 0.
 fn offset(buf: &[u8], part: &[u8]) -> u32 {
-    (part.as_ptr() as usize - buf.as_ptr() as usize) as u32
+    let (p, b) = (part.as_ptr() as usize, buf.as_ptr() as usize);
+    if p >= b && p + part.len() <= b + buf.len() {
+        (p - b) as u32
+    } else {
+        0
+    }
 }
 
 fn range(buf: &[u8], part: &[u8]) -> Range<usize> {
@@ -315,9 +328,11 @@ fn mark_nominated(buf: &[u8], fields: &mut [Field]) {
 
 /// A method as nginx accepts it: upper-case letters, `-` and `_`. Methods are case-sensitive
 /// (RFC 9110 §9.1): `head` is not `HEAD`, and a proxy that read it as `HEAD` would expect no
-/// body where the node sends one.
+/// body where the node sends one. `CONNECT` asks for a tunnel to another host, which a
+/// reverse proxy does not open.
 fn method_ok(method: &[u8]) -> bool {
     !method.is_empty()
+        && method != b"CONNECT"
         && method
             .iter()
             .all(|&b| b.is_ascii_uppercase() || b == b'-' || b == b'_')
@@ -373,6 +388,11 @@ pub fn valid_host(value: &[u8]) -> bool {
 /// `http://authority/path?q` (the authority becomes the host); `*` for `OPTIONS`. Returns the
 /// path to route and forward, and the authority of an absolute-form target.
 fn target_form<'a>(method: &[u8], target: &'a [u8]) -> Option<(&'a [u8], Option<&'a [u8]>)> {
+    // Visible ASCII only: anything else must be percent-encoded (RFC 3986), and a node's parser
+    // may stop at a raw non-ASCII byte where tether would not.
+    if !target.iter().all(|b| (0x21..=0x7e).contains(b)) {
+        return None;
+    }
     if target.first() == Some(&b'/') {
         return Some((target, None));
     }
@@ -484,6 +504,7 @@ pub fn parse_request(buf: &[u8], fields: &mut Vec<Field>) -> Result<Option<Reque
         path: range(buf, path),
         minor,
         framing: body,
+        content_length: framing.length,
         // RFC 9110 §7.8: an Upgrade in an HTTP/1.0 request is ignored.
         upgrade: conn.upgrade && has_upgrade && minor == 1,
         keep_alive,
@@ -512,7 +533,12 @@ pub fn parse_response(
     let (Some(status), Some(minor)) = (resp.code, resp.version) else {
         return Err(HeadError::Malformed);
     };
-    let reason = resp.reason.map_or(len..len, |r| range(buf, r.as_bytes()));
+    // An empty reason may not point into `buf` (httparse can hand back a static ""), so only a
+    // non-empty one is located by its address.
+    let reason = match resp.reason {
+        Some(r) if !r.is_empty() => range(buf, r.as_bytes()),
+        _ => 0..0,
+    };
     fields.clear();
     let mut conn = ConnectionTokens::default();
     let mut framing = FramingHeaders::default();
@@ -558,6 +584,7 @@ pub fn parse_response(
         minor,
         framing: body,
         transfer_encoding: framing.transfer_encoding,
+        content_length: framing.length.filter(|_| !framing.transfer_encoding),
         keep_alive,
     }))
 }

@@ -532,7 +532,8 @@ fn req_matches(req: &Req, e: &Event) -> Result<(), String> {
             .filter(|(n, _)| n.eq_ignore_ascii_case("host"))
             .map(|(_, v)| v)
             .collect();
-        if hosts.len() != 1 || hosts[0].trim_ascii() != h.trim_ascii() {
+        // Host names are case-insensitive (RFC 3986 §3.2.2): `HTTP://H/` is for host `h`.
+        if hosts.len() != 1 || !hosts[0].trim_ascii().eq_ignore_ascii_case(h.trim_ascii()) {
             return Err(format!(
                 "{method} {url}: Host at the node {:?}, {} meant",
                 hosts.iter().map(|v| escape(v, 30)).collect::<Vec<_>>(),
