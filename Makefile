@@ -5,7 +5,7 @@ CARGO ?= cargo
 # Only for `tether check` on the example configs: they read the secret from TETHER_SECRET.
 EXAMPLE_SECRET := example-secret-for-checking-conf-files-only
 
-.PHONY: all demo test deps deps-system deps-node deps-nginx build check-conf lint bench clean
+.PHONY: all demo test deps deps-system deps-node deps-nginx build check-conf lint bench fuzz clean
 
 all: build
 
@@ -35,6 +35,12 @@ check-conf:
 ## BASELINE=path/to/tether adds an older tether build as a column, interleaved with this one.
 bench: deps-system
 	$(CARGO) bench --bench compare -- $(if $(BASELINE),--baseline $(BASELINE))
+
+## fuzz: libFuzzer over every parser that sees network bytes (heads, chunked bodies and trailers,
+## PROXY headers, tokens) for FUZZ_SECONDS (default 30 minutes); needs `cargo install cargo-fuzz`.
+FUZZ_SECONDS ?= 1800
+fuzz:
+	cd fuzz && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run parsers -- -max_total_time=$(FUZZ_SECONDS) -max_len=4096
 
 lint:
 	$(CARGO) fmt --check
