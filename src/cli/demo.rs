@@ -144,6 +144,7 @@ fn demo_config(listen: SocketAddr, nodes: &[(String, SocketAddr)], secret: Vec<u
         shutdown: Shutdown {
             grace: std::time::Duration::ZERO,
             close_window: std::time::Duration::ZERO,
+            ..Shutdown::default()
         },
     }
 }

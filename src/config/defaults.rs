@@ -75,6 +75,10 @@ pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// (10 seconds; `0s` closes them all at once).
 pub const DEFAULT_SHUTDOWN_CLOSE_WINDOW: Duration = Duration::from_secs(10);
 
+/// `shutdown.upgrade_timeout`: after SIGUSR2, the new binary must say it is ready within this
+/// long, or it is stopped and the running process carries on as if nothing happened (30 s).
+pub const DEFAULT_UPGRADE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// `health_check.path` when omitted: `None`, the active check is a TCP connect, not an HTTP GET.
 pub const DEFAULT_HEALTH_PATH: Option<&str> = None;
 

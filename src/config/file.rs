@@ -43,6 +43,7 @@ pub struct FileAdmin {
 pub struct FileShutdown {
     pub grace: Option<String>,
     pub close_window: Option<String>,
+    pub upgrade_timeout: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -314,7 +315,7 @@ pub fn expected_keys(keys: &[&str]) -> &'static [&'static str] {
         ["listen"] => &["address", "tls", "proxy_protocol"],
         ["listen", "tls"] => &["cert", "key"],
         ["admin"] => &["address", "token_env"],
-        ["shutdown"] => &["grace", "close_window"],
+        ["shutdown"] => &["grace", "close_window", "upgrade_timeout"],
         ["upstreams", _] => &[
             "nodes",
             "balance",

@@ -85,6 +85,8 @@ pub struct Shutdown {
     pub grace: Duration,
     /// Then the remaining tunnels are closed spread over this window, with jitter (may be zero).
     pub close_window: Duration,
+    /// A new binary started by SIGUSR2 must be ready within this long.
+    pub upgrade_timeout: Duration,
 }
 
 impl Default for Shutdown {
@@ -93,6 +95,7 @@ impl Default for Shutdown {
         Shutdown {
             grace: defaults::DEFAULT_SHUTDOWN_GRACE,
             close_window: defaults::DEFAULT_SHUTDOWN_CLOSE_WINDOW,
+            upgrade_timeout: defaults::DEFAULT_UPGRADE_TIMEOUT,
         }
     }
 }

@@ -35,13 +35,23 @@ pub struct Admin {
     pub token: Option<String>,
 }
 
-/// Serve the admin API until the process ends.
-pub async fn serve(admin: Admin, control: Arc<Control>) {
+/// Serve the admin API until a shutdown begins (then a new process, after a binary upgrade,
+/// or nobody answers on the admin address).
+pub async fn serve(
+    admin: Admin,
+    control: Arc<Control>,
+    mut shutdown: tokio::sync::watch::Receiver<Option<crate::config::Shutdown>>,
+) {
     let Admin { listener, token } = admin;
     let token: Option<Arc<str>> = token.map(Into::into);
     let mut warned = false;
     loop {
-        let stream = match listener.accept().await {
+        let accepted = tokio::select! {
+            biased;
+            _ = shutdown.changed() => return,
+            a = listener.accept() => a,
+        };
+        let stream = match accepted {
             Ok((stream, _)) => {
                 warned = false;
                 stream
@@ -210,6 +220,7 @@ fn status(control: &Control) -> serde_json::Value {
         })
         .collect();
     json!({
+        "process": control.process,
         "config": control.source().display().to_string(),
         "reloads": control.reloads(),
         "upstreams": upstreams,

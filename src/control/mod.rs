@@ -44,7 +44,24 @@ pub struct Control {
     config_generation: watch::Sender<u64>,
     reloads: AtomicU64,
     pub metrics: metrics::Metrics,
+    /// Which process this is: shown by `/status` and the start log.
+    pub process: Process,
 }
+
+/// The running process, so an operator can tell which one answers (during a binary upgrade two
+/// run side by side).
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct Process {
+    pub pid: u32,
+    /// Unix seconds.
+    pub started: u64,
+    /// How many binary upgrades the listening sockets have been through (0: bound by this
+    /// process or handed over by systemd).
+    pub generation: u64,
+}
+
+/// A binary upgrade asked for by SIGUSR2, answered with the new process's pid or why it failed.
+pub type UpgradeRequest = tokio::sync::oneshot::Sender<Result<u32, String>>;
 
 struct State {
     config: Config,
@@ -54,11 +71,12 @@ struct State {
 impl Control {
     /// The control for `config`, with a runtime built from its static nodes (discovery fills
     /// in the rest once it has looked).
-    pub fn new(config: Config) -> Control {
+    pub fn new(config: Config, process: Process) -> Control {
         let runtime: &'static Shared =
             Box::leak(Box::new(ArcSwap::from_pointee(Runtime::new(&config, None))));
         Control {
             runtime,
+            process,
             metrics: metrics::Metrics::new(runtime),
             source: config.source.clone(),
             state: Mutex::new(State {
@@ -106,11 +124,12 @@ impl Control {
             }
         };
         state.found.retain_for(&config);
-        state.config = config;
+        let before = std::mem::replace(&mut state.config, config);
         let summary = self.rebuild(&state);
         self.config_generation.send_modify(|g| *g += 1);
         self.reloads.fetch_add(1, Ordering::Relaxed);
         tracing::info!(config = %self.source.display(), %summary, "config reloaded");
+        warn_restart_only(&before, &state.config);
         Ok(summary)
     }
 
@@ -222,6 +241,29 @@ fn changes(old: &Runtime, new: &Runtime) -> String {
     }
 }
 
+/// Tell systemd how the service stands, when it started tether with `Type=notify` (a no-op
+/// otherwise): READY once serving, RELOADING around a reload, STOPPING when shutting down.
+pub fn notify_systemd(state: &[sd_notify::NotifyState<'_>]) {
+    if let Err(e) = sd_notify::notify(false, state) {
+        tracing::debug!(error = %e, "cannot notify systemd");
+    }
+}
+
+/// Say what a reload did not apply: settings read once at start. Listening addresses are
+/// applied by the workers (bound or closed); certificates with the next handshake.
+fn warn_restart_only(before: &Config, after: &Config) {
+    let admin = |c: &Config| c.admin.as_ref().map(|a| a.address);
+    if admin(before) != admin(after) {
+        tracing::warn!(before = ?admin(before), after = ?admin(after), "the admin address is read at start only; a reload does not move it: upgrade in place (kill -USR2) or restart to apply it");
+    }
+    if before.limits != after.limits {
+        tracing::warn!("`limits` are read at start only; a reload does not change them: upgrade in place (kill -USR2) or restart to apply them");
+    }
+    if before.shutdown != after.shutdown {
+        tracing::warn!("`shutdown` is read at start only; a reload does not change it: upgrade in place (kill -USR2) or restart to apply it");
+    }
+}
+
 /// Run the control plane until a graceful shutdown is over: health checks, DNS discovery, the
 /// admin API (when `admin` is bound), and the signal handlers, which send the shutdown plan on
 /// `shutdown`.
@@ -230,11 +272,16 @@ pub async fn run(
     admin: Option<admin::Admin>,
     shutdown: watch::Sender<Option<config::Shutdown>>,
     plan: config::Shutdown,
+    upgrades: Option<tokio::sync::mpsc::Sender<UpgradeRequest>>,
 ) {
     tokio::spawn(health::supervise(control.runtime, control.generation()));
     tokio::spawn(discovery::run(Arc::clone(&control)));
     if let Some(admin) = admin {
-        tokio::spawn(admin::serve(admin, Arc::clone(&control)));
+        tokio::spawn(admin::serve(
+            admin,
+            Arc::clone(&control),
+            shutdown.subscribe(),
+        ));
     }
-    signals::run(control, shutdown, plan).await;
+    signals::run(control, shutdown, plan, upgrades).await;
 }

@@ -1,23 +1,34 @@
 //! Listening sockets and what happens between `accept` and the first request: the PROXY
 //! protocol header, the per-IP connection cap, and the TLS handshake.
+//!
+//! Each worker has one socket per configured address (`SO_REUSEPORT`) and one accept loop per
+//! socket. What a connection gets on an address (PROXY protocol, TLS and its certificate) is read
+//! from the runtime snapshot when the connection is accepted, so a reload changes it for the
+//! next connection. A reload that adds or removes addresses is applied by each worker's
+//! [`Acceptors::reconcile`]: new addresses are bound, removed ones stop accepting (their open
+//! connections carry on). Every socket is recorded in the [`registry`] so a binary upgrade can
+//! hand all of them to the new process.
 
 use super::{conn, per_ip, proxy_protocol, Limits, ShutdownSignal};
 use crate::runtime::failure::{self, Refusal};
 use crate::runtime::Shared;
+use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::sync::oneshot;
 
 /// Pending connections the kernel queues per listener.
 const BACKLOG: i32 = 4096;
 
-/// A bound listening socket and how its connections start.
+/// A bound listening socket and the configured address it serves.
 pub struct Bound {
     pub socket: std::net::TcpListener,
-    pub tls: Option<tokio_rustls::TlsAcceptor>,
-    pub proxy_protocol: bool,
+    pub address: SocketAddr,
 }
 
 /// Bind one listening socket with `SO_REUSEPORT`, so every worker can have its own.
@@ -35,27 +46,187 @@ pub fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     Ok(socket.into())
 }
 
-/// Accept connections until shutdown; each gets its own task on this worker.
-pub async fn accept_loop(
+/// Every listening socket of the process, by worker: what a binary upgrade hands over.
+pub mod registry {
+    use super::*;
+
+    struct Entry {
+        address: SocketAddr,
+        worker: usize,
+        fd: OwnedFd,
+    }
+
+    static SOCKETS: Mutex<Vec<Entry>> = Mutex::new(Vec::new());
+
+    fn sockets() -> std::sync::MutexGuard<'static, Vec<Entry>> {
+        SOCKETS.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Record `socket` (a duplicate of its descriptor) as worker `worker`'s for `address`.
+    pub fn add(address: SocketAddr, worker: usize, socket: &std::net::TcpListener) {
+        match socket.try_clone() {
+            Ok(dup) => sockets().push(Entry {
+                address,
+                worker,
+                fd: OwnedFd::from(dup),
+            }),
+            Err(e) => {
+                tracing::warn!(%address, error = %e, "cannot keep a listener for a binary upgrade")
+            }
+        }
+    }
+
+    /// Forget worker `worker`'s socket for `address` (it stopped accepting).
+    pub fn remove(address: SocketAddr, worker: usize) {
+        sockets().retain(|e| !(e.address == address && e.worker == worker));
+    }
+
+    /// A duplicate of every listening socket, with its address, in worker order: what a new
+    /// binary inherits.
+    pub fn handoff() -> Vec<(SocketAddr, OwnedFd)> {
+        let mut all: Vec<_> = sockets()
+            .iter()
+            .filter_map(|e| Some((e.worker, e.address, e.fd.try_clone().ok()?)))
+            .collect();
+        all.sort_by_key(|(w, a, _)| (*w, *a));
+        all.into_iter().map(|(_, a, fd)| (a, fd)).collect()
+    }
+
+    /// Forget every socket (the process is stopping; nothing will be handed over).
+    pub fn clear() {
+        sockets().clear();
+    }
+}
+
+/// One worker's accept loops, by configured address.
+pub struct Acceptors {
+    worker: usize,
+    runtime: &'static Shared,
+    limits: Limits,
+    shutdown: ShutdownSignal,
+    loops: HashMap<SocketAddr, oneshot::Sender<()>>,
+    /// The snapshot the loops were last reconciled with.
+    seen: Option<Arc<crate::runtime::Runtime>>,
+}
+
+impl Acceptors {
+    pub fn new(
+        worker: usize,
+        runtime: &'static Shared,
+        limits: Limits,
+        shutdown: ShutdownSignal,
+    ) -> Acceptors {
+        Acceptors {
+            worker,
+            runtime,
+            limits,
+            shutdown,
+            loops: HashMap::new(),
+            seen: None,
+        }
+    }
+
+    /// Start accepting on `b` (on this worker's runtime).
+    pub fn start(&mut self, b: Bound) {
+        let listener = match tokio::net::TcpListener::from_std(b.socket) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(address = %b.address, error = %e, "cannot register a listener");
+                return;
+            }
+        };
+        let (stop, stopped) = oneshot::channel();
+        self.loops.insert(b.address, stop);
+        tokio::spawn(accept_loop(
+            listener,
+            b.address,
+            self.worker,
+            self.runtime,
+            self.limits,
+            self.shutdown.clone(),
+            stopped,
+        ));
+    }
+
+    /// Bring the accept loops in line with the runtime's listeners after a reload: bind the
+    /// addresses that appeared, stop accepting on those that went.
+    pub fn reconcile(&mut self) {
+        let rt = self.runtime.load_full();
+        if self.seen.as_ref().is_some_and(|s| Arc::ptr_eq(s, &rt)) {
+            return;
+        }
+        let gone: Vec<SocketAddr> = self
+            .loops
+            .keys()
+            .filter(|a| rt.listener(**a).is_none())
+            .copied()
+            .collect();
+        for address in gone {
+            if let Some(stop) = self.loops.remove(&address) {
+                let _ = stop.send(());
+                if self.worker == 0 {
+                    tracing::info!(%address, "listener removed by reload: no new connections there; open ones carry on");
+                }
+            }
+        }
+        for l in &rt.listeners {
+            if self.loops.contains_key(&l.address) {
+                continue;
+            }
+            match bind(l.address) {
+                Ok(socket) => {
+                    registry::add(l.address, self.worker, &socket);
+                    if self.worker == 0 {
+                        tracing::info!(address = %l.address, "listener added by reload");
+                    }
+                    self.start(Bound {
+                        socket,
+                        address: l.address,
+                    });
+                }
+                Err(e) => {
+                    tracing::error!(address = %l.address, error = %e, "cannot listen on an address the reloaded config added")
+                }
+            }
+        }
+        self.seen = Some(rt);
+    }
+}
+
+/// Accept connections until shutdown (or until this address leaves the config); each gets its
+/// own task on this worker.
+async fn accept_loop(
     listener: tokio::net::TcpListener,
-    tls: Option<tokio_rustls::TlsAcceptor>,
-    proxy_protocol: bool,
+    address: SocketAddr,
+    worker: usize,
     runtime: &'static Shared,
     limits: Limits,
     mut shutdown: ShutdownSignal,
+    mut stop: oneshot::Receiver<()>,
 ) {
     let mut fd_warned = false;
     loop {
         let accepted = tokio::select! {
             biased;
             // Dropping the listener closes it: new connections are refused from here on.
-            _ = shutdown.changed() => return,
+            _ = shutdown.changed() => break,
+            _ = &mut stop => break,
             a = listener.accept() => a,
         };
         match accepted {
             Ok((stream, peer)) => {
                 fd_warned = false;
-                let (shutdown, tls) = (shutdown.clone(), tls.clone());
+                let rt = runtime.load();
+                let Some(spec) = rt.listener(address) else {
+                    // The address left the config a moment ago: this loop is about to stop.
+                    continue;
+                };
+                let tls = spec
+                    .tls
+                    .as_ref()
+                    .map(|c| tokio_rustls::TlsAcceptor::from(Arc::clone(c)));
+                let proxy_protocol = spec.proxy_protocol;
+                drop(rt);
                 tokio::spawn(start(
                     stream,
                     peer,
@@ -63,7 +234,7 @@ pub async fn accept_loop(
                     proxy_protocol,
                     runtime,
                     limits,
-                    shutdown,
+                    shutdown.clone(),
                 ));
             }
             Err(e) => {
@@ -81,6 +252,7 @@ pub async fn accept_loop(
             }
         }
     }
+    registry::remove(address, worker);
 }
 
 /// EMFILE or ENFILE: the process or the system has no descriptor left for a new connection.

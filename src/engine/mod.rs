@@ -33,38 +33,45 @@ pub mod tunnel;
 pub use crate::config::Limits;
 use crate::config::{Config, Shutdown};
 use crate::runtime::{counters, Shared};
-use listen::Bound;
+use listen::{Acceptors, Bound};
 use std::io;
-use std::sync::Arc;
+use std::net::SocketAddr;
 use tokio::sync::watch;
 
 /// `None` while serving; the shutdown plan once a graceful shutdown began.
 pub type ShutdownSignal = watch::Receiver<Option<Shutdown>>;
 
-/// Every worker's listening sockets, bound before anything starts so a taken port is one clear
+/// How often each worker checks whether a reload changed the listening addresses.
+const RECONCILE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Every worker's listening sockets, ready before anything starts so a taken port is one clear
 /// error and not a half-up proxy.
 pub struct Listeners {
     workers: Vec<Vec<Bound>>,
 }
 
 impl Listeners {
-    /// One socket per worker per configured listener.
-    pub fn bind(config: &Config, workers: usize) -> io::Result<Listeners> {
+    /// One socket per worker per configured listener: taken from `inherited` when it has one
+    /// for that address (a binary upgrade, systemd socket activation), bound otherwise.
+    pub fn bind(
+        config: &Config,
+        workers: usize,
+        mut inherited: impl FnMut(SocketAddr) -> Option<std::net::TcpListener>,
+    ) -> io::Result<Listeners> {
         let mut all = Vec::new();
         for _ in 0..workers.max(1) {
             let mut mine = Vec::new();
             for l in &config.listen {
-                let socket = listen::bind(l.address).map_err(|e| {
-                    io::Error::new(e.kind(), format!("cannot listen on {}: {e}", l.address))
-                })?;
-                let tls = l
-                    .tls
-                    .as_ref()
-                    .map(|t| tokio_rustls::TlsAcceptor::from(Arc::clone(&t.server)));
+                let socket = match inherited(l.address) {
+                    Some(s) => s,
+                    None => listen::bind(l.address).map_err(|e| {
+                        io::Error::new(e.kind(), format!("cannot listen on {}: {e}", l.address))
+                    })?,
+                };
+                socket.set_nonblocking(true)?;
                 mine.push(Bound {
                     socket,
-                    tls,
-                    proxy_protocol: l.proxy_protocol,
+                    address: l.address,
                 });
             }
             all.push(mine);
@@ -84,6 +91,9 @@ impl Listeners {
         shutdown: ShutdownSignal,
     ) -> io::Result<()> {
         for (i, mine) in self.workers.into_iter().enumerate() {
+            for b in &mine {
+                listen::registry::add(b.address, i, &b.socket);
+            }
             let shutdown = shutdown.clone();
             std::thread::Builder::new()
                 .name(format!("tether-worker-{i}"))
@@ -114,25 +124,22 @@ fn worker(
     // Tasks are spawned on this current-thread runtime directly: they never leave this thread,
     // which is what lets the node pools and scratch buffers be thread-local.
     rt.block_on(async move {
+        let mut acceptors = Acceptors::new(index, runtime, limits, shutdown.clone());
         for b in listeners {
-            let listener = match tokio::net::TcpListener::from_std(b.socket) {
-                Ok(l) => l,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot register a listener");
-                    continue;
-                }
-            };
-            tokio::spawn(listen::accept_loop(
-                listener,
-                b.tls,
-                b.proxy_protocol,
-                runtime,
-                limits,
-                shutdown.clone(),
-            ));
+            acceptors.start(b);
         }
         tokio::spawn(pool::sweeper(runtime));
-        // Keep the runtime (and so every connection) alive until the process exits.
+        let mut shutdown = shutdown;
+        let mut ticker = tokio::time::interval(RECONCILE_EVERY);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => acceptors.reconcile(),
+                // Once shutting down, no listener comes back; keep the runtime (and so every
+                // connection) alive until the process exits.
+                _ = shutdown.changed() => break,
+            }
+        }
         std::future::pending::<()>().await;
     });
 }

@@ -198,6 +198,7 @@ mod tests {
         let plan = Shutdown {
             grace: Duration::from_secs(5),
             close_window: Duration::from_secs(10),
+            ..Shutdown::default()
         };
         let delays: Vec<_> = (0..1000).map(|_| close_delay(&plan)).collect();
         assert!(delays

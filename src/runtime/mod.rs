@@ -26,6 +26,8 @@ use crate::config::Config;
 use arc_swap::ArcSwap;
 use pool::Pool;
 use route::Router;
+use std::net::SocketAddr;
+use std::sync::Arc;
 
 /// Everything a request needs from the config, built once per (re)load.
 pub struct Runtime {
@@ -33,6 +35,18 @@ pub struct Runtime {
     pub router: Router,
     /// Peers whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// The addresses to accept clients on, and how each connection starts there.
+    pub listeners: Vec<Listening>,
+}
+
+/// One listening address as the engine serves it. Read for every accepted connection, so a
+/// reload changes the PROXY protocol setting or the certificate without touching the socket:
+/// renewed certificates are used by the next handshake, open connections keep theirs.
+pub struct Listening {
+    pub address: SocketAddr,
+    pub proxy_protocol: bool,
+    /// TLS termination: the certificate and key as loaded (and checked) by the last good config.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// Where the current snapshot lives: written by the control plane, read by every request.
@@ -53,11 +67,25 @@ impl Runtime {
                 .collect(),
             router: Router::new(&config.routes),
             trusted_proxies: config.trusted_proxies.clone(),
+            listeners: config
+                .listen
+                .iter()
+                .map(|l| Listening {
+                    address: l.address,
+                    proxy_protocol: l.proxy_protocol,
+                    tls: l.tls.as_ref().map(|t| Arc::clone(&t.server)),
+                })
+                .collect(),
         }
     }
 
     pub fn pool(&self, name: &str) -> Option<&Pool> {
         self.pools.iter().find(|p| p.name == name)
+    }
+
+    /// The listener configured at `address`, if the config still has it.
+    pub fn listener(&self, address: SocketAddr) -> Option<&Listening> {
+        self.listeners.iter().find(|l| l.address == address)
     }
 }
 

@@ -60,9 +60,15 @@ impl Checker<'_> {
             s.close_window.as_ref(),
             DEFAULT_SHUTDOWN_CLOSE_WINDOW,
         );
+        let upgrade = self.timeout(
+            "shutdown.upgrade_timeout",
+            s.upgrade_timeout.as_ref(),
+            DEFAULT_UPGRADE_TIMEOUT,
+        );
         Some(Shutdown {
             grace: grace?,
             close_window: close_window?,
+            upgrade_timeout: upgrade?,
         })
     }
 }
