@@ -201,6 +201,9 @@ fn the_systemd_unit_passes_systemd_analyze_verify() {
         "NoNewPrivileges=yes",
         "ReadOnlyPaths=/etc/tether",
         "ExecReload=/bin/kill -HUP $MAINPID",
+        // A binary upgrade's new process announces its own pid.
+        "Type=notify",
+        "NotifyAccess=all",
     ] {
         assert!(unit.contains(needed), "the unit has {needed}");
     }
@@ -214,9 +217,12 @@ fn the_systemd_unit_passes_systemd_analyze_verify() {
     let dir = tempfile::tempdir().unwrap();
     let copy = dir.path().join("tether.service");
     std::fs::write(&copy, unit.replace("/usr/local/bin/tether", &tether_bin())).unwrap();
+    let socket = dir.path().join("tether.socket");
+    std::fs::copy(deploy("systemd/tether.socket"), &socket).unwrap();
     let out = Command::new(analyze)
         .arg("verify")
         .arg(&copy)
+        .arg(&socket)
         .output()
         .expect("run systemd-analyze");
     let text = format!(
