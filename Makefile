@@ -5,7 +5,7 @@ CARGO ?= cargo
 # Only for `tether check` on the example configs: they read the secret from TETHER_SECRET.
 EXAMPLE_SECRET := example-secret-for-checking-conf-files-only
 
-.PHONY: all demo test deps deps-system deps-node deps-nginx build check-conf lint bench clean
+.PHONY: all demo test deps deps-system deps-node deps-nginx build check-conf lint bench soak clean
 
 all: build
 
@@ -35,6 +35,12 @@ check-conf:
 ## BASELINE=path/to/tether adds an older tether build as a column, interleaved with this one.
 bench: deps-system
 	$(CARGO) bench --bench compare -- $(if $(BASELINE),--baseline $(BASELINE))
+
+## soak: 10 minutes of mixed load through tether while its DNS-discovered nodes are replaced
+## every 5 s and its config reloaded every 30 s: descriptors, RSS and stickiness must hold.
+## SOAK_ARGS=--quick for a 90-second run (or --duration 30m).
+soak: deps-system
+	$(CARGO) bench --bench soak -- $(SOAK_ARGS)
 
 lint:
 	$(CARGO) fmt --check
