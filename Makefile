@@ -5,7 +5,7 @@ CARGO ?= cargo
 # Only for `tether check` on the example configs: they read the secret from TETHER_SECRET.
 EXAMPLE_SECRET := example-secret-for-checking-conf-files-only
 
-.PHONY: all demo test deps deps-system deps-node deps-nginx build check-conf lint bench fuzz clean
+.PHONY: all demo test deps deps-system deps-node deps-nginx build check-conf lint bench soak fuzz clean
 
 all: build
 
@@ -41,6 +41,12 @@ bench: deps-system
 FUZZ_SECONDS ?= 1800
 fuzz:
 	cd fuzz && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run parsers -- -max_total_time=$(FUZZ_SECONDS) -max_len=4096
+
+## soak: 10 minutes of mixed load through tether while its DNS-discovered nodes are replaced
+## every 5 s and its config reloaded every 30 s: descriptors, RSS and stickiness must hold.
+## SOAK_ARGS=--quick for a 90-second run (or --duration 30m).
+soak: deps-system
+	$(CARGO) bench --bench soak -- $(SOAK_ARGS)
 
 lint:
 	$(CARGO) fmt --check

@@ -47,7 +47,10 @@ pub fn install_signal_handler() {
                 _ = term.recv() => {}
             }
         });
-        eprintln!("compare: interrupted; killing every process it started");
+        eprintln!(
+            "{}: interrupted; killing every process it started",
+            env!("CARGO_CRATE_NAME")
+        );
         for pgid in lock(&LIVE).drain(..) {
             kill_group(pgid);
         }

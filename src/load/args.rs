@@ -123,6 +123,10 @@ pub struct LoadArgs {
     /// Exit 1 if there was any stickiness violation or any error.
     #[arg(long)]
     pub fail_on_violation: bool,
+    /// Add every client's node changes and errors, with their time, to the JSON report
+    /// (`history`), so that a move whose node had left the cluster can be told from a broken pin.
+    #[arg(long)]
+    pub history: bool,
 }
 
 /// Only to parse `LoadArgs` on their own (tests, other programs).
@@ -178,6 +182,8 @@ pub(crate) struct Plan {
     pub node_from: NodeFrom,
     pub source: Option<SourceRange>,
     pub threads: usize,
+    /// Keep each client's node changes and errors (--history).
+    pub history: bool,
     /// After the soft stop, how long clients get to finish their step before everything is
     /// aborted (10 s; tests shorten it).
     pub hard_grace: Duration,
@@ -339,6 +345,7 @@ impl Plan {
             node_from: a.node_from,
             source,
             threads: a.threads,
+            history: a.history,
             hard_grace: HARD_GRACE,
         })
     }

@@ -2,6 +2,7 @@
 //! the stop signal, the operation budget, pacing, timeouts, recording and stickiness.
 
 use super::args::Plan;
+use super::history::{Journal, Recorder};
 use super::jar::Jar;
 use super::source;
 use super::stats::{ErrorKind, Stats};
@@ -36,6 +37,8 @@ pub(crate) struct Shared {
     pub plan: Arc<Plan>,
     pub stats: Stats,
     pub control: Control,
+    /// With --history, where each client's journal goes when it is dropped.
+    pub history: Option<Recorder>,
 }
 
 /// The soft stop (end of --duration or --requests reached) and the operation budget.
@@ -114,6 +117,8 @@ pub(crate) struct Client {
     pub flow: &'static str,
     source: Option<IpAddr>,
     sticky: Sticky,
+    /// With --history: this client's node changes and errors.
+    journal: Option<Journal>,
     stop: watch::Receiver<bool>,
     backoff: Duration,
     next_at: Option<Instant>,
@@ -123,6 +128,7 @@ impl Client {
     pub fn new(index: usize, shared: Arc<Shared>, flow: &'static str) -> Client {
         let source = shared.plan.source.map(|r| r.nth(index));
         let stop = shared.control.subscribe();
+        let journal = shared.history.is_some().then(|| Journal::new(index, flow));
         Client {
             index,
             shared,
@@ -130,6 +136,7 @@ impl Client {
             flow,
             source,
             sticky: Sticky::default(),
+            journal,
             stop,
             backoff: FIRST_BACKOFF,
             next_at: None,
@@ -204,9 +211,17 @@ impl Client {
         result
     }
 
+    /// Count an error (an answer with an error status, say) without pausing.
+    pub fn error(&mut self, kind: ErrorKind) {
+        self.shared.stats.error(kind);
+        if let (Some(journal), Some(recorder)) = (&mut self.journal, &self.shared.history) {
+            journal.error(recorder, kind);
+        }
+    }
+
     /// Count an error and pause (growing) before the client's next attempt.
     pub async fn fail(&mut self, kind: ErrorKind) {
-        self.stats().error(kind);
+        self.error(kind);
         let pause = self.backoff;
         self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
         self.sleep_until(Instant::now() + pause).await;
@@ -227,6 +242,9 @@ impl Client {
         let node = node.trim_ascii();
         if node.is_empty() {
             return;
+        }
+        if let (Some(journal), Some(recorder)) = (&mut self.journal, &self.shared.history) {
+            journal.node(recorder, &String::from_utf8_lossy(node));
         }
         match &self.sticky.first {
             None => {
@@ -249,6 +267,15 @@ impl Client {
     }
 }
 
+impl Drop for Client {
+    /// Hand the journal in (also when the hard deadline aborts the client's task).
+    fn drop(&mut self) {
+        if let (Some(journal), Some(recorder)) = (self.journal.take(), &self.shared.history) {
+            journal.finish(recorder);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -262,6 +289,7 @@ mod tests {
             plan: Arc::new(plan),
             stats: Stats::new(1).unwrap(),
             control: Control::new(None),
+            history: None,
         })
     }
 
@@ -281,6 +309,36 @@ mod tests {
         assert_eq!(n, 1);
         assert_eq!(examples, ["client 3 (http): node-a then node-b"]);
         assert_eq!(firsts.len(), 2);
+    }
+
+    #[test]
+    fn history_follows_every_move_past_the_first_violation() {
+        let mut s = shared(&[]);
+        Arc::get_mut(&mut s).unwrap().history = Some(Recorder::new(Instant::now()));
+        let mut c = Client::new(1, s.clone(), "ws");
+        c.observe(b"node-a");
+        c.observe(b"node-b");
+        c.error(ErrorKind::WsClosed);
+        c.observe(b"node-b");
+        c.observe(b"node-c");
+        drop(c);
+        assert_eq!(s.stats.violations().0, 1, "still one violation per client");
+        let h = s.history.as_ref().unwrap().finish();
+        let seen: Vec<(Option<&str>, Option<&str>)> = h.clients[0]
+            .events
+            .iter()
+            .map(|e| (e.node.as_deref(), e.error))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (Some("node-a"), None),
+                (Some("node-b"), None),
+                (None, Some("ws_closed")),
+                (Some("node-c"), None),
+            ]
+        );
+        assert_eq!(s.stats.error_total(), 1);
     }
 
     #[test]
@@ -331,6 +389,7 @@ mod tests {
             plan: Arc::new(plan),
             stats: Stats::new(1).unwrap(),
             control: Control::new(None),
+            history: None,
         });
         let mut c = Client::new(0, s.clone(), "http");
         assert_eq!(c.connect().await.err(), Some(ErrorKind::Connect));

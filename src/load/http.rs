@@ -64,7 +64,7 @@ pub(crate) async fn run(c: &mut Client, path: Uri, long_poll: bool) {
                     let header = resp.has_node.then_some(&resp.node[..]);
                     c.observe(node_of(from, header, &resp.body));
                 } else if let Some(kind) = ErrorKind::of_status(resp.status, &resp.body) {
-                    shared.stats.error(kind);
+                    c.error(kind);
                 }
                 if close || !resp.keep_alive {
                     conn = None;

@@ -9,12 +9,14 @@
 //! recording), one file per flow (`http.rs` for http and longpoll over the minimal client in
 //! `h1.rs`, `ws.rs`, `socketio.rs` with its packets in `engineio.rs` and its polling over
 //! `hyper_conn.rs`), `stats.rs` (counters and histograms), `report.rs` (the result and its
-//! table), `jar.rs`, `source.rs`, `limits.rs`.
+//! table), `history.rs` (`--history`: each client's node changes and errors), `jar.rs`,
+//! `source.rs`, `limits.rs`.
 
 mod args;
 mod client;
 mod engineio;
 mod h1;
+mod history;
 mod http;
 mod hyper_conn;
 mod jar;
@@ -27,6 +29,7 @@ mod stats;
 mod ws;
 
 pub use args::{Flow, LoadArgs, NodeFrom};
+pub use history::{ClientHistory, Event, History};
 pub use report::{Errors, Latency, Report};
 
 use std::sync::Arc;

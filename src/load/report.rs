@@ -1,6 +1,7 @@
 //! The result of a run: the JSON object of `--json` (serde) and the readable table (`Display`).
 
 use super::args::Flow;
+use super::history::History;
 use super::stats::ErrorKind;
 use hdrhistogram::Histogram;
 use std::collections::BTreeMap;
@@ -138,6 +139,9 @@ pub struct Report {
     pub hold_open: bool,
     /// Clients still running at the hard deadline (duration + 10 s) and aborted.
     pub aborted_clients: u64,
+    /// With --history: every client's node changes and errors, with their time.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub history: Option<History>,
 }
 
 impl Report {
@@ -291,6 +295,7 @@ mod tests {
             held_at_end: 28,
             hold_open: false,
             aborted_clients: 0,
+            history: None,
         }
     }
 
@@ -320,6 +325,19 @@ mod tests {
         assert_eq!(v["clients_per_node"]["node-b"], 10);
         assert_eq!(v["held_at_end"], 28);
         assert_eq!(v["violations"], 1);
+        assert!(v.get("history").is_none(), "only with --history");
+    }
+
+    #[test]
+    fn error_kind_names_are_the_json_fields() {
+        for kind in ErrorKind::ALL {
+            let counts: Vec<(ErrorKind, u64)> = ErrorKind::ALL
+                .iter()
+                .map(|k| (*k, u64::from(*k == kind)))
+                .collect();
+            let v = serde_json::to_value(Errors::from_counts(&counts)).unwrap();
+            assert_eq!(v[kind.name()], 1, "{}", kind.name());
+        }
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 use super::args::{Flow, Plan};
 use super::client::{Client, Control, Shared};
+use super::history::Recorder;
 use super::report::{Errors, Latency, Report};
 use super::stats::Stats;
 use super::{http, socketio, ws};
@@ -28,12 +29,13 @@ fn start_offset(ramp: Duration, index: usize, clients: usize) -> Duration {
 }
 
 pub(crate) async fn run(plan: Arc<Plan>, stats: Stats) -> Report {
+    let start = Instant::now();
     let shared = Arc::new(Shared {
         control: Control::new(plan.requests),
         plan: Arc::clone(&plan),
         stats,
+        history: plan.history.then(|| Recorder::new(start)),
     });
-    let start = Instant::now();
     let soft_end = start + plan.duration;
 
     let mut clients = JoinSet::new();
@@ -61,6 +63,10 @@ pub(crate) async fn run(plan: Arc<Plan>, stats: Stats) -> Report {
     let aborted = if finished { 0 } else { clients.len() as u64 };
     clients.abort_all();
     let elapsed = start.elapsed();
+    if shared.history.is_some() {
+        // Aborted clients hand their journals in as their tasks are dropped.
+        while clients.join_next().await.is_some() {}
+    }
     shared.control.stop(&shared.stats);
     stopper.abort();
     if let Some(a) = announce {
@@ -180,6 +186,7 @@ fn report(shared: &Shared, start: Instant, elapsed: Duration, aborted: u64) -> R
         held_at_end: shared.control.held_at_stop.load(Relaxed),
         hold_open: plan.hold_open,
         aborted_clients: aborted,
+        history: shared.history.as_ref().map(Recorder::finish),
     }
 }
 
@@ -221,6 +228,27 @@ mod tests {
         assert_eq!(r.request_latency_us.count, 50);
         assert_eq!(r.clients_per_node.get("n1"), Some(&5));
         assert_eq!((r.connections, r.aborted_clients), (5, 0));
+        node.stop().await;
+    }
+
+    #[tokio::test]
+    async fn history_names_each_clients_node() {
+        let node = crate::demo::Node::spawn("n1", "127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let url = format!("http://{}", node.addr());
+        let args = ["--clients", "3", "--requests", "30", "--duration", "1h"];
+        let r = run(Arc::new(plan(&url, &args)), Stats::new(1).unwrap()).await;
+        assert!(r.history.is_none(), "only with --history");
+        let with = [&args[..], &["--history"]].concat();
+        let r = run(Arc::new(plan(&url, &with)), Stats::new(1).unwrap()).await;
+        let h = r.history.expect("--history");
+        assert_eq!(h.clients.len(), 3, "{h:?}");
+        for (i, c) in h.clients.iter().enumerate() {
+            assert_eq!((c.client, c.flow), (i as u64, "http"));
+            assert_eq!(c.events.len(), 1, "one node, no error: {c:?}");
+            assert_eq!(c.events[0].node.as_deref(), Some("n1"));
+        }
         node.stop().await;
     }
 

@@ -47,6 +47,22 @@ impl ErrorKind {
         ErrorKind::TooManyOpenFiles,
     ];
 
+    /// The kind's name: its field in the report's `errors` object.
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorKind::Connect => "connect",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Status5xx => "status_5xx",
+            ErrorKind::Status4xx => "status_4xx",
+            ErrorKind::SessionUnknown => "session_unknown",
+            ErrorKind::WsClosed => "ws_closed",
+            ErrorKind::Protocol => "protocol",
+            ErrorKind::Io => "io",
+            ErrorKind::AddrNotAvailable => "eaddrnotavail",
+            ErrorKind::TooManyOpenFiles => "emfile",
+        }
+    }
+
     /// Classify an IO error; `connecting` tells a failed connect from a failure mid-stream.
     pub fn of_io(err: &io::Error, connecting: bool) -> ErrorKind {
         const EMFILE: i32 = 24;
