@@ -20,7 +20,8 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
-type HmacSha256 = Hmac<Sha256>;
+/// HMAC-SHA256, the MAC of every tether token.
+pub type HmacSha256 = Hmac<Sha256>;
 
 /// Length of a token's raw bytes.
 const RAW_LEN: usize = 1 + 4 + TAG_LEN + MAC_LEN;
@@ -54,6 +55,16 @@ impl Key {
         kid.update(b"tether key id");
         let id = kid.finalize().into_bytes()[0];
         Key { id, mac }
+    }
+
+    /// The one-byte id tokens signed by this key carry.
+    pub fn id(&self) -> u8 {
+        self.id
+    }
+
+    /// A MAC keyed with this key, for other signed values (engine.io session tags).
+    pub fn mac(&self) -> HmacSha256 {
+        self.mac.clone()
     }
 
     /// The tag that stands for `node_id` in tokens signed by this key.

@@ -124,6 +124,7 @@ fn demo_config(listen: SocketAddr, nodes: &[(String, SocketAddr)], secret: Vec<u
             discover: None,
             balance: Balance::LeastConn,
             affinity: Affinity::Cookie(CookieSettings::with_secret(secret)),
+            engineio: None,
             timeouts: Timeouts {
                 connect: defaults::DEFAULT_CONNECT_TIMEOUT,
                 read: defaults::DEFAULT_READ_TIMEOUT,

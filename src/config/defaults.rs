@@ -42,6 +42,9 @@ pub const DEFAULT_BALANCE: Balance = Balance::LeastConn;
 /// `affinity.mode` when omitted, spelled as in the file: a signed cookie pins each client.
 pub const DEFAULT_AFFINITY_MODE: &str = "cookie";
 
+/// `affinity.engineio` when omitted: off; session ids pass through untouched.
+pub const DEFAULT_ENGINEIO: bool = false;
+
 /// `affinity.cookie.max_age` when omitted: `None`, a session cookie that lasts until the browser closes.
 pub const DEFAULT_COOKIE_MAX_AGE: Option<Duration> = None;
 

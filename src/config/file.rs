@@ -128,6 +128,7 @@ pub struct FileNode {
 pub struct FileAffinity {
     pub mode: Option<String>,
     pub cookie: Option<FileCookie>,
+    pub engineio: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -329,7 +330,7 @@ pub fn expected_keys(keys: &[&str]) -> &'static [&'static str] {
         ],
         ["upstreams", _, "discover"] => &["dns", "port", "refresh", "resolver"],
         ["upstreams", _, "nodes"] => &["id", "address", "weight"],
-        ["upstreams", _, "affinity"] => &["mode", "cookie"],
+        ["upstreams", _, "affinity"] => &["mode", "cookie", "engineio"],
         ["upstreams", _, "affinity", "cookie"] => &[
             "name",
             "secret_env",

@@ -141,6 +141,8 @@ pub struct Upstream {
     pub discover: Option<Discover>,
     pub balance: Balance,
     pub affinity: Affinity,
+    /// engine.io session affinity, with any mode; `None`: off.
+    pub engineio: Option<EngineIo>,
     pub timeouts: Timeouts,
     /// Active checks; `None`: none (passive checks still apply).
     pub health_check: Option<HealthCheck>,
@@ -269,6 +271,24 @@ pub enum Balance {
     LeastConn,
     /// Weighted round robin.
     RoundRobin,
+}
+
+/// engine.io session affinity (`affinity.engineio: true`): session ids carry a tag naming the
+/// node, signed with the cookie's keys.
+#[derive(Clone, PartialEq, Eq)]
+pub struct EngineIo {
+    pub secret: Vec<u8>,
+    /// Keys being rotated out: their tags still verify.
+    pub previous_secrets: Vec<Vec<u8>>,
+}
+
+impl std::fmt::Debug for EngineIo {
+    /// Never prints the secrets.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EngineIo")
+            .field("previous_secrets", &self.previous_secrets.len())
+            .finish_non_exhaustive()
+    }
 }
 
 /// How a client keeps its node.

@@ -8,7 +8,7 @@
 
 use crate::runtime::counters::global;
 use crate::runtime::node::AdminState;
-use crate::runtime::placement::Decision;
+use crate::runtime::placement::{Decision, Source};
 use crate::runtime::pool::{stat, DURATION_BUCKETS};
 use crate::runtime::Shared;
 use prometheus::core::{Collector, Desc};
@@ -79,7 +79,7 @@ impl Metrics {
 }
 
 /// The families read off the runtime at scrape time: (name, help, type).
-const FAMILIES: [(&str, &str, MetricType); 11] = [
+const FAMILIES: [(&str, &str, MetricType); 14] = [
     (
         "tether_requests_total",
         "Requests answered, by upstream, node and status class.",
@@ -131,6 +131,25 @@ const FAMILIES: [(&str, &str, MetricType); 11] = [
         "tether_in_flight",
         "Requests in flight plus open tunnels, over every upstream.",
         MetricType::GAUGE,
+    ),
+    (
+        "tether_placements_total",
+        "What decided each request's node: cookie (a valid affinity cookie), sid (a valid \
+         engine.io session tag), ip_hash (the client's address on the ring), new (a pick by the \
+         balance policy: first visit, re-pin, or no stickiness).",
+        MetricType::COUNTER,
+    ),
+    (
+        "tether_engineio_handshakes_total",
+        "engine.io polling handshakes by result: rewritten (the session id got its node tag) or \
+         malformed (the node's answer was not understood and went out untouched).",
+        MetricType::COUNTER,
+    ),
+    (
+        "tether_engineio_invalid_tags_total",
+        "engine.io session ids with a tag that did not verify (forged, another secret, a node \
+         that is gone): stripped, then routed as if absent.",
+        MetricType::COUNTER,
     ),
     (
         "tether_idle_node_connections_swept_total",
@@ -262,10 +281,26 @@ impl Collector for RuntimeCollector {
                 &[("upstream", up), ("decision", "invalid_token")],
                 s.sum(stat::INVALID_TOKEN),
             ));
+            for source in Source::ALL {
+                let n = s.sum(stat::SOURCES + source as usize);
+                families[10].push(counter(&[("upstream", up), ("source", source.name())], n));
+            }
+            if pool.engineio.is_some() {
+                for (result, i) in [
+                    ("rewritten", stat::ENGINEIO_REWRITTEN),
+                    ("malformed", stat::ENGINEIO_MALFORMED),
+                ] {
+                    families[11].push(counter(&[("upstream", up), ("result", result)], s.sum(i)));
+                }
+                families[12].push(counter(
+                    &[("upstream", up)],
+                    s.sum(stat::ENGINEIO_INVALID_TAGS),
+                ));
+            }
         }
         families[8].push(counter(&[], global::COUNTERS.sum(global::ORIGIN_REJECTED)));
         families[9].push(gauge(&[], global::in_flight() as f64));
-        families[10].push(counter(&[], global::COUNTERS.sum(global::POOL_SWEPT)));
+        families[13].push(counter(&[], global::COUNTERS.sum(global::POOL_SWEPT)));
         FAMILIES
             .iter()
             .zip(families)

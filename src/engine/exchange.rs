@@ -15,9 +15,11 @@
 
 use super::body::{claim_into, Body};
 use super::conn::{Conn, Next};
+use super::engineio::Handled;
 use super::forward::{plain_for, ResponseHead};
 use super::head::{self, Framing, Kind};
 use super::{pool, tunnel};
+use crate::runtime::engineio::{self, Role, Tagged};
 use crate::runtime::failure::{Failure, NodeFailure, Refusal};
 use crate::runtime::node::LoadGuard;
 use crate::runtime::placement::{Decision, Placement};
@@ -27,6 +29,7 @@ use crate::runtime::{client_ip, counters, unix_now, Runtime};
 use bytes::Buf;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::ops::Range;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
@@ -46,6 +49,12 @@ pub(super) struct Plan<'rt> {
     pub answered: bool,
     /// Some byte of the request reached the node on the current attempt.
     pub reached: bool,
+    /// An engine.io polling handshake (its protocol version): the response's session id gets
+    /// the node's tag.
+    pub handshake: Option<u8>,
+    /// The tag at the end of the request's engine.io `sid` (a range of the client buffer):
+    /// never forwarded.
+    pub strip: Option<Range<usize>>,
 }
 
 /// A connection to the chosen node; holds the node's load counter until dropped.
@@ -128,14 +137,37 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             }
         }
         let cookies = head::all(buf, &self.fields, Kind::Cookie);
+        let mut placement = Placement::from_cookies(pool, cookies, unix_now());
+        let (mut handshake, mut strip) = (None, None);
+        if let Some(tags) = &pool.engineio {
+            let path = req.path.clone();
+            match engineio::classify(&buf[path.clone()]) {
+                Role::Handshake { version } if &buf[req.method.clone()] == b"GET" => {
+                    handshake = Some(version)
+                }
+                Role::Session { sid } => {
+                    let sid = path.start + sid.start..path.start + sid.end;
+                    if let Some((cut, tagged)) = tags.read(&buf[sid.clone()]) {
+                        strip = Some(sid.start + cut..sid.end);
+                        match tagged {
+                            Tagged::Node(node) => placement.pin_session(pool, node),
+                            Tagged::Invalid => pool.stats.inc(stat::ENGINEIO_INVALID_TAGS),
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
         Ok(Plan {
             pool,
-            placement: Placement::from_cookies(pool, cookies, unix_now()),
+            placement,
             client_ip,
             started: Instant::now(),
             resent: false,
             answered: false,
             reached: false,
+            handshake,
+            strip,
         })
     }
 
@@ -187,7 +219,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     ) -> Result<head::Response, Failure> {
         let idempotent = idempotent(&self.cbuf[req.method.clone()]);
         // The rewritten head and whatever body bytes are already here, in one write.
-        self.write_request_head(req);
+        self.write_request_head(req, plan.strip.clone());
         self.consume_client(req.len);
         let mut body = Body::new(req.framing, false, self.limits.max_head_bytes);
         let n =
@@ -322,6 +354,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             keep: true,
             client_minor: 1,
             plain: false,
+            body_length: None,
         };
         self.write_response_head(resp, &how);
         // Anything the node sent after its 101 belongs to the new protocol.
@@ -372,6 +405,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         mut up: Upstream,
     ) -> Result<Next, Failure> {
         let pool = plan.pool;
+        if let (Some(version), 200) = (plan.handshake, resp.status) {
+            match self
+                .forward_handshake(req, resp, set_cookie, plan, up, version)
+                .await?
+            {
+                Handled::Done(next) => return Ok(next),
+                Handled::Declined(back) => up = back,
+            }
+        }
         let plain = plain_for(resp, req.minor);
         let keep_client = req.keep_alive
             && resp.framing != Framing::UntilClose
@@ -382,6 +424,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             keep: keep_client,
             client_minor: req.minor,
             plain,
+            body_length: None,
         };
         self.write_response_head(resp, &how);
         let mut body = Body::new(resp.framing, plain, self.limits.max_head_bytes);

@@ -13,6 +13,7 @@ use super::head::{self, Framing, Kind};
 use crate::runtime::failure::{Failure, NodeFailure, Refusal};
 use crate::runtime::forwarded::Forwarded;
 use bytes::Buf;
+use std::ops::Range;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::TcpStream;
@@ -26,13 +27,15 @@ pub(super) struct ResponseHead<'a> {
     pub client_minor: u8,
     /// A chunked body goes out as its data alone (an HTTP/1.0 client): no `Transfer-Encoding`.
     pub plain: bool,
+    /// The body was rewritten to this many bytes: one `content-length`, no `Transfer-Encoding`.
+    pub body_length: Option<u64>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     /// Rewrite the request head for the node into `self.out`: hop-by-hop fields dropped, the
     /// client's forwarding claims replaced by ours, the upgrade kept only when asked for, and
     /// the target in origin-form.
-    pub(super) fn write_request_head(&mut self, req: &head::Request) {
+    pub(super) fn write_request_head(&mut self, req: &head::Request, strip: Option<Range<usize>>) {
         let buf = &self.cbuf[..];
         let out = &mut self.out;
         out.clear();
@@ -43,7 +46,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             // An absolute-form target with an empty path (`http://host?q`).
             out.push(b'/');
         }
-        out.extend_from_slice(path);
+        match strip {
+            // An engine.io session tag: the node gets its own session id back.
+            Some(tag) => {
+                out.extend_from_slice(&buf[req.path.start..tag.start]);
+                out.extend_from_slice(&buf[tag.end..req.path.end]);
+            }
+            None => out.extend_from_slice(path),
+        }
         out.extend_from_slice(if req.minor == 0 {
             b" HTTP/1.0\r\n"
         } else {
@@ -100,14 +110,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         push_status_line(out, resp, buf);
         // RFC 9112 §6.3: with Transfer-Encoding, a Content-Length is not forwarded; without,
         // it goes as one line however the node wrote it.
-        if let Some(n) = resp.content_length {
+        if let Some(n) = how.body_length.or(resp.content_length) {
             push_length(out, n);
         }
         for f in &self.ufields {
             let keep = match f.kind {
                 Kind::HopByHop | Kind::Nominated | Kind::ContentLength => false,
                 Kind::Upgrade => resp.status == 101,
-                Kind::TransferEncoding => !how.plain,
+                Kind::TransferEncoding => !how.plain && how.body_length.is_none(),
                 _ => true,
             };
             if keep {

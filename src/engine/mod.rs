@@ -21,6 +21,7 @@ mod body;
 pub mod chunked;
 mod conn;
 mod deadline;
+mod engineio;
 mod exchange;
 mod forward;
 pub mod head;

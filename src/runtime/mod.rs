@@ -14,6 +14,7 @@
 pub mod balance;
 pub mod client_ip;
 pub mod counters;
+pub mod engineio;
 pub mod failure;
 pub mod forwarded;
 pub mod node;

@@ -59,12 +59,40 @@ impl Decision {
     }
 }
 
+/// What decided a request's node (counted per upstream, in this order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Source {
+    /// A valid affinity cookie.
+    Cookie,
+    /// A valid engine.io session id tag.
+    Sid,
+    /// The client's IP address on the hash ring.
+    IpHash,
+    /// A pick by the balance policy: a first visit, a re-pin, or no stickiness.
+    #[default]
+    New,
+}
+
+impl Source {
+    pub const ALL: [Source; 4] = [Source::Cookie, Source::Sid, Source::IpHash, Source::New];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Source::Cookie => "cookie",
+            Source::Sid => "sid",
+            Source::IpHash => "ip_hash",
+            Source::New => "new",
+        }
+    }
+}
+
 /// The placement state of one request as it moves through the attempts.
 #[derive(Debug, Clone, Default)]
 pub struct Placement {
     /// The node the request is (or will be) sent to.
     pub node: Option<usize>,
     pub decision: Option<Decision>,
+    pub source: Source,
     /// A `Set-Cookie` must go out with the response.
     pub issue_cookie: bool,
     /// Nodes that refused a connection for this request.
@@ -87,12 +115,24 @@ impl Placement {
                 Some(pin) => {
                     a.node = Some(pin.node);
                     a.decision = Some(Decision::Hit);
+                    a.source = Source::Cookie;
                     a.issue_cookie = pin.reissue;
                 }
                 None => a.invalid_token = present,
             }
         }
         a
+    }
+
+    /// A valid engine.io session tag names node `node`: the session lives there, so it wins
+    /// over a cookie that says otherwise (and the cookie is re-issued to follow it).
+    pub fn pin_session(&mut self, pool: &Pool, node: usize) {
+        if self.node != Some(node) {
+            self.issue_cookie = matches!(pool.pinning, Pinning::Cookie(_));
+        }
+        self.node = Some(node);
+        self.decision = Some(Decision::Hit);
+        self.source = Source::Sid;
     }
 
     /// The node for the next attempt: the pin if its node still serves pinned clients (healthy,
@@ -153,6 +193,11 @@ impl Placement {
             (_, false, true) => Decision::New,
             _ => Decision::Repinned,
         });
+        // Only the ring owner is an ip_hash placement; anything else was picked anew.
+        self.source = match (&pool.pinning, self.decision) {
+            (Pinning::IpHash(_), Some(Decision::Hit)) => Source::IpHash,
+            _ => Source::New,
+        };
         if let Pinning::Cookie(_) = pool.pinning {
             self.issue_cookie = true;
         }
@@ -167,6 +212,7 @@ impl Placement {
         }
         let d = self.decision.unwrap_or(Decision::Unpinned);
         pool.stats.inc(stat::DECISIONS + d as usize);
+        pool.stats.inc(stat::SOURCES + self.source as usize);
     }
 
     /// May another node be tried after a failed connect? (bounded by `MAX_CONNECT_ATTEMPTS` and

@@ -3,6 +3,7 @@
 
 use super::balance::Balancer;
 use super::counters::Counters;
+use super::engineio::SidTags;
 use super::node::NodeState;
 use crate::affinity::ring::Ring;
 use crate::affinity::CookiePins;
@@ -32,7 +33,14 @@ pub mod stat {
     /// Placement decisions, in [`super::super::placement::Decision`] order.
     pub const DECISIONS: usize = UPGRADE_FAILED + 1;
     pub const INVALID_TOKEN: usize = DECISIONS + 4;
-    pub const LEN: usize = INVALID_TOKEN + 1;
+    /// What decided each request's node, in [`super::super::placement::Source`] order.
+    pub const SOURCES: usize = INVALID_TOKEN + 1;
+    /// engine.io handshakes whose session id got its tag, and those left alone (unreadable).
+    pub const ENGINEIO_REWRITTEN: usize = SOURCES + 4;
+    pub const ENGINEIO_MALFORMED: usize = ENGINEIO_REWRITTEN + 1;
+    /// Session ids with a tag-shaped suffix that did not verify (stripped, then ignored).
+    pub const ENGINEIO_INVALID_TAGS: usize = ENGINEIO_MALFORMED + 1;
+    pub const LEN: usize = ENGINEIO_INVALID_TAGS + 1;
 }
 
 /// Request duration buckets, seconds: from loopback-fast answers to held long-polls.
@@ -62,6 +70,8 @@ pub struct Pool {
     pub nodes: Vec<Arc<NodeState>>,
     pub balancer: Balancer,
     pub pinning: Pinning,
+    /// engine.io session affinity, when on.
+    pub engineio: Option<SidTags>,
     pub timeouts: Timeouts,
     pub health_check: Option<HealthCheck>,
     pub passive: Passive,
@@ -112,6 +122,10 @@ impl Pool {
             nodes,
             balancer,
             pinning,
+            engineio: up.engineio.as_ref().map(|k| {
+                let previous: Vec<&[u8]> = k.previous_secrets.iter().map(Vec::as_slice).collect();
+                SidTags::new(&k.secret, &previous, &ids)
+            }),
             timeouts: up.timeouts,
             health_check: up.health_check.clone(),
             passive: up.passive,

@@ -7,10 +7,42 @@ use std::time::Duration;
 use super::{join, Checker, KEYGEN};
 use crate::config::defaults::*;
 use crate::config::file::{FileAffinity, FileCookie};
-use crate::config::model::{Affinity, CookieSettings, SameSite};
+use crate::config::model::{Affinity, CookieSettings, EngineIo, SameSite};
 
 impl Checker<'_> {
-    pub(super) fn affinity(&mut self, path: &str, a: Option<&FileAffinity>) -> Option<Affinity> {
+    /// The mode, and engine.io session affinity when `engineio: true` (its tags are signed with
+    /// the cookie's keys, so it needs the cookie's secret in every mode).
+    pub(super) fn affinity(
+        &mut self,
+        path: &str,
+        a: Option<&FileAffinity>,
+    ) -> Option<(Affinity, Option<EngineIo>)> {
+        let affinity = self.mode(path, a)?;
+        if !a.and_then(|a| a.engineio).unwrap_or(DEFAULT_ENGINEIO) {
+            return Some((affinity, None));
+        }
+        if let Affinity::Cookie(c) = &affinity {
+            let keys = EngineIo {
+                secret: c.secret.clone(),
+                previous_secrets: c.previous_secrets.clone(),
+            };
+            return Some((affinity, Some(keys)));
+        }
+        let empty = FileCookie::default();
+        let c = a.and_then(|a| a.cookie.as_ref()).unwrap_or(&empty);
+        if c.secret_env.is_none() && c.secret_file.is_none() {
+            return self.bad(&join(path, "engineio"), format_args!("session ids are tagged with a signature, so `engineio: true` needs the cookie's secret in every mode: set affinity.cookie.secret_env or secret_file ({KEYGEN})"));
+        }
+        let cookie = join(path, "cookie");
+        let (secret, previous) = (self.secret(&cookie, c), self.previous_secrets(&cookie, c));
+        let keys = EngineIo {
+            secret: secret?,
+            previous_secrets: previous?,
+        };
+        Some((affinity, Some(keys)))
+    }
+
+    fn mode(&mut self, path: &str, a: Option<&FileAffinity>) -> Option<Affinity> {
         #[derive(Clone, Copy)]
         enum Mode {
             Cookie,

@@ -68,13 +68,15 @@ impl Checker<'_> {
             (0, 10_000_000, DEFAULT_MAX_TUNNELS_PER_NODE),
             "open tunnels per node, 0 (no limit) or more",
         );
+        let (affinity, engineio) = affinity?;
         Some(Upstream {
             max_tunnels_per_node: max_tunnels_per_node?,
             name: name.to_string(),
             nodes: nodes?,
             discover: discover?,
             balance: balance?,
-            affinity: affinity?,
+            affinity,
+            engineio,
             timeouts: timeouts?,
             health_check: health_check?,
             passive: passive?,
