@@ -23,6 +23,17 @@ pub struct CookiePins {
     max_age_secs: Option<u64>,
 }
 
+/// What a request's cookies of our name were, when they gave no pin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seen {
+    /// None was sent.
+    Absent,
+    /// Garbage, forged, expired, or signed by a key we do not hold.
+    Invalid,
+    /// A good token for a node that is no longer in the upstream.
+    Stale,
+}
+
 /// A pin read from a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Pin {
@@ -70,26 +81,42 @@ impl CookiePins {
         cookie::find_map(cookie_headers, &self.name, |v| self.verify(v, now))
     }
 
-    /// Like [`lookup`](Self::lookup), and also whether any cookie of our name was present (so a
-    /// present-but-invalid token can be counted).
+    /// Like [`lookup`](Self::lookup), and also what the cookies of our name that gave no pin
+    /// were: absent, invalid (counted as such), or a good token for a node that is gone (the
+    /// client is re-pinned, which is not a forgery).
     pub fn lookup_noting_presence<'a>(
         &self,
         cookie_headers: impl IntoIterator<Item = &'a [u8]>,
         now: u64,
-    ) -> (Option<Pin>, bool) {
-        let mut present = false;
+    ) -> (Option<Pin>, Seen) {
+        let mut seen = Seen::Absent;
         let pin = cookie::find_map(cookie_headers, &self.name, |v| {
-            present = true;
-            self.verify(v, now)
+            let t = self.keyring.verify(v.as_bytes(), now, self.max_age_secs);
+            match self.pin(t) {
+                Some(pin) => Some(pin),
+                None => {
+                    seen = match (seen, t) {
+                        (Seen::Stale, _) | (_, Some(_)) => Seen::Stale,
+                        _ => Seen::Invalid,
+                    };
+                    None
+                }
+            }
         });
-        (pin, present)
+        (pin, seen)
     }
 
     /// One cookie value: a verified token of one of our keys, naming a node that still exists.
     fn verify(&self, value: &str, now: u64) -> Option<Pin> {
-        let t = self
-            .keyring
-            .verify(value.as_bytes(), now, self.max_age_secs)?;
+        self.pin(
+            self.keyring
+                .verify(value.as_bytes(), now, self.max_age_secs),
+        )
+    }
+
+    /// The pin a verified token gives, if its node still exists.
+    fn pin(&self, t: Option<token::Verified>) -> Option<Pin> {
+        let t = t?;
         let node = self.tags[t.key_index]
             .iter()
             .position(|tag| *tag == t.tag)?;
@@ -147,9 +174,21 @@ mod tests {
                 reissue: false
             }
         );
-        // Node "b" removed: the pin is gone, which means "pick again".
+        // Node "b" removed: the pin is gone, which means "pick again" (a re-pin, not a forgery).
         let removed = CookiePins::new(&s, &[], &["a", "c"]);
         assert_eq!(removed.lookup([c.as_bytes()], 110), None);
+        assert_eq!(
+            removed.lookup_noting_presence([c.as_bytes()], 110),
+            (None, Seen::Stale)
+        );
+        assert_eq!(
+            removed.lookup_noting_presence([b"tn=forged".as_slice()], 110),
+            (None, Seen::Invalid)
+        );
+        assert_eq!(
+            removed.lookup_noting_presence([b"other=1".as_slice()], 110),
+            (None, Seen::Absent)
+        );
         // Expired after max_age.
         assert_eq!(before.lookup([c.as_bytes()], 161), None);
     }

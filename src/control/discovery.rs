@@ -20,9 +20,10 @@ use hickory_resolver::config::{
 };
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::{Resolver, TokioResolver};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::task::JoinSet;
+use tokio::task::{AbortHandle, JoinSet};
 
 /// A resolver for `discover`: its own server when `resolver` is set, else the system's
 /// (`/etc/resolv.conf`, search domains included). Answers are never cached here: every round
@@ -88,25 +89,58 @@ pub async fn initial(control: &Control) {
     futures_util::future::join_all(rounds).await;
 }
 
-/// Refresh every discovering upstream forever, restarting on each config reload (its names,
-/// ports or interval may have changed). Runs on the control thread.
+/// Refresh every discovering upstream forever. A config reload restarts only the upstreams
+/// whose discovery settings changed (their first round at once): the others keep their rhythm,
+/// so frequent reloads never starve discovery. Runs on the control thread.
 pub async fn run(control: Arc<Control>) {
     let mut reloaded = control.config_generation();
+    let mut tasks = JoinSet::new();
+    let mut running: HashMap<String, (Discover, AbortHandle)> = HashMap::new();
+    let mut first = true;
     loop {
-        let mut tasks = JoinSet::new();
-        for (upstream, d) in control.discovering() {
-            tasks.spawn(refresh(Arc::clone(&control), upstream, d));
+        let wanted: HashMap<String, Discover> = control.discovering().into_iter().collect();
+        running.retain(|upstream, (d, task)| {
+            let keep = wanted.get(upstream) == Some(d);
+            if !keep {
+                task.abort();
+            }
+            keep
+        });
+        for (upstream, d) in wanted {
+            if running.contains_key(&upstream) {
+                continue;
+            }
+            // At start, `initial` has just looked; after a reload, look at once.
+            let start = if first {
+                tokio::time::Instant::now() + d.refresh
+            } else {
+                tokio::time::Instant::now()
+            };
+            let task = tasks.spawn(refresh(
+                Arc::clone(&control),
+                upstream.clone(),
+                d.clone(),
+                start,
+            ));
+            running.insert(upstream, (d, task));
         }
+        first = false;
+        // Reap the tasks aborted above, so reloads do not pile them up.
+        while tasks.try_join_next().is_some() {}
         if reloaded.changed().await.is_err() {
             tasks.shutdown().await;
             return;
         }
-        tasks.shutdown().await;
     }
 }
 
-async fn refresh(control: Arc<Control>, upstream: String, d: Discover) {
-    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + d.refresh, d.refresh);
+async fn refresh(
+    control: Arc<Control>,
+    upstream: String,
+    d: Discover,
+    start: tokio::time::Instant,
+) {
+    let mut ticker = tokio::time::interval_at(start, d.refresh);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut built = resolver(&d);
     loop {

@@ -199,7 +199,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             };
             plan.placement.count(pool);
             if plan.placement.decision == Some(Decision::Repinned) {
-                tracing::info!(upstream = %pool.name, to = %state.id, reason = "node refused the connection", "client re-pinned");
+                if plan.placement.tried.is_empty() {
+                    // Every client of a node that left or went down moves once: counted
+                    // (`repinned`), and logged only at debug so a scale-down is not a log flood.
+                    tracing::debug!(upstream = %pool.name, to = %state.id, reason = "its node is gone, unhealthy or disabled", "client re-pinned");
+                } else {
+                    tracing::info!(upstream = %pool.name, to = %state.id, reason = "node refused the connection", "client re-pinned");
+                }
             }
             return Ok(Upstream {
                 stream,

@@ -7,6 +7,7 @@
 use super::node::now_ms;
 use super::pool::{stat, Pinning, Pool};
 use crate::affinity::ring::ip_key;
+use crate::affinity::Seen;
 use std::cell::Cell;
 use std::net::IpAddr;
 use std::time::Duration;
@@ -99,6 +100,8 @@ pub struct Placement {
     pub tried: Vec<usize>,
     /// The client sent our cookie but it did not verify (counted, then ignored).
     pub invalid_token: bool,
+    /// The client's pin names a node that is gone: its next node is a re-pin.
+    pub stale: bool,
 }
 
 impl Placement {
@@ -110,7 +113,7 @@ impl Placement {
     ) -> Placement {
         let mut a = Placement::default();
         if let Pinning::Cookie(pins) = &pool.pinning {
-            let (pin, present) = pins.lookup_noting_presence(cookie_headers, now);
+            let (pin, seen) = pins.lookup_noting_presence(cookie_headers, now);
             match pin {
                 Some(pin) => {
                     a.node = Some(pin.node);
@@ -118,7 +121,10 @@ impl Placement {
                     a.source = Source::Cookie;
                     a.issue_cookie = pin.reissue;
                 }
-                None => a.invalid_token = present,
+                None => {
+                    a.invalid_token = seen == Seen::Invalid;
+                    a.stale = seen == Seen::Stale;
+                }
             }
         }
         a
@@ -184,7 +190,7 @@ impl Placement {
                     })
             }
         }?;
-        let was_pinned = self.decision == Some(Decision::Hit);
+        let was_pinned = self.decision == Some(Decision::Hit) || self.stale;
         self.decision = Some(match (&pool.pinning, was_pinned, self.tried.is_empty()) {
             (Pinning::None, ..) => Decision::Unpinned,
             (Pinning::IpHash(_), _, true) if Some(pick) == self.node || self.node.is_none() => {
