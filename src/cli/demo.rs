@@ -142,6 +142,11 @@ fn demo_config(listen: SocketAddr, nodes: &[(String, SocketAddr)], secret: Vec<u
         // Ctrl-C on a demo should stop it at once, open browser tabs or not.
         trusted_proxies: Vec::new(),
         limits: Default::default(),
+        // The demo page polls all the time: an access line per poll would drown the terminal.
+        log: crate::config::Log {
+            access: false,
+            ..Default::default()
+        },
         shutdown: Shutdown {
             grace: std::time::Duration::ZERO,
             close_window: std::time::Duration::ZERO,

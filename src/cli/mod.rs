@@ -122,17 +122,33 @@ pub fn run() -> ExitCode {
 /// Logs to stderr through tracing; the `log` records of libraries (pingora's health probes)
 /// land in the same stream.
 fn init_logging() {
+    init_logging_as(config::LogFormat::Text);
+}
+
+/// Logs to stderr in `format`; colour only when stderr is a terminal, so a file or the journal
+/// gets no escape bytes.
+fn init_logging_as(format: config::LogFormat) {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // try_init: tests and the demo may call this more than once per process.
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .try_init();
+        .with_ansi(std::io::stderr().is_terminal());
+    // try_init: tests and the demo may call this more than once per process.
+    let _ = match format {
+        config::LogFormat::Text => builder.try_init(),
+        // One object per line, every field at the top level: stable names for log shippers.
+        config::LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .try_init(),
+    };
 }
 
 fn run_proxy(path: &Path, threads: Option<usize>) -> ExitCode {
-    init_logging();
     let config = match config::load(path) {
         Ok(c) => c,
         Err(e) => {
@@ -140,6 +156,7 @@ fn run_proxy(path: &Path, threads: Option<usize>) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    init_logging_as(config.log.format);
     let threads = threads.unwrap_or_else(crate::server::default_threads);
     match crate::server::run(&config, threads) {
         Ok(()) => ExitCode::SUCCESS,

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::model::{Balance, SameSite};
+use super::model::{Balance, LogFormat, SameSite};
 
 /// Name of the affinity cookie when `affinity.cookie.name` is omitted.
 pub const DEFAULT_COOKIE_NAME: &str = "tether_node";
@@ -41,6 +41,11 @@ pub const DEFAULT_BALANCE: Balance = Balance::LeastConn;
 
 /// `affinity.mode` when omitted, spelled as in the file: a signed cookie pins each client.
 pub const DEFAULT_AFFINITY_MODE: &str = "cookie";
+
+/// `log.format` when omitted: human-readable lines.
+pub const DEFAULT_LOG_FORMAT: LogFormat = LogFormat::Text;
+/// `log.access` when omitted: one line per request and per closed tunnel, at info.
+pub const DEFAULT_ACCESS_LOG: bool = true;
 
 /// `affinity.engineio` when omitted: off; session ids pass through untouched.
 pub const DEFAULT_ENGINEIO: bool = false;

@@ -15,6 +15,13 @@ pub struct FileConfig {
     pub shutdown: Option<FileShutdown>,
     pub client_ip: Option<FileClientIp>,
     pub limits: Option<FileLimits>,
+    pub log: Option<FileLog>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct FileLog {
+    pub format: Option<String>,
+    pub access: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -302,7 +309,9 @@ pub fn expected_keys(keys: &[&str]) -> &'static [&'static str] {
             "shutdown",
             "client_ip",
             "limits",
+            "log",
         ],
+        ["log"] => &["format", "access"],
         ["client_ip"] => &["trusted_proxies"],
         ["limits"] => &[
             "max_head_bytes",

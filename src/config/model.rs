@@ -28,6 +28,33 @@ pub struct Config {
     /// Peers whose `X-Forwarded-For` is believed (walked from the right, skipping them).
     pub trusted_proxies: Vec<ipnet::IpNet>,
     pub limits: Limits,
+    pub log: Log,
+}
+
+/// What tether writes to stderr (`log:`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Log {
+    pub format: LogFormat,
+    /// One line per request and per closed tunnel, at info (target `tether::access`).
+    pub access: bool,
+}
+
+impl Default for Log {
+    fn default() -> Log {
+        Log {
+            format: defaults::DEFAULT_LOG_FORMAT,
+            access: defaults::DEFAULT_ACCESS_LOG,
+        }
+    }
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines (coloured only when stderr is a terminal).
+    Text,
+    /// One JSON object per line, fields at the top level, for Loki or Elasticsearch.
+    Json,
 }
 
 /// Per-connection limits (`limits:`); defaults in `defaults.rs`.

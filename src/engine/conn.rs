@@ -47,6 +47,12 @@ pub(super) struct Conn<S> {
     pub limits: Limits,
     pub deadline: Deadline,
     pub shutdown: ShutdownSignal,
+    /// For the access log: the current request's method and target (kept only when the log
+    /// is on; the buffers are reused), and bytes of its body read and of its answer written.
+    pub log_method: Vec<u8>,
+    pub log_target: Vec<u8>,
+    pub body_in: u64,
+    pub written: u64,
 }
 
 /// Serve one accepted client connection to its end.
@@ -73,12 +79,19 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         limits,
         deadline: Deadline::new(),
         shutdown,
+        log_method: Vec::new(),
+        log_target: Vec::new(),
+        body_in: 0,
+        written: 0,
     };
     loop {
         let req = match c.read_request().await {
             Ok(Some(req)) => req,
             Ok(None) => return,
-            Err(failure) => return c.refuse(failure.into()).await,
+            Err(failure) => {
+                c.log_refusal(failure.into(), peer.ip());
+                return c.refuse(failure.into()).await;
+            }
         };
         let rt = snapshot.load();
         match c.exchange(req, rt).await {
@@ -141,6 +154,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     /// Write `buf` to the client within `limits.write_timeout`; `false`: the client is gone or
     /// too slow, and the connection must close.
     pub async fn write_client(&mut self, buf: &[u8]) -> bool {
+        self.written += buf.len() as u64;
         write_within(
             &mut self.deadline,
             &mut self.client,
@@ -152,6 +166,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
 
     /// Write `self.out` to the client (see [`write_client`](Self::write_client)).
     pub async fn flush_out(&mut self) -> bool {
+        self.written += self.out.len() as u64;
         write_within(
             &mut self.deadline,
             &mut self.client,
@@ -171,6 +186,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 .limit(self.limits.write_timeout, self.client.shutdown())
                 .await;
         }
+    }
+
+    /// A request refused before it had a plan (a bad head): one access-log line.
+    pub fn log_refusal(&self, failure: Failure, client: std::net::IpAddr) {
+        crate::engine::access::request(&crate::engine::access::Request {
+            client,
+            method: b"-",
+            target: b"-",
+            status: failure.status(),
+            upstream: "-",
+            node: "-",
+            decision: "-",
+            bytes_in: self.cbuf.len() as u64,
+            bytes_out: 0,
+            duration: std::time::Duration::ZERO,
+        });
     }
 
     /// Consume `n` bytes at the front of the client buffer.

@@ -117,6 +117,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             pool::put(pool.nodes[up.node].address, up.stream, pool.timeouts.idle);
         }
         observe_duration(&pool.stats, plan.started.elapsed());
+        self.log_request(
+            Some(plan),
+            Some(up.node),
+            resp.status,
+            plan.started,
+            req.len,
+        );
         Ok(Handled::Done(if keep {
             Next::KeepAlive
         } else {

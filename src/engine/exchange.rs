@@ -13,6 +13,7 @@
 //! Every failure is a [`Failure`]: the connection loop answers it with the status the runtime's
 //! table gives and closes the connection.
 
+use super::access;
 use super::body::{claim_into, Body};
 use super::conn::{Conn, Next};
 use super::engineio::Handled;
@@ -73,12 +74,27 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         req: head::Request,
         rt: &Runtime,
     ) -> Result<Next, Failure> {
-        let mut plan = self.plan(&req, rt)?;
-        let mut up = self.connect(&mut plan, req.upgrade).await?;
+        self.remember(&req);
+        let started = Instant::now();
+        let mut plan = match self.plan(&req, rt) {
+            Ok(plan) => plan,
+            Err(refusal) => {
+                self.log(None, None, refusal.into(), started);
+                return Err(refusal.into());
+            }
+        };
+        let mut up = match self.connect(&mut plan, req.upgrade).await {
+            Ok(up) => up,
+            Err(failure) => {
+                self.log(Some(&plan), None, failure, started);
+                return Err(failure);
+            }
+        };
         let resp = match self.send_and_read_head(&req, &mut plan, &mut up).await {
             Ok(resp) => resp,
             Err(failure) => {
                 self.count_failure(&plan, &up, &req, failure);
+                self.log(Some(&plan), Some(up.node), failure, started);
                 return Err(failure);
             }
         };
@@ -97,6 +113,64 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         }
         self.forward(&req, &resp, set_cookie.as_deref(), &plan, up)
             .await
+    }
+
+    /// Keep the method and target for the access log (only when it is on: two copies into
+    /// buffers this connection reuses).
+    fn remember(&mut self, req: &head::Request) {
+        self.body_in = 0;
+        self.written = 0;
+        if access::enabled() {
+            self.log_method.clear();
+            self.log_method
+                .extend_from_slice(&self.cbuf[req.method.clone()]);
+            self.log_target.clear();
+            self.log_target
+                .extend_from_slice(&self.cbuf[req.target.clone()]);
+        }
+    }
+
+    /// The access-log line of a failed exchange: tether's own status.
+    fn log(
+        &self,
+        plan: Option<&Plan<'_>>,
+        node: Option<usize>,
+        failure: Failure,
+        started: Instant,
+    ) {
+        self.log_request(plan, node, failure.status(), started, 0);
+    }
+
+    /// The access-log line of an exchange (`head_len`: the request head's bytes).
+    pub(super) fn log_request(
+        &self,
+        plan: Option<&Plan<'_>>,
+        node: Option<usize>,
+        status: u16,
+        started: Instant,
+        head_len: usize,
+    ) {
+        if !access::enabled() {
+            return;
+        }
+        let pool = plan.map(|p| p.pool);
+        access::request(&access::Request {
+            client: plan.map_or(self.peer.ip(), |p| p.client_ip),
+            method: &self.log_method,
+            target: &self.log_target,
+            status,
+            upstream: pool.map_or("-", |p| p.name.as_str()),
+            node: match (pool, node) {
+                (Some(p), Some(n)) => p.nodes[n].id.as_str(),
+                _ => "-",
+            },
+            decision: plan
+                .and_then(|p| p.placement.decision)
+                .map_or("-", |d| d.name()),
+            bytes_in: head_len as u64 + self.body_in,
+            bytes_out: self.written,
+            duration: started.elapsed(),
+        });
     }
 
     /// Step 1: everything decided from the head alone.
@@ -387,16 +461,35 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             }
         }
         self.release_buffers();
+        // A quiet tunnel owns almost nothing: of the access log's copies, only the path stays.
+        let path_end = self
+            .log_target
+            .iter()
+            .position(|&b| b == b'?')
+            .unwrap_or(self.log_target.len());
+        self.log_target.truncate(path_end);
+        self.log_target.shrink_to_fit();
+        self.log_method = Vec::new();
         let node = &pool.nodes[up.node];
         tracing::debug!(upstream = %pool.name, node = %node.id, "tunnel open");
-        let end = tunnel::run(
+        let carried = tunnel::run(
             &mut self.client,
             &mut up.stream,
             pool.timeouts.tunnel_idle,
             self.shutdown.clone(),
         )
         .await;
-        tracing::debug!(upstream = %pool.name, node = %node.id, ?end, secs = plan.started.elapsed().as_secs(), "tunnel closed");
+        access::tunnel(&access::Tunnel {
+            client: plan.client_ip,
+            target: &self.log_target,
+            upstream: &pool.name,
+            node: &node.id,
+            bytes_up: carried.up,
+            bytes_down: carried.down,
+            duration: plan.started.elapsed(),
+            closed_by: carried.end.by(),
+        });
+        tracing::debug!(upstream = %pool.name, node = %node.id, end = ?carried.end, secs = plan.started.elapsed().as_secs(), "tunnel closed");
         Next::Close
     }
 
@@ -450,6 +543,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             pool::put(pool.nodes[up.node].address, up.stream, pool.timeouts.idle);
         }
         observe_duration(&pool.stats, plan.started.elapsed());
+        self.log_request(
+            Some(plan),
+            Some(up.node),
+            resp.status,
+            plan.started,
+            req.len,
+        );
         drop(up.guard);
         tracing::debug!(
             upstream = %pool.name, node = %pool.nodes[up.node].id, status = resp.status,

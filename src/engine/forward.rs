@@ -216,6 +216,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 Claim::Raw(n) => (n, &self.cbuf[..n]),
                 Claim::Rewritten(n) => (n, &self.out[..]),
             };
+            self.body_in += n as u64;
             let mut reached = false;
             send_to_node(
                 &mut self.deadline,
@@ -260,6 +261,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 Claim::Rewritten(n) => (n, &self.out[..]),
             };
             let limit = self.limits.write_timeout;
+            self.written += data.len() as u64;
             if !write_within(&mut self.deadline, &mut self.client, data, limit).await {
                 return false;
             }

@@ -17,6 +17,7 @@
 //! **May import:** `runtime`, `config`. **May not import:** `control` (the control plane
 //! changes the snapshot; the engine only reads it) or any tool (`load`, `demo`, `cli`).
 
+pub mod access;
 mod body;
 pub mod chunked;
 mod conn;
@@ -130,6 +131,7 @@ fn worker(
             acceptors.start(b);
         }
         tokio::spawn(pool::sweeper(runtime));
+        tokio::spawn(access::flusher());
         let mut shutdown = shutdown;
         let mut ticker = tokio::time::interval(RECONCILE_EVERY);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -31,12 +31,36 @@ thread_local! {
 /// How a tunnel ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum End {
-    /// Both sides closed (or one side's error ended it).
-    Closed,
+    /// The client closed its side first (or broke the connection).
+    ClientClosed,
+    /// The node closed its side first (or broke the connection).
+    NodeClosed,
     /// Nothing moved for the idle timeout.
     Idle,
     /// Closed by a graceful shutdown.
     Shutdown,
+}
+
+impl End {
+    /// Who ended the tunnel, for the access log.
+    pub fn by(self) -> &'static str {
+        match self {
+            End::ClientClosed => "client",
+            End::NodeClosed => "node",
+            End::Idle => "idle",
+            End::Shutdown => "shutdown",
+        }
+    }
+}
+
+/// What a tunnel carried: bytes each way and how it ended.
+#[derive(Debug, Clone, Copy)]
+pub struct Carried {
+    pub end: End,
+    /// Client → node.
+    pub up: u64,
+    /// Node → client.
+    pub down: u64,
 }
 
 /// One direction's state.
@@ -46,6 +70,8 @@ struct Half {
     pending: Vec<u8>,
     /// The source has reached EOF (and the destination's write side was shut down).
     done: bool,
+    /// Bytes read from the source.
+    bytes: u64,
 }
 
 /// Relay until both sides are done, `idle` passes with no bytes moved either way, or a shutdown
@@ -55,9 +81,11 @@ pub async fn run<C: AsyncRead + AsyncWrite + Unpin>(
     node: &mut TcpStream,
     idle: Duration,
     mut shutdown: ShutdownSignal,
-) -> End {
+) -> Carried {
     let mut up = Half::default(); // client → node
     let mut down = Half::default(); // node → client
+                                    // Which side closed first: that is who ended the tunnel.
+    let mut first: Option<End> = None;
     let mut last_activity = Instant::now();
     let mut timer = Box::pin(sleep_until(last_activity + idle));
     let mut closing_at: Option<Instant> = None;
@@ -72,7 +100,7 @@ pub async fn run<C: AsyncRead + AsyncWrite + Unpin>(
             }
         }
     });
-    poll_fn(|cx| {
+    let end = poll_fn(|cx| {
         if closing_at.is_none() {
             if let Poll::Ready(plan) = stop.as_mut().poll(cx) {
                 let at = Instant::now() + close_delay(&plan);
@@ -83,8 +111,15 @@ pub async fn run<C: AsyncRead + AsyncWrite + Unpin>(
         let mut moved = false;
         let r1 = pump(cx, client, node, &mut up, &mut moved);
         let r2 = pump(cx, node, client, &mut down, &mut moved);
+        if first.is_none() {
+            if r1.is_err() || up.done {
+                first = Some(End::ClientClosed);
+            } else if r2.is_err() || down.done {
+                first = Some(End::NodeClosed);
+            }
+        }
         if r1.is_err() || r2.is_err() || (up.done && down.done) {
-            return Poll::Ready(End::Closed);
+            return Poll::Ready(first.unwrap_or(End::ClientClosed));
         }
         if moved {
             last_activity = Instant::now();
@@ -104,7 +139,12 @@ pub async fn run<C: AsyncRead + AsyncWrite + Unpin>(
         }
         Poll::Pending
     })
-    .await
+    .await;
+    Carried {
+        end,
+        up: up.bytes,
+        down: down.bytes,
+    }
 }
 
 /// When a tunnel should close during a shutdown: after the grace period, at a random point of
@@ -175,8 +215,9 @@ fn pump<F: AsyncRead + Unpin, T: AsyncWrite + Unpin>(
                 let _ = Pin::new(&mut *to).poll_shutdown(cx);
                 return Ok(());
             }
-            Poll::Ready(Ok(_)) => {
+            Poll::Ready(Ok(n)) => {
                 *moved = true;
+                half.bytes += n as u64;
                 if !half.pending.is_empty() {
                     return Ok(());
                 }

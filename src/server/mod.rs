@@ -88,6 +88,9 @@ pub fn run(config: &Config, threads: usize) -> io::Result<()> {
         config = %config.source.display(),
         "tether started"
     );
+    if config.log.access && tracing::enabled!(target: "tether::access", tracing::Level::INFO) {
+        crate::engine::access::start();
+    }
     listeners.serve(control.runtime, config.limits, shutdown_rx)?;
     ready::announce();
     let (upgrades, requests) = tokio::sync::mpsc::channel(1);

@@ -28,6 +28,7 @@
 //! - `deploy`: the shipped Kubernetes, container and systemd files check out (tether check,
 //!   manifest essentials, systemd-analyze verify, a container build where an engine runs).
 //! - `fleet`: two replicas with one config agree on every client's node (cookie and ip_hash).
+//! - `logs`: no colour escapes in a file, JSON lines, the access log of requests and tunnels.
 //! - `pool`: idle node connections to removed or dead nodes are swept, never left in CLOSE_WAIT.
 
 mod support;
@@ -46,6 +47,7 @@ mod import_nginx;
 mod ip_hash;
 mod limits;
 mod load;
+mod logs;
 mod operations;
 mod pool;
 mod security;

@@ -52,10 +52,11 @@ pub fn validate(file: &FileConfig, cx: &Context) -> Result<Config, Vec<Diagnosti
     let shutdown = c.shutdown(file.shutdown.as_ref());
     let trusted_proxies = c.trusted_proxies(file.client_ip.as_ref());
     let limits = c.limits(file.limits.as_ref());
+    let log = c.log(file.log.as_ref());
     // `None` always comes with a diagnostic; the check on `diags` covers the dropped upstreams
     // and routes, which have no `None` of their own.
-    let (Some(admin), Some(shutdown), Some(limits), true) =
-        (admin, shutdown, limits, c.diags.is_empty())
+    let (Some(admin), Some(shutdown), Some(limits), Some(log), true) =
+        (admin, shutdown, limits, log, c.diags.is_empty())
     else {
         return Err(c.diags);
     };
@@ -69,6 +70,7 @@ pub fn validate(file: &FileConfig, cx: &Context) -> Result<Config, Vec<Diagnosti
         shutdown,
         trusted_proxies,
         limits,
+        log,
     })
 }
 

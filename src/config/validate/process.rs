@@ -1,9 +1,10 @@
-//! The sections about tether's own process: the `admin` API and how `shutdown` drains.
+//! The sections about tether's own process: the `admin` API, how `shutdown` drains, and what
+//! it writes to its `log`.
 
 use super::{Checker, KEYGEN};
 use crate::config::defaults::*;
-use crate::config::file::{FileAdmin, FileShutdown};
-use crate::config::model::{Admin, Listener, Shutdown};
+use crate::config::file::{FileAdmin, FileLog, FileShutdown};
+use crate::config::model::{Admin, Listener, Log, LogFormat, Shutdown};
 
 impl Checker<'_> {
     /// `Some(None)`: no admin section; `None`: a problem was reported.
@@ -69,6 +70,21 @@ impl Checker<'_> {
             grace: grace?,
             close_window: close_window?,
             upgrade_timeout: upgrade?,
+        })
+    }
+
+    pub(super) fn log(&mut self, l: Option<&FileLog>) -> Option<Log> {
+        let Some(l) = l else {
+            return Some(Log::default());
+        };
+        let formats = [("text", LogFormat::Text), ("json", LogFormat::Json)];
+        let format = match &l.format {
+            None => Some(DEFAULT_LOG_FORMAT),
+            Some(f) => self.choice("log.format", f, &formats),
+        };
+        Some(Log {
+            format: format?,
+            access: l.access.unwrap_or(DEFAULT_ACCESS_LOG),
         })
     }
 }

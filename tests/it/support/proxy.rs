@@ -191,6 +191,18 @@ impl Proxy {
         format!("http://{}{}", self.addr, path)
     }
 
+    /// Names of the process's threads (`/proc/PID/task/*/comm`, at most 15 bytes each).
+    pub fn threads(&self) -> Vec<String> {
+        let dir = format!("/proc/{}/task", self.child.id());
+        std::fs::read_dir(dir)
+            .map(|d| {
+                d.filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+                    .map(|c| c.trim().to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// Everything tether logged so far.
     pub fn log(&self) -> String {
         self.log.lock().unwrap().clone()
