@@ -29,6 +29,7 @@
 //!   manifest essentials, systemd-analyze verify, a container build where an engine runs).
 //! - `fleet`: two replicas with one config agree on every client's node (cookie and ip_hash).
 //! - `pool`: idle node connections to removed or dead nodes are swept, never left in CLOSE_WAIT.
+//! - `handoff`: a binary upgrade (SIGUSR2) under load loses nothing, a failed one changes nothing.
 
 mod support;
 
@@ -40,6 +41,7 @@ mod discovery;
 mod edge;
 mod failover;
 mod fleet;
+mod handoff;
 mod hostile_node;
 mod http1;
 mod import_nginx;
