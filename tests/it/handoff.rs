@@ -1,7 +1,7 @@
-//! Hand-offs that lose nothing: a binary upgrade in place (`kill -USR2`) under load, and an
-//! upgrade that fails or stalls (the old process serves on).
+//! Hand-offs that lose nothing: a binary upgrade in place (`kill -USR2`) under load, an upgrade
+//! that fails or stalls (the old process serves on), and systemd socket activation.
 
-use crate::support::proxy::{children, running, signal_pid, tether_bin, Proxy, Strays};
+use crate::support::proxy::{children, running, signal_pid, tether_bin, Launch, Proxy, Strays};
 use crate::support::{self, admin_status, echo_many, Client, COOKIE_AFFINITY};
 use futures_util::{SinkExt, StreamExt};
 use std::future::Future;
@@ -445,4 +445,53 @@ async fn a_second_usr2_is_refused_while_an_upgrade_runs_and_a_stalled_binary_is_
         (old_pid, Some(0))
     );
     assert!(answers(proxy.addr).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn systemd_socket_activation_serves_on_the_socket_it_is_given() {
+    let nodes = support::nodes(1).await;
+    let cfg = support::config(&nodes, COOKIE_AFFINITY, "");
+    // The socket systemd would own: bound by the test, which holds it all along.
+    let socket = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = socket.local_addr().unwrap();
+    // As systemd starts a service: the socket as descriptor 3, LISTEN_FDS=1, and LISTEN_PID the
+    // service's own pid (the shell's, which `exec` keeps).
+    let dir = tempfile::tempdir().unwrap();
+    let activate = dir.path().join("activate");
+    let exec = format!("exec '{}' \"$@\"", tether_bin());
+    write_script(
+        &activate,
+        &format!("#!/bin/sh\nLISTEN_PID=$$\nexport LISTEN_PID\n{exec}\n"),
+    );
+    let launch = |listen_fds: &[&str]| Launch {
+        program: Some(activate.clone()),
+        listen: Some(addr),
+        fds: vec![socket.try_clone().unwrap().into()],
+        env: listen_fds
+            .iter()
+            .map(|n| ("LISTEN_FDS".to_string(), n.to_string()))
+            .collect(),
+        ..Launch::default()
+    };
+
+    let proxy = Proxy::launch(&cfg, launch(&["1"])).unwrap_or_else(|f| panic!("{f:?}"));
+    let r = Client::new(addr).get("/whoami").await;
+    assert_eq!((r.status, r.node()), (200, "node-a"));
+    let line = log_line(&proxy, "using inherited listening sockets");
+    assert!(
+        line.contains("systemd") && line.contains(&addr.to_string()),
+        "{line}"
+    );
+    drop(proxy);
+
+    // The same launch without LISTEN_FDS: tether binds the address itself, which the test holds.
+    let Err(failed) = Proxy::launch(&cfg, launch(&[])) else {
+        panic!("tether started without the socket");
+    };
+    assert!(failed.status.is_some_and(|s| !s.success()), "{failed:?}");
+    assert!(
+        failed.log.contains(&format!("cannot listen on {addr}")),
+        "{}",
+        failed.log
+    );
 }

@@ -29,7 +29,8 @@
 //!   manifest essentials, systemd-analyze verify, a container build where an engine runs).
 //! - `fleet`: two replicas with one config agree on every client's node (cookie and ip_hash).
 //! - `pool`: idle node connections to removed or dead nodes are swept, never left in CLOSE_WAIT.
-//! - `handoff`: a binary upgrade (SIGUSR2) under load loses nothing, a failed one changes nothing.
+//! - `handoff`: a binary upgrade (SIGUSR2) under load loses nothing, a failed one changes nothing;
+//!   systemd socket activation.
 
 mod support;
 

@@ -223,7 +223,10 @@ impl Proxy {
                 std::net::TcpStream::connect_timeout(&self.addr, Duration::from_millis(200))
             {
                 use std::io::{Read, Write};
-                let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+                // Short, and tried again: a listening socket the test holds itself (systemd socket
+                // activation) takes the connection even if tether never starts, and an exit must
+                // be noticed.
+                let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
                 // A path no route serves would be ideal, but any answer proves the HTTP stack is up.
                 if s.write_all(
                     b"GET /__tether_ready HTTP/1.1\r\nHost: ready\r\nConnection: close\r\n\r\n",
