@@ -1,7 +1,9 @@
 //! Hand-offs that lose nothing: a binary upgrade in place (`kill -USR2`) under load, an upgrade
-//! that fails or stalls (the old process serves on), and systemd socket activation.
+//! that fails or stalls (the old process serves on), systemd socket activation, and a renewed
+//! certificate taken by a reload.
 
 use crate::support::proxy::{children, running, signal_pid, tether_bin, Launch, Proxy, Strays};
+use crate::support::tls as certs;
 use crate::support::{self, admin_status, echo_many, Client, COOKIE_AFFINITY};
 use futures_util::{SinkExt, StreamExt};
 use std::future::Future;
@@ -494,4 +496,59 @@ async fn systemd_socket_activation_serves_on_the_socket_it_is_given() {
         "{}",
         failed.log
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renewed_certificate_serves_the_next_handshake_and_open_tunnels_stay() {
+    let (old, renewed) = (certs::self_signed(), certs::self_signed());
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    old.write(&cert, &key);
+    let client = certs::client(&[&old, &renewed]);
+    let nodes = support::nodes(2).await;
+    let tls = format!(
+        "  - address: \"{{tls}}\"\n    tls: {{ cert: \"{}\", key: \"{}\" }}\n",
+        cert.display(),
+        key.display()
+    );
+    let cfg = support::config(&nodes, COOKIE_AFFINITY, "").replacen(
+        "upstreams:",
+        &format!("{tls}upstreams:"),
+        1,
+    );
+    let proxy = Proxy::start(&cfg);
+    let addr = proxy.tls.unwrap();
+    let handshake = || async { certs::connect(&client, addr).await };
+
+    let mut tunnels = Vec::new();
+    for _ in 0..8 {
+        let stream = handshake().await;
+        assert!(certs::peer_certificate(&stream) == old.der);
+        tunnels.push(certs::wss(stream, "/ws").await.0);
+    }
+
+    // Renewed: a new certificate and key over the same files, then a reload.
+    renewed.write(&cert, &key);
+    proxy.signal("HUP");
+    logged(&proxy, "config reloaded").await;
+    let stream = handshake().await;
+    assert!(
+        certs::peer_certificate(&stream) == renewed.der,
+        "the next handshake has the new one"
+    );
+    echo_many(&mut certs::wss(stream, "/ws").await.0, 3).await;
+    for ws in tunnels.iter_mut() {
+        echo_many(ws, 3).await;
+    }
+
+    // A broken certificate file: the reload is rejected and handshakes keep the last good one.
+    std::fs::write(&cert, "not a certificate\n").unwrap();
+    proxy.signal("HUP");
+    logged(&proxy, "reload rejected").await;
+    let line = log_line(&proxy, "reload rejected");
+    assert!(line.contains(&cert.display().to_string()), "{line}");
+    assert!(certs::peer_certificate(&handshake().await) == renewed.der);
+    for ws in tunnels.iter_mut() {
+        echo_many(ws, 3).await;
+    }
 }
