@@ -1,8 +1,10 @@
 //! Hand-offs that lose nothing: a binary upgrade in place (`kill -USR2`) under load, an upgrade
-//! that fails or stalls (the old process serves on), systemd socket activation, and a renewed
-//! certificate taken by a reload.
+//! that fails or stalls (the old process serves on), systemd socket activation, a renewed
+//! certificate taken by a reload, and listeners that follow a reload.
 
-use crate::support::proxy::{children, running, signal_pid, tether_bin, Launch, Proxy, Strays};
+use crate::support::proxy::{
+    children, free_port, running, signal_pid, tether_bin, Launch, Proxy, Strays,
+};
 use crate::support::tls as certs;
 use crate::support::{self, admin_status, echo_many, Client, COOKIE_AFFINITY};
 use futures_util::{SinkExt, StreamExt};
@@ -551,4 +553,37 @@ async fn a_renewed_certificate_serves_the_next_handshake_and_open_tunnels_stay()
     for ws in tunnels.iter_mut() {
         echo_many(ws, 3).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listeners_follow_a_reload_and_connections_on_a_removed_one_carry_on() {
+    let nodes = support::nodes(2).await;
+    let cfg = support::config(&nodes, COOKIE_AFFINITY, "");
+    let proxy = Proxy::start(&cfg);
+    let a = proxy.addr;
+    let b = SocketAddr::from(([127, 0, 0, 1], free_port([127, 0, 0, 1])));
+    let listen_a = "listen:\n  - address: \"{listen}\"\n";
+    assert!(refused(b).await);
+
+    // A + B: B accepts within a moment (each worker checks every second).
+    proxy.rewrite_config(&cfg.replacen(listen_a, &format!("{listen_a}  - address: \"{b}\"\n"), 1));
+    proxy.signal("HUP");
+    until("B to answer", || async { answers(b).await.then_some(()) }).await;
+    assert!(answers(a).await);
+    let mut kept = Client::new(a);
+    assert_eq!(kept.get("/whoami").await.status, 200);
+
+    // B only: A refuses new connections, and the keep-alive connection opened there still gets
+    // answers (the client reconnects only if it closed, and A refuses).
+    let only_b = format!("listen:\n  - address: \"{b}\"\n");
+    proxy.rewrite_config(&cfg.replacen(listen_a, &only_b, 1));
+    proxy.signal("HUP");
+    until("A to refuse new connections", || async {
+        refused(a).await.then_some(())
+    })
+    .await;
+    for _ in 0..3 {
+        assert_eq!(kept.get("/whoami").await.status, 200);
+    }
+    assert!(answers(b).await);
 }

@@ -30,7 +30,7 @@
 //! - `fleet`: two replicas with one config agree on every client's node (cookie and ip_hash).
 //! - `pool`: idle node connections to removed or dead nodes are swept, never left in CLOSE_WAIT.
 //! - `handoff`: a binary upgrade (SIGUSR2) under load loses nothing, a failed one changes nothing;
-//!   systemd socket activation, certificate renewal by reload.
+//!   systemd socket activation; certificates and listening addresses follow a reload.
 
 mod support;
 
