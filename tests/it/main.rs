@@ -30,6 +30,8 @@
 //! - `fleet`: two replicas with one config agree on every client's node (cookie and ip_hash).
 //! - `logs`: no colour escapes in a file, JSON lines, the access log of requests and tunnels.
 //! - `pool`: idle node connections to removed or dead nodes are swept, never left in CLOSE_WAIT.
+//! - `handoff`: a binary upgrade (SIGUSR2) under load loses nothing, a failed one changes nothing;
+//!   systemd socket activation; certificates and listening addresses follow a reload.
 
 mod support;
 
@@ -41,6 +43,7 @@ mod discovery;
 mod edge;
 mod failover;
 mod fleet;
+mod handoff;
 mod hostile_node;
 mod http1;
 mod import_nginx;

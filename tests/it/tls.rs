@@ -1,14 +1,12 @@
 //! TLS termination: `https://` and `wss://` end to end to plain-text nodes, with cookie affinity
 //! across the TLS upgrade, using a certificate generated in the test.
 
+use crate::support::tls::{self as certs, TlsStream};
 use crate::support::{self, Proxy, COOKIE_AFFINITY};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
-use std::sync::Arc;
-use tokio_rustls::rustls::pki_types::ServerName;
-use tokio_rustls::rustls::{ClientConfig, RootCertStore};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 struct Tls {
@@ -18,50 +16,22 @@ struct Tls {
     connector: tokio_rustls::TlsConnector,
 }
 
-/// A self-signed certificate for `localhost`, and a client that trusts only it (offering
-/// HTTP/1.1 by ALPN, as browsers do for WebSockets).
+/// A self-signed certificate for `localhost`, and a client that trusts only it.
 fn certificate() -> Tls {
-    let key = rcgen::KeyPair::generate().unwrap();
-    let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
-        .unwrap()
-        .self_signed(&key)
-        .unwrap();
+    let id = certs::self_signed();
     let dir = tempfile::tempdir().unwrap();
     let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    std::fs::write(&cert_path, cert.pem()).unwrap();
-    std::fs::write(&key_path, key.serialize_pem()).unwrap();
-    let mut roots = RootCertStore::empty();
-    roots.add(cert.der().clone()).unwrap();
-    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
-    let mut config = ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    id.write(&cert_path, &key_path);
     Tls {
         _dir: dir,
         cert_path,
         key_path,
-        connector: tokio_rustls::TlsConnector::from(Arc::new(config)),
+        connector: certs::client(&[&id]),
     }
 }
 
-type TlsStream = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
-
 async fn connect(tls: &Tls, addr: std::net::SocketAddr) -> TlsStream {
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let stream = tls
-        .connector
-        .connect(ServerName::try_from("localhost").unwrap(), tcp)
-        .await
-        .unwrap();
-    assert_eq!(
-        stream.get_ref().1.alpn_protocol(),
-        Some(&b"http/1.1"[..]),
-        "ALPN offers HTTP/1.1"
-    );
-    stream
+    certs::connect(&tls.connector, addr).await
 }
 
 async fn https_get(stream: TlsStream, path: &str, cookie: Option<&str>) -> http::Response<Bytes> {

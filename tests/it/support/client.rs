@@ -191,7 +191,10 @@ impl Client {
 }
 
 /// Send `n` messages (alternating text and binary) and check each comes back unchanged.
-pub async fn echo_many(ws: &mut Ws, n: usize) {
+pub async fn echo_many<S>(ws: &mut WebSocketStream<S>, n: usize)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     for i in 0..n {
         let msg = if i % 2 == 0 {
             Message::Text(format!("message {i}").into())

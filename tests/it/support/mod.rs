@@ -5,6 +5,7 @@ pub mod dns;
 pub mod proxy;
 pub mod recorder;
 pub mod strict;
+pub mod tls;
 
 pub use client::{echo_many, Client};
 pub use proxy::Proxy;
