@@ -132,19 +132,32 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             }
             // Between requests the keep-alive limit applies; inside a head, the (shorter) head
             // limit, counted from the head's first byte, so a slow trickle cannot hold a slot.
-            let wait = if self.cbuf.is_empty() {
+            let idle = self.cbuf.is_empty();
+            let wait = if idle {
                 self.limits.keepalive_timeout
             } else {
                 self.limits.head_timeout.saturating_sub(started.elapsed())
             };
             self.cbuf.reserve(READ_CHUNK);
-            match self
-                .deadline
-                .limit(wait, self.client.read_buf(&mut self.cbuf))
-                .await
-            {
-                Some(Ok(0)) | Some(Err(_)) => return Ok(None),
-                Some(Ok(_)) => {}
+            // An idle keep-alive connection ends when a shutdown begins (after a binary upgrade
+            // its client reconnects to the new process); a head being read is finished first.
+            let mut shutdown = self.shutdown.clone();
+            let stopping = async {
+                if !idle || shutdown.wait_for(|plan| plan.is_some()).await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            };
+            let read = async {
+                tokio::select! {
+                    biased;
+                    r = self.client.read_buf(&mut self.cbuf) => Some(r),
+                    _ = stopping => None,
+                }
+            };
+            match self.deadline.limit(wait, read).await {
+                Some(None) => return Ok(None),
+                Some(Some(Ok(0) | Err(_))) => return Ok(None),
+                Some(Some(Ok(_))) => {}
                 None if self.cbuf.is_empty() => return Ok(None),
                 None => return Err(Refusal::HeadTimeout),
             }

@@ -45,7 +45,7 @@ impl Inherited {
             let addresses: Vec<String> = free.iter().map(|(a, _)| a.to_string()).collect();
             tracing::info!(
                 sockets = free.len(),
-                from = if from_systemd { "systemd" } else { "the parent process (a binary upgrade)" },
+                from = if from_systemd { "systemd" } else { "the process that started tether" },
                 addresses = %addresses.join(","),
                 "using inherited listening sockets"
             );
