@@ -22,8 +22,9 @@ test: deps
 	$(CARGO) bench --no-run
 	$(CARGO) test --lib --bins --tests
 
+## build: the binary as shipped (the `dist` profile: fat LTO, one codegen unit), in target/dist/.
 build: deps-system
-	$(CARGO) build --release
+	$(CARGO) build --profile dist
 
 ## check-conf: every example config under conf/ must pass `tether check`.
 check-conf:
@@ -32,9 +33,10 @@ check-conf:
 	done
 
 ## bench: the end-to-end comparison (direct, tether, nginx, HAProxy) on loopback; ~10 minutes.
-## BASELINE=path/to/tether adds an older tether build as a column, interleaved with this one.
+## It measures the `dist` profile (what ships). BASELINE=path/to/tether adds an older tether
+## build as a column, interleaved with this one.
 bench: deps-system
-	$(CARGO) bench --bench compare -- $(if $(BASELINE),--baseline $(BASELINE))
+	$(CARGO) bench --profile dist --bench compare -- $(if $(BASELINE),--baseline $(BASELINE))
 
 ## fuzz: libFuzzer over every parser that sees network bytes (heads, chunked bodies and trailers,
 ## PROXY headers, tokens) for FUZZ_SECONDS (default 30 minutes); needs `cargo install cargo-fuzz`.
