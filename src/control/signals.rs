@@ -14,7 +14,7 @@
 
 use super::{Control, UpgradeRequest};
 use crate::config::Shutdown;
-use crate::runtime::counters::global::in_flight;
+use crate::runtime::counters::global::{connections, in_flight};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -90,9 +90,11 @@ pub async fn run(
     let mut ticker = tokio::time::interval(Duration::from_millis(50));
     loop {
         ticker.tick().await;
-        let open = in_flight();
+        // Connections, not only requests: one accepted just before the listeners closed may
+        // not have sent its request yet, and must still get its answer.
+        let open = connections().max(in_flight());
         if open == 0 {
-            tracing::info!("all requests and tunnels done; exiting");
+            tracing::info!("all connections done; exiting");
             return;
         }
         if tokio::time::Instant::now() >= deadline {

@@ -53,6 +53,8 @@ pub(super) struct Conn<S> {
     pub log_target: Vec<u8>,
     pub body_in: u64,
     pub written: u64,
+    /// Requests this connection has carried.
+    pub served: u64,
 }
 
 /// Serve one accepted client connection to its end.
@@ -83,6 +85,7 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         log_target: Vec::new(),
         body_in: 0,
         written: 0,
+        served: 0,
     };
     loop {
         let req = match c.read_request().await {
@@ -94,6 +97,7 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             }
         };
         let rt = snapshot.load();
+        c.served += 1;
         match c.exchange(req, rt).await {
             // A shutting-down proxy finishes the exchange, then lets the connection go.
             Ok(Next::KeepAlive) if c.shutting_down() => return,
@@ -133,6 +137,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             // Between requests the keep-alive limit applies; inside a head, the (shorter) head
             // limit, counted from the head's first byte, so a slow trickle cannot hold a slot.
             let idle = self.cbuf.is_empty();
+            // Only a connection that already served a request is idle keep-alive: a new one's
+            // first request may be on its way (the client connected before the shutdown).
+            let between_requests = idle && self.served > 0;
             let wait = if idle {
                 self.limits.keepalive_timeout
             } else {
@@ -143,7 +150,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             // its client reconnects to the new process); a head being read is finished first.
             let mut shutdown = self.shutdown.clone();
             let stopping = async {
-                if !idle || shutdown.wait_for(|plan| plan.is_some()).await.is_err() {
+                if !between_requests || shutdown.wait_for(|plan| plan.is_some()).await.is_err() {
                     std::future::pending::<()>().await;
                 }
             };

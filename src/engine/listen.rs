@@ -10,6 +10,7 @@
 //! hand all of them to the new process.
 
 use super::{conn, per_ip, proxy_protocol, Limits, ShutdownSignal};
+use crate::runtime::counters;
 use crate::runtime::failure::{self, Refusal};
 use crate::runtime::Shared;
 use std::collections::HashMap;
@@ -270,6 +271,7 @@ async fn start(
     limits: Limits,
     shutdown: ShutdownSignal,
 ) {
+    let _open = counters::global::Connection::open();
     if proxy_protocol {
         match tokio::time::timeout(limits.head_timeout, read_proxy_header(&stream)).await {
             Ok(Ok(Some(client))) => peer = client,

@@ -139,12 +139,36 @@ pub mod global {
     pub const ORIGIN_REJECTED: usize = 1;
     /// Idle node connections closed by the pool sweep.
     pub const POOL_SWEPT: usize = 2;
+    /// Client connections open (a gauge): shutdown waits for them, not only for requests, so
+    /// a connection accepted just before it began still gets its answer.
+    pub const CONNECTIONS: usize = 3;
 
-    pub static COUNTERS: LazyLock<Counters<3>> = LazyLock::new(Counters::default);
+    pub static COUNTERS: LazyLock<Counters<4>> = LazyLock::new(Counters::default);
 
     /// Requests in flight plus open tunnels, over every worker.
     pub fn in_flight() -> u64 {
         COUNTERS.level(IN_FLIGHT)
+    }
+
+    /// Client connections open, over every worker.
+    pub fn connections() -> u64 {
+        COUNTERS.level(CONNECTIONS)
+    }
+
+    /// Counts one client connection until dropped.
+    pub struct Connection(());
+
+    impl Connection {
+        pub fn open() -> Connection {
+            COUNTERS.inc(CONNECTIONS);
+            Connection(())
+        }
+    }
+
+    impl Drop for Connection {
+        fn drop(&mut self) {
+            COUNTERS.dec(CONNECTIONS);
+        }
     }
 }
 
