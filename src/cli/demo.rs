@@ -1,8 +1,8 @@
 //! `tether demo`: three demo nodes on loopback and tether in front of them, in one process.
 
 use crate::config::{
-    defaults, Affinity, Balance, Config, CookieSettings, Listener, Node, Passive, Route, Shutdown,
-    Timeouts, Upstream,
+    defaults, Admin, Affinity, Balance, Config, CookieSettings, HealthCheck, Listener, Node,
+    Passive, Route, Shutdown, Timeouts, Upstream,
 };
 use crate::demo;
 use std::net::SocketAddr;
@@ -10,10 +10,14 @@ use std::process::ExitCode;
 
 const NODE_IDS: [&str; 3] = ["node-a", "node-b", "node-c"];
 
-pub fn run(port: u16) -> ExitCode {
+pub fn run(port: u16, admin_port: u16) -> ExitCode {
+    let listen = SocketAddr::from(([127, 0, 0, 1], port));
+    let admin = SocketAddr::from(([127, 0, 0, 1], admin_port));
+    let admin_url = format!("http://{admin}/");
     let (tx, rx) = std::sync::mpsc::channel();
     // The nodes get their own runtime on their own thread: the proxy builds its own runtimes
     // (one per worker, one for the control plane), and the nodes must keep serving beside them.
+    let page_admin = admin_url.clone();
     let spawned = std::thread::Builder::new()
         .name("demo-nodes".into())
         .spawn(move || {
@@ -29,22 +33,17 @@ pub fn run(port: u16) -> ExitCode {
                 }
             };
             rt.block_on(async move {
-                let mut nodes = Vec::new();
-                for id in NODE_IDS {
-                    match demo::Node::spawn(id, SocketAddr::from(([127, 0, 0, 1], 0))).await {
-                        Ok(n) => nodes.push(n),
-                        Err(e) => {
-                            let _ = tx.send(Err(e));
-                            return;
-                        }
+                match demo::Cluster::start(&NODE_IDS, Some(page_admin)).await {
+                    Ok(cluster) => {
+                        let _ = tx.send(Ok(cluster.addresses().await));
+                        // Keep the cluster (and its nodes) for as long as the demo runs.
+                        let _cluster = cluster;
+                        std::future::pending::<()>().await;
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
                     }
                 }
-                let addrs: Vec<_> = nodes
-                    .iter()
-                    .map(|n| (n.id().to_string(), n.addr()))
-                    .collect();
-                let _ = tx.send(Ok(addrs));
-                std::future::pending::<()>().await;
             });
         });
     let nodes = match (spawned, rx.recv()) {
@@ -58,13 +57,12 @@ pub fn run(port: u16) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let listen = SocketAddr::from(([127, 0, 0, 1], port));
-    let config = demo_config(listen, &nodes, super::keygen().into_bytes());
+    let config = demo_config(listen, admin, &nodes, super::keygen().into_bytes());
     println!("tether demo: {} nodes behind tether", nodes.len());
     for (id, addr) in &nodes {
         println!("  {id} at http://{addr}");
     }
-    println!("open http://{listen}/ (Ctrl-C to stop)");
+    println!("open http://{listen}/ for the demo, and {admin_url} for tether's admin page (Ctrl-C to stop)");
     match crate::server::run(&config, crate::server::default_threads()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -103,7 +101,12 @@ pub fn run_node(id: &str, listen: SocketAddr, threads: usize) -> ExitCode {
     })
 }
 
-fn demo_config(listen: SocketAddr, nodes: &[(String, SocketAddr)], secret: Vec<u8>) -> Config {
+fn demo_config(
+    listen: SocketAddr,
+    admin: SocketAddr,
+    nodes: &[(String, SocketAddr)],
+    secret: Vec<u8>,
+) -> Config {
     Config {
         source: "<demo>".into(),
         listen: vec![Listener {
@@ -132,13 +135,23 @@ fn demo_config(listen: SocketAddr, nodes: &[(String, SocketAddr)], secret: Vec<u
                 send: defaults::DEFAULT_SEND_TIMEOUT,
                 idle: defaults::DEFAULT_UPSTREAM_IDLE_TIMEOUT,
             },
-            health_check: None,
+            // Fast checks, so a node stopped from the demo page shows as down within seconds.
+            health_check: Some(HealthCheck {
+                interval: std::time::Duration::from_secs(1),
+                timeout: std::time::Duration::from_millis(500),
+                rise: 1,
+                fall: 2,
+                ..HealthCheck::default()
+            }),
             passive: Passive::default(),
             slow_start: defaults::DEFAULT_SLOW_START,
             max_tunnels_per_node: defaults::DEFAULT_MAX_TUNNELS_PER_NODE,
         }],
         routes: vec![Route::new("/", 0)],
-        admin: None,
+        admin: Some(Admin {
+            address: admin,
+            token: None,
+        }),
         // Ctrl-C on a demo should stop it at once, open browser tabs or not.
         trusted_proxies: Vec::new(),
         limits: Default::default(),

@@ -65,6 +65,9 @@ enum Command {
         /// Port for tether to listen on (127.0.0.1).
         #[arg(long, default_value_t = 8080)]
         port: u16,
+        /// Port of tether's admin page and API (127.0.0.1); default: the port after --port.
+        #[arg(long)]
+        admin_port: Option<u16>,
     },
     /// Load-test a realtime cluster through any proxy (tether or not) and check stickiness:
     /// N clients with their own cookie jars running http, longpoll, ws, socketio or mixed flows.
@@ -97,9 +100,9 @@ pub fn run() -> ExitCode {
             println!("{}", keygen());
             ExitCode::SUCCESS
         }
-        (Some(Command::Demo { port }), _) => {
+        (Some(Command::Demo { port, admin_port }), _) => {
             init_logging();
-            demo::run(port)
+            demo::run(port, admin_port.unwrap_or(port.wrapping_add(1)))
         }
         (
             Some(Command::Node {

@@ -9,6 +9,7 @@
 //! able to hide behind code the nodes share with it.
 
 mod body;
+mod cluster;
 mod endpoints;
 mod page;
 mod routes;
@@ -33,6 +34,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+pub use cluster::Cluster;
 use page::html_escape;
 pub use page::PAGE;
 use routes::handle;
@@ -64,6 +66,9 @@ struct Shared {
     upgrades: AtomicU64,
     open_websockets: AtomicU64,
     shutdown: watch::Sender<bool>,
+    /// The demo cluster this node belongs to (`tether demo` only): the page's stop and start
+    /// buttons reach it through any node.
+    cluster: cluster::Handle,
     // Every task of the node (accept loop, connections, WebSockets, stream producers), so `stop`
     // can abort them all and wait until their sockets are dropped.
     tasks: Mutex<JoinSet<()>>,
@@ -72,6 +77,11 @@ struct Shared {
 impl Node {
     /// Bind `addr` (use port 0 for an ephemeral port) and serve in the background on the current tokio runtime.
     pub async fn spawn(id: &str, addr: SocketAddr) -> io::Result<Node> {
+        Node::spawn_in(id, addr, cluster::Handle::new()).await
+    }
+
+    /// Like [`spawn`](Self::spawn), as a member of a demo cluster.
+    async fn spawn_in(id: &str, addr: SocketAddr, cluster: cluster::Handle) -> io::Result<Node> {
         let x_node = HeaderValue::from_str(id).map_err(|_| {
             io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -90,6 +100,7 @@ impl Node {
             upgrades: AtomicU64::new(0),
             open_websockets: AtomicU64::new(0),
             shutdown: watch::Sender::new(false),
+            cluster,
             tasks: Mutex::new(JoinSet::new()),
         });
         shared.spawn(accept_loop(shared.clone(), listener));

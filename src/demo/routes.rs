@@ -50,6 +50,47 @@ async fn route(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
         (&Method::GET, "/stream") => stream(shared, query),
         (&Method::GET | &Method::POST, "/echo") => echo(shared, req).await,
         (&Method::GET, "/ws") => websocket(shared, req),
+        (_, path) if path.starts_with("/demo/cluster") => cluster(shared, req.method(), path).await,
+        _ => respond(
+            StatusCode::NOT_FOUND,
+            TEXT,
+            Bytes::from_static(b"not found\n"),
+        ),
+    }
+}
+
+/// The demo cluster's routes: `GET /demo/cluster` (its state), `POST /demo/cluster/ID/stop`
+/// and `/start`. A node outside a cluster answers 404.
+async fn cluster(shared: &Arc<Shared>, method: &Method, path: &str) -> Response<Body> {
+    let Some(cluster) = shared.cluster.upgrade() else {
+        return respond(
+            StatusCode::NOT_FOUND,
+            TEXT,
+            Bytes::from_static(b"not found\n"),
+        );
+    };
+    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    match (method, parts.as_slice()) {
+        (&Method::GET, ["demo", "cluster"]) => respond(
+            StatusCode::OK,
+            "application/json",
+            Bytes::from(cluster.describe().await),
+        ),
+        (&Method::POST, ["demo", "cluster", id, action @ ("stop" | "start")]) => {
+            let (id, stop) = (id.to_string(), *action == "stop");
+            // Off this node's tasks: stopping the node that answers aborts them.
+            tokio::spawn(async move {
+                let result = if stop {
+                    Ok(cluster.stop(&id).await)
+                } else {
+                    cluster.restart(id.clone()).await
+                };
+                if let Err(e) = result {
+                    tracing::warn!(node = %id, error = %e, "demo node did not restart");
+                }
+            });
+            respond(StatusCode::ACCEPTED, TEXT, Bytes::from_static(b"ok\n"))
+        }
         _ => respond(
             StatusCode::NOT_FOUND,
             TEXT,
