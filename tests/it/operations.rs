@@ -176,6 +176,10 @@ async fn a_token_guards_the_admin_api_but_not_healthz() {
         200
     );
     assert_eq!(Client::new(admin).get("/healthz").await.status, 200);
+    // The status page holds no data: served without the token; the page asks for it.
+    let page = Client::new(admin).get("/").await;
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("content=\"required\""), "{}", page.body);
     // State changes: the token is what counts; the header alone does not replace it.
     let drain = "/upstreams/realtime/nodes/node-a/drain";
     assert_eq!(Client::new(admin).post(drain, &[INTENT]).await.status, 401);

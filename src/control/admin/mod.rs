@@ -1,18 +1,22 @@
-//! The admin listener: node states, Prometheus metrics, drain/disable/enable, reload, liveness.
+//! The admin listener: node states, Prometheus metrics, drain/disable/enable, reload, liveness,
+//! and a live status page.
 //!
 //! | route | what |
 //! |---|---|
+//! | `GET /` | the status page ([`page`]): HTML, CSS and JS in the binary; it holds no data, so it needs no token |
 //! | `GET /healthz` | the proxy's own liveness (never needs the token, for probes) |
 //! | `GET /status` | JSON: every upstream and node with health, admin state, load, last check, and DNS discovery's progress |
 //! | `GET /metrics` | Prometheus text format (`super::metrics`) |
 //! | `POST /upstreams/{name}/nodes/{id}/drain`, `/disable`, `/enable` | change a node's admin state |
 //! | `POST /reload` | re-read the config file (like SIGHUP) |
 //!
-//! With a token configured every route but `/healthz` needs `Authorization: Bearer <token>`.
+//! With a token configured every route but `/` and `/healthz` needs `Authorization: Bearer <token>`.
 //! Every call that changes something (any method but `GET` and `HEAD`) must also carry either an
 //! `Authorization: Bearer` header or `X-Tether-Admin: 1`, else it gets 403: a plain cross-site
 //! HTML form (or an image, or a `no-cors` fetch) can send neither, so another site open in an
 //! operator's browser cannot drain a node or reload the config through a loopback admin port.
+
+mod page;
 
 use super::Control;
 use crate::runtime::node::AdminState;
@@ -179,6 +183,9 @@ async fn handle(
     let read_only = req.method() == Method::GET || req.method() == Method::HEAD;
     if req.method() == Method::GET && path == "/healthz" {
         return reply(StatusCode::OK, "text/plain", "ok\n");
+    }
+    if req.method() == Method::GET && path == "/" {
+        return page::response(token.is_some());
     }
     if !read_only && !intentional(&req) {
         return json_reply(
