@@ -5,7 +5,7 @@ CARGO ?= cargo
 # Only for `tether check` on the example configs: they read the secret from TETHER_SECRET.
 EXAMPLE_SECRET := example-secret-for-checking-conf-files-only
 
-.PHONY: all demo test deps deps-system deps-node deps-nginx build check-conf lint bench soak fuzz clean
+.PHONY: all demo test deps deps-system deps-node deps-nginx deps-browser build check-conf lint bench soak fuzz clean
 
 all: build
 
@@ -13,7 +13,8 @@ all: build
 demo: deps-system
 	$(CARGO) run --release -- demo
 
-## test: formatting, lints, example configs and every test (unit, integration, socket.io).
+## test: formatting, lints, example configs and every test (unit, integration, socket.io, the
+## admin page in headless Chromium).
 test: deps
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
@@ -54,7 +55,7 @@ lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
 
-deps: deps-system deps-node deps-nginx
+deps: deps-system deps-node deps-nginx deps-browser
 
 # The zlib-ng under pingora's health probes is built with cmake.
 deps-system:
@@ -98,6 +99,24 @@ deps-node:
 		npm ci --prefix tests/socketio --no-audit --no-fund; \
 	fi
 
+# The admin status page test (tests/it/admin_page.rs) drives Debian's Chromium headless with
+# puppeteer-core, pinned by tests/browser/package-lock.json. Chromium is only ever started by
+# that test, with background networking off and a throwaway profile.
+deps-browser: deps-node
+	@if ! [ -x /usr/bin/chromium ]; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			echo "installing chromium (the admin page test drives it headless)"; \
+			(DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1 || \
+			 (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)); \
+		else \
+			echo "chromium is missing: install it (Debian: sudo apt-get install chromium); the admin page test needs /usr/bin/chromium" >&2; exit 1; \
+		fi; \
+	fi
+	@if [ ! -f tests/browser/node_modules/.package-lock.json ] || \
+	    [ tests/browser/package-lock.json -nt tests/browser/node_modules/.package-lock.json ]; then \
+		npm ci --prefix tests/browser --no-audit --no-fund; \
+	fi
+
 clean:
 	$(CARGO) clean
-	rm -rf tests/socketio/node_modules
+	rm -rf tests/socketio/node_modules tests/browser/node_modules

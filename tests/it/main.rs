@@ -17,6 +17,8 @@
 //! - `failover`: a dead node's clients are re-pinned, everyone else stays; no node gives 503.
 //! - `limits`: per-IP connection caps (429), per-node tunnel caps, configurable head timeout.
 //! - `operations`: health checks, drain, admin API, metrics, reload under load, graceful shutdown.
+//! - `admin_page`: the admin status page in a real headless Chromium: live node states, drain
+//!   from the page, the token asked once, cross-site form POSTs refused, 0 to 100 nodes drawn.
 //! - `security`: slowloris, header floods, connection bursts, hostile cookies, as raw bytes.
 //! - `socketio`: a real socket.io cluster behind tether (Node.js), with and without affinity.
 //! - `client_ip`: X-Forwarded-For only from trusted proxies; PROXY protocol v1 and v2.
@@ -35,6 +37,7 @@
 
 mod support;
 
+mod admin_page;
 mod cli;
 mod client_ip;
 mod deploy;

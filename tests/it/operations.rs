@@ -1,7 +1,7 @@
 //! Operating a cluster: health checks, drain, the admin API, metrics, live reload, shutdown.
 
 use crate::support::admin_status as status;
-use crate::support::{self, echo_many, Client, Proxy, COOKIE_AFFINITY};
+use crate::support::{self, echo_many, Client, Proxy, ADMIN_INTENT as INTENT, COOKIE_AFFINITY};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 use tether::demo::Node;
@@ -112,7 +112,7 @@ async fn a_draining_node_keeps_its_clients_and_gets_no_new_ones() {
     assert_eq!(ws_node, "node-a");
 
     let r = Client::new(admin)
-        .post("/upstreams/realtime/nodes/node-a/drain", &[])
+        .post("/upstreams/realtime/nodes/node-a/drain", &[INTENT])
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
     let j: serde_json::Value = serde_json::from_str(&r.body).unwrap();
@@ -136,7 +136,7 @@ async fn a_draining_node_keeps_its_clients_and_gets_no_new_ones() {
 
     // Disabled: even pinned clients move, with a new cookie.
     let r = Client::new(admin)
-        .post("/upstreams/realtime/nodes/node-a/disable", &[])
+        .post("/upstreams/realtime/nodes/node-a/disable", &[INTENT])
         .await;
     assert_eq!(r.status, 200);
     for (c, before) in clients.iter_mut().filter(|(_, n)| n == "node-a") {
@@ -149,7 +149,11 @@ async fn a_draining_node_keeps_its_clients_and_gets_no_new_ones() {
         "/upstreams/realtime/nodes/nope/drain",
         "/upstreams/realtime/nodes/node-a/explode",
     ] {
-        assert_eq!(Client::new(admin).post(bad, &[]).await.status, 404, "{bad}");
+        assert_eq!(
+            Client::new(admin).post(bad, &[INTENT]).await.status,
+            404,
+            "{bad}"
+        );
     }
     assert_eq!(Client::new(admin).get("/healthz").await.status, 200);
 }
@@ -172,6 +176,59 @@ async fn a_token_guards_the_admin_api_but_not_healthz() {
         200
     );
     assert_eq!(Client::new(admin).get("/healthz").await.status, 200);
+    // The status page holds no data: served without the token; the page asks for it.
+    let page = Client::new(admin).get("/").await;
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("content=\"required\""), "{}", page.body);
+    // State changes: the token is what counts; the header alone does not replace it.
+    let drain = "/upstreams/realtime/nodes/node-a/drain";
+    assert_eq!(Client::new(admin).post(drain, &[INTENT]).await.status, 401);
+    assert_eq!(Client::new(admin).post(drain, &[]).await.status, 403);
+    let r = Client::new(admin)
+        .post(drain, &[("authorization", &bearer)])
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_changes_without_the_admin_header_are_refused() {
+    let nodes = support::nodes(1).await;
+    let proxy = Proxy::start(&with_admin(support::config(&nodes, COOKIE_AFFINITY, "")));
+    let admin = proxy.admin.unwrap();
+    // What a plain cross-site form (or curl without -H) sends: refused, saying what to add.
+    for path in ["/upstreams/realtime/nodes/node-a/drain", "/reload"] {
+        let r = Client::new(admin).post(path, &[]).await;
+        assert_eq!(r.status, 403, "{path}: {}", r.body);
+        let j: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+        assert!(
+            j["error"].as_str().unwrap().contains("X-Tether-Admin: 1"),
+            "{}",
+            r.body
+        );
+    }
+    let r = Client::new(admin)
+        .post(
+            "/upstreams/realtime/nodes/node-a/drain",
+            &[("x-tether-admin", "yes")],
+        )
+        .await;
+    assert_eq!(r.status, 403, "only `1` counts");
+    assert_eq!(
+        node(&status(&proxy).await, "node-a").unwrap()["admin_state"],
+        "active"
+    );
+    // With the header, and with a node id written with escapes (as the status page sends it).
+    let r = Client::new(admin)
+        .post("/upstreams/realtime/nodes/node%2Da/drain", &[INTENT])
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let s = status(&proxy).await;
+    let a = node(&s, "node-a").unwrap();
+    assert_eq!(a["admin_state"], "draining");
+    // What the status page reads besides the older fields.
+    assert!(s["now"].as_u64().unwrap() >= s["process"]["started"].as_u64().unwrap());
+    assert!(a["requests"].as_u64().is_some() && a["responses"]["2xx"].as_u64().is_some());
+    assert!(s["upstreams"][0]["discover"].is_null());
 }
 
 fn samples(text: &str) -> Vec<prometheus_parse::Sample> {
@@ -326,7 +383,7 @@ async fn reload_under_load_adds_and_removes_nodes_without_dropping_tunnels() {
     // An invalid file changes nothing: the same nodes, the same reload count, the error logged.
     let reloads = status(&proxy).await["reloads"].clone();
     proxy.rewrite_config("listen: []\nupstreams:\n  realtime:\n    nodes: []\nbogus: 1\n");
-    let r = Client::new(admin).post("/reload", &[]).await;
+    let r = Client::new(admin).post("/reload", &[INTENT]).await;
     assert_eq!(r.status, 422, "{}", r.body);
     assert!(r.body.contains("bogus"), "{}", r.body);
     let s = status(&proxy).await;

@@ -81,5 +81,9 @@ pub async fn admin_status(proxy: &Proxy) -> serde_json::Value {
     serde_json::from_str(&r.body).expect("status json")
 }
 
+/// The header every state-changing admin call carries (`POST /upstreams/...`, `POST /reload`):
+/// without it (or a bearer token) the admin API answers 403, as it does to a cross-site form.
+pub const ADMIN_INTENT: (&str, &str) = ("x-tether-admin", "1");
+
 /// Cookie affinity signed with the test secret.
 pub const COOKIE_AFFINITY: &str = "mode: cookie\ncookie:\n  secret_env: TETHER_SECRET";

@@ -1,14 +1,22 @@
-//! The admin listener: node states, Prometheus metrics, drain/disable/enable, reload, liveness.
+//! The admin listener: node states, Prometheus metrics, drain/disable/enable, reload, liveness,
+//! and a live status page.
 //!
 //! | route | what |
 //! |---|---|
+//! | `GET /` | the status page ([`page`]): HTML, CSS and JS in the binary; it holds no data, so it needs no token |
 //! | `GET /healthz` | the proxy's own liveness (never needs the token, for probes) |
 //! | `GET /status` | JSON: every upstream and node with health, admin state, load, last check, and DNS discovery's progress |
 //! | `GET /metrics` | Prometheus text format (`super::metrics`) |
 //! | `POST /upstreams/{name}/nodes/{id}/drain`, `/disable`, `/enable` | change a node's admin state |
 //! | `POST /reload` | re-read the config file (like SIGHUP) |
 //!
-//! With a token configured every route but `/healthz` needs `Authorization: Bearer <token>`.
+//! With a token configured every route but `/` and `/healthz` needs `Authorization: Bearer <token>`.
+//! Every call that changes something (any method but `GET` and `HEAD`) must also carry either an
+//! `Authorization: Bearer` header or `X-Tether-Admin: 1`, else it gets 403: a plain cross-site
+//! HTML form (or an image, or a `no-cors` fetch) can send neither, so another site open in an
+//! operator's browser cannot drain a node or reload the config through a loopback admin port.
+
+mod page;
 
 use super::Control;
 use crate::runtime::node::AdminState;
@@ -92,12 +100,25 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> 
     tokio::net::TcpListener::bind(addr).await
 }
 
+/// The header a state-changing call may carry instead of `Authorization` to show it was meant.
+pub const INTENT_HEADER: &str = "x-tether-admin";
+
 fn reply(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(body.into()));
     *r.status_mut() = status;
+    let headers = r.headers_mut();
     if let Ok(v) = content_type.parse() {
-        r.headers_mut().insert(http::header::CONTENT_TYPE, v);
+        headers.insert(http::header::CONTENT_TYPE, v);
     }
+    // Every answer is live state (or the page that reads it): never from a cache.
+    headers.insert(
+        http::header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-store"),
+    );
+    headers.insert(
+        http::header::X_CONTENT_TYPE_OPTIONS,
+        http::HeaderValue::from_static("nosniff"),
+    );
     r
 }
 
@@ -105,15 +126,52 @@ fn json_reply(status: StatusCode, value: serde_json::Value) -> Response<Full<Byt
     reply(status, "application/json", value.to_string())
 }
 
-fn authorized(req: &Request<Incoming>, token: Option<&str>) -> bool {
-    let Some(token) = token else {
-        return true;
-    };
+/// The bearer token the request carries, if any.
+fn bearer(req: &Request<Incoming>) -> Option<&str> {
     req.headers()
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|given| bool::from(given.as_bytes().ct_eq(token.as_bytes())))
+}
+
+fn authorized(req: &Request<Incoming>, token: Option<&str>) -> bool {
+    let Some(token) = token else {
+        return true;
+    };
+    bearer(req).is_some_and(|given| bool::from(given.as_bytes().ct_eq(token.as_bytes())))
+}
+
+/// Was a state-changing call meant by a program or by the status page, rather than sent by a
+/// plain cross-site form? Browsers attach neither header on their own: `Authorization: Bearer`
+/// is never ambient (unlike a cached `Basic` login, which is why only `Bearer` counts), and a
+/// custom header on a cross-origin request needs a CORS preflight, which this API never grants.
+fn intentional(req: &Request<Incoming>) -> bool {
+    bearer(req).is_some() || req.headers().get(INTENT_HEADER).is_some_and(|v| v == "1")
+}
+
+/// A path segment with its `%XX` escapes decoded (the page encodes node ids, which may hold
+/// `/`, `[`, `]` or spaces); a segment that does not decode to UTF-8 is taken as it is.
+fn decode_segment(segment: &str) -> std::borrow::Cow<'_, str> {
+    if !segment.contains('%') {
+        return segment.into();
+    }
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (bytes[i], bytes.get(i + 1), bytes.get(i + 2)) {
+            (b'%', Some(&h), Some(&l)) if hex(h).is_some() && hex(l).is_some() => {
+                out.push((hex(h).unwrap_or(0) * 16 + hex(l).unwrap_or(0)) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).map_or(segment.into(), Into::into)
 }
 
 async fn handle(
@@ -122,8 +180,20 @@ async fn handle(
     token: Option<&str>,
 ) -> Response<Full<Bytes>> {
     let path = req.uri().path().to_string();
+    let read_only = req.method() == Method::GET || req.method() == Method::HEAD;
     if req.method() == Method::GET && path == "/healthz" {
         return reply(StatusCode::OK, "text/plain", "ok\n");
+    }
+    if req.method() == Method::GET && path == "/" {
+        return page::response(token.is_some());
+    }
+    if !read_only && !intentional(&req) {
+        return json_reply(
+            StatusCode::FORBIDDEN,
+            json!({
+                "error": "a state-changing admin call must carry the header `X-Tether-Admin: 1` (or `Authorization: Bearer <token>`), which a cross-site form cannot send; e.g. curl -X POST -H 'X-Tether-Admin: 1' ..."
+            }),
+        );
     }
     if !authorized(&req, token) {
         return json_reply(
@@ -131,7 +201,12 @@ async fn handle(
             json!({"error": "missing or wrong bearer token"}),
         );
     }
-    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let segments: Vec<std::borrow::Cow<'_, str>> = path
+        .trim_matches('/')
+        .split('/')
+        .map(decode_segment)
+        .collect();
+    let segments: Vec<&str> = segments.iter().map(AsRef::as_ref).collect();
     match (req.method(), segments.as_slice()) {
         (&Method::GET, ["status"]) => json_reply(StatusCode::OK, status(control)),
         (&Method::GET, ["metrics"]) => reply(
@@ -190,6 +265,7 @@ async fn handle(
 
 fn status(control: &Control) -> serde_json::Value {
     let rt = control.runtime.load();
+    let discovering = control.discovering();
     let upstreams: Vec<_> = rt
         .pools
         .iter()
@@ -198,6 +274,7 @@ fn status(control: &Control) -> serde_json::Value {
                 .nodes
                 .iter()
                 .map(|n| {
+                    let classes: Vec<u64> = (1..=5).map(|c| n.responses(c)).collect();
                     json!({
                         "id": n.id,
                         "address": n.address.to_string(),
@@ -207,22 +284,54 @@ fn status(control: &Control) -> serde_json::Value {
                         "in_flight": n.load().saturating_sub(n.open_tunnels()),
                         "open_tunnels": n.open_tunnels(),
                         "pinned_hits": n.pinned_hits(),
+                        "requests": classes.iter().sum::<u64>(),
+                        "responses": {
+                            "1xx": classes[0], "2xx": classes[1], "3xx": classes[2],
+                            "4xx": classes[3], "5xx": classes[4],
+                        },
                         "last_check": n.last_check(),
                     })
                 })
                 .collect();
+            let discover = discovering
+                .iter()
+                .find(|(name, _)| *name == pool.name)
+                .map(|(_, d)| {
+                    d.names
+                        .iter()
+                        .map(|n| format!("{}:{}", n.name, n.port))
+                        .collect::<Vec<_>>()
+                });
             json!({
                 "name": pool.name,
                 "health_check": pool.health_check.is_some(),
+                "discover": discover,
                 "discovery": control.discovery_status(&pool.name),
                 "nodes": nodes,
             })
         })
         .collect();
     json!({
+        "now": crate::runtime::unix_now(),
         "process": control.process,
         "config": control.source().display().to_string(),
         "reloads": control.reloads(),
         "upstreams": upstreams,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::decode_segment;
+
+    #[test]
+    fn segments_decode_their_escapes_and_keep_what_does_not_decode() {
+        assert_eq!(decode_segment("node-a"), "node-a");
+        assert_eq!(decode_segment("127.0.0.2:3000"), "127.0.0.2:3000");
+        assert_eq!(decode_segment("%5Bfd00%3A%3A7%5D%3A3000"), "[fd00::7]:3000");
+        assert_eq!(decode_segment("a%2Fb%20c"), "a/b c");
+        assert_eq!(decode_segment("100%"), "100%");
+        assert_eq!(decode_segment("%zz%4"), "%zz%4");
+        assert_eq!(decode_segment("%ff"), "%ff", "not UTF-8: taken as it is");
+    }
 }

@@ -1,0 +1,413 @@
+// The admin status page in a real headless Chromium, driven by tests/it/admin_page.rs.
+//
+//   node admin.js '<plan JSON>'
+//
+// The plan names the tether admin addresses the Rust test started (see admin_page.rs). When a
+// scenario needs the Rust side to act (stop a demo node), this script prints one line
+// {"ask": ...} and waits for one line on stdin. Everything it found goes out as one last line:
+// {"results": [{name, ok, detail, ms}], "console_errors": [...], "chromium_pid": N}.
+// It launches Debian's /usr/bin/chromium with background networking off and a fresh profile in
+// a temporary directory, and ends by itself (closing Chromium) after plan.limit_ms.
+'use strict';
+
+const fs = require('node:fs');
+const os = require('node:os');
+const path = require('node:path');
+const http = require('node:http');
+const readline = require('node:readline');
+const puppeteer = require('puppeteer-core');
+
+const plan = JSON.parse(process.argv[2]);
+const results = [];
+const consoleErrors = [];
+const expectedErrors = [];
+let browser = null;
+let profile = null;
+let attacker = null;
+
+const stdin = readline.createInterface({ input: process.stdin });
+const replies = [];
+let waiting = null;
+stdin.on('line', (line) => {
+  if (waiting) { const w = waiting; waiting = null; w(line); } else replies.push(line);
+});
+function ask(what) {
+  process.stdout.write(JSON.stringify({ ask: what }) + '\n');
+  return new Promise((resolve) => {
+    if (replies.length) resolve(replies.shift()); else waiting = resolve;
+  });
+}
+
+function record(name, ok, detail, ms) {
+  results.push({ name, ok: !!ok, detail: detail || '', ms: ms === undefined ? null : Math.round(ms) });
+}
+
+async function check(name, fn) {
+  const start = Date.now();
+  try {
+    const detail = await fn();
+    record(name, true, detail, Date.now() - start);
+  } catch (e) {
+    record(name, false, String(e && e.stack ? e.stack : e), Date.now() - start);
+  }
+}
+
+function assert(cond, message) {
+  if (!cond) throw new Error(message);
+}
+
+async function api(admin, method, p, headers) {
+  const res = await fetch(admin + p, { method, headers: headers || {} });
+  const text = await res.text();
+  let json = null;
+  try { json = JSON.parse(text); } catch (_) { /* not JSON */ }
+  return { status: res.status, json, text };
+}
+
+async function nodeStatus(admin, upstream, id, token) {
+  const h = { 'X-Tether-Admin': '1' };
+  if (token) h.Authorization = 'Bearer ' + token;
+  const s = await api(admin, 'GET', '/status', h);
+  assert(s.status === 200, '/status answered ' + s.status);
+  const u = s.json.upstreams.find((x) => x.name === upstream);
+  return u && u.nodes.find((n) => n.id === id);
+}
+
+// A tab on an admin page, its console watched. `label` says which page an error came from.
+async function open(context, url, label, viewport) {
+  const page = await context.newPage();
+  await page.setViewport(viewport || { width: 1280, height: 900 });
+  watch(page, label, consoleErrors);
+  await page.goto(url, { waitUntil: 'load' });
+  return page;
+}
+
+function watch(page, label, into) {
+  page.on('console', (m) => {
+    if (m.type() === 'error') into.push({ page: label, text: m.text(), url: (m.location() || {}).url || '' });
+  });
+  page.on('pageerror', (e) => into.push({ page: label, text: 'uncaught: ' + (e && e.message ? e.message : e) }));
+  page.on('requestfailed', (r) => into.push({ page: label, text: 'request failed: ' + r.url() + ' ' + ((r.failure() || {}).errorText || '') }));
+}
+
+// The node cards the page shows: id, admin state and health as the page has them.
+function cards(page, upstream) {
+  return page.$$eval('section.upstream', (sections, upstream) => {
+    const s = sections.find((x) => x.dataset.upstream === upstream);
+    if (!s) return null;
+    return [...s.querySelectorAll('article.node')].map((a) => ({
+      id: a.dataset.node,
+      shown: a.querySelector('h3').textContent,
+      state: a.dataset.state,
+      badge: a.querySelector('.badge').textContent,
+      health: a.dataset.health,
+      word: a.querySelector('.health .word').textContent,
+      check: a.querySelector('.health .check').textContent,
+    }));
+  }, upstream);
+}
+
+async function until(page, upstream, pred, what, limitMs) {
+  const start = Date.now();
+  for (;;) {
+    const c = await cards(page, upstream);
+    if (c && pred(c)) return Date.now() - start;
+    if (Date.now() - start > limitMs) throw new Error('never saw ' + what + ' within ' + limitMs + ' ms; cards: ' + JSON.stringify(c));
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+async function press(page, upstream, id, action) {
+  const pressed = await page.$$eval('section.upstream', (sections, upstream, id, action) => {
+    const s = sections.find((x) => x.dataset.upstream === upstream);
+    const card = s && [...s.querySelectorAll('article.node')].find((a) => a.dataset.node === id);
+    const b = card && card.querySelector('button[data-action="' + action + '"]');
+    if (!b || b.disabled) return false;
+    b.click();
+    return true;
+  }, upstream, id, action);
+  assert(pressed, 'no enabled ' + action + ' button for ' + id);
+}
+
+async function shot(page, name, options) {
+  const file = path.join(plan.shots, 'admin-' + name + '.png');
+  await page.screenshot(Object.assign({ path: file }, options || {}));
+  return file;
+}
+
+// Layout checks: nothing wider than the window, no card wider than itself, long ids cut with an
+// ellipsis but whole in their title.
+function layout(page) {
+  return page.evaluate(() => {
+    const doc = document.documentElement;
+    const out = { pageOverflow: doc.scrollWidth - window.innerWidth, wideCards: [], cards: 0, wideSections: [] };
+    for (const a of document.querySelectorAll('article.node')) {
+      out.cards++;
+      const r = a.getBoundingClientRect();
+      if (a.scrollWidth > a.clientWidth + 1 || r.right > window.innerWidth + 1 || r.left < -1) out.wideCards.push(a.dataset.node);
+    }
+    for (const s of document.querySelectorAll('section.upstream')) {
+      if (s.scrollWidth > s.clientWidth + 1) out.wideSections.push(s.dataset.upstream);
+    }
+    out.images = document.querySelectorAll('img').length;
+    out.pwned = window.__pwned === 1;
+    return out;
+  });
+}
+
+// ---- scenarios ----
+
+async function mainScenarios(context) {
+  const m = plan.main;
+  const page = await open(context, m.admin + '/', 'main');
+  await check('the page lists every node with its state', async () => {
+    await until(page, m.upstream, (c) => c.length === m.nodes.length && c.every((n) => n.state === 'active' && n.health === 'healthy'), 'every node active and healthy', 10000);
+    const c = await cards(page, m.upstream);
+    assert(JSON.stringify(c.map((n) => n.shown)) === JSON.stringify(m.nodes), 'ids shown: ' + JSON.stringify(c.map((n) => n.shown)));
+    assert(c.every((n) => n.badge === 'active' && n.word === 'healthy'), JSON.stringify(c));
+    // Let a few polls feed the charts before the picture.
+    await new Promise((r) => setTimeout(r, 3500));
+    await shot(page, 'nodes', { fullPage: true });
+    return c.map((n) => n.id + ': ' + n.state + ', ' + n.health + ' (' + n.check + ')').join('; ');
+  });
+
+  await check('drain from the page: /status says draining and the page shows it without a reload', async () => {
+    await page.evaluate(() => { window.__sameDocument = true; });
+    await press(page, m.upstream, m.drain, 'drain');
+    const shown = await until(page, m.upstream, (c) => c.some((n) => n.id === m.drain && n.state === 'draining' && n.badge === 'draining'), m.drain + ' draining', 5000);
+    const n = await nodeStatus(m.admin, m.upstream, m.drain);
+    assert(n.admin_state === 'draining', '/status says ' + n.admin_state);
+    assert(await page.evaluate(() => window.__sameDocument === true), 'the page was reloaded');
+    const note = await page.$eval('#notice', (e) => e.textContent);
+    assert(note.includes('draining'), 'notice: ' + note);
+    return 'shown after ' + shown + ' ms; notice "' + note + '"';
+  });
+
+  await check('a stopped node turns unhealthy on the page within fall x interval (+ one poll)', async () => {
+    const reply = await ask({ stop: m.stop });
+    assert(reply === 'stopped', 'the test said ' + reply);
+    const took = await until(page, m.upstream, (c) => c.some((n) => n.id === m.stop && n.health === 'unhealthy' && n.word === 'unhealthy'), m.stop + ' unhealthy', m.down_within_ms);
+    const c = (await cards(page, m.upstream)).find((n) => n.id === m.stop);
+    assert(c.check.startsWith('check failed'), 'check text: ' + c.check);
+    await new Promise((r) => setTimeout(r, 2500));
+    await shot(page, 'unhealthy', { fullPage: true });
+    return 'unhealthy on the page ' + took + ' ms after the stop (bound ' + m.down_within_ms + ' ms); "' + c.check + '"';
+  });
+
+  // A page on another site (another host and port) whose form posts to the admin API.
+  await check('a plain cross-site form POST is refused and the node stays active', async () => {
+    const target = m.admin + '/upstreams/' + encodeURIComponent(m.upstream) + '/nodes/' + encodeURIComponent(m.csrf) + '/drain';
+    const html = '<!doctype html><title>another site</title>'
+      + '<form id=f method=POST action="' + target + '"><input type=hidden name=x value=1></form>'
+      + '<script>'
+      + 'fetch(' + JSON.stringify(target) + ', {method: "POST", mode: "no-cors", body: "x=1"}).catch(() => {});'
+      + 'fetch(' + JSON.stringify(target) + ', {method: "POST", headers: {"X-Tether-Admin": "1"}}).catch(() => {});'
+      + 'setTimeout(() => document.getElementById("f").submit(), 300);'
+      + '</script>';
+    attacker = http.createServer((req, res) => {
+      res.writeHead(200, { 'content-type': 'text/html' });
+      res.end(html);
+    });
+    await new Promise((r) => attacker.listen(0, plan.other_host, r));
+    const site = 'http://' + plan.other_host + ':' + attacker.address().port + '/';
+    const evil = await context.newPage();
+    await evil.setViewport({ width: 1000, height: 400 });
+    watch(evil, 'another site', expectedErrors);
+    const seen = [];
+    evil.on('response', (r) => { if (r.url().startsWith(m.admin)) seen.push(r.request().method() + ' ' + r.status()); });
+    await evil.goto(site, { waitUntil: 'load' });
+    // The form submits itself 300 ms after the page loads.
+    if (!evil.url().startsWith(m.admin)) await evil.waitForNavigation({ waitUntil: 'load', timeout: 10000 });
+    const body = await evil.evaluate(() => document.body.innerText);
+    assert(evil.url().startsWith(m.admin), 'the form did not reach the admin port: ' + evil.url());
+    assert(body.includes('X-Tether-Admin'), 'the answer does not explain the header: ' + body);
+    assert(seen.includes('POST 403'), 'responses seen: ' + JSON.stringify(seen));
+    await shot(evil, 'cross-site');
+    await evil.close();
+    const n = await nodeStatus(m.admin, m.upstream, m.csrf);
+    assert(n.admin_state === 'active', m.csrf + ' is ' + n.admin_state);
+    const c = (await cards(page, m.upstream)).find((x) => x.id === m.csrf);
+    assert(c.state === 'active', 'the page shows ' + c.state);
+    return 'admin answers seen by the other site: ' + seen.join(', ') + '; ' + m.csrf + ' still active; the browser showed: ' + body.slice(0, 120);
+  });
+
+  await check('without the header a POST is refused with 403 explaining it; with it, it works', async () => {
+    const plain = await api(m.admin, 'POST', '/upstreams/' + m.upstream + '/nodes/' + m.csrf + '/drain');
+    assert(plain.status === 403 && plain.json.error.includes('X-Tether-Admin: 1'), JSON.stringify(plain));
+    const reload = await api(m.admin, 'POST', '/reload');
+    assert(reload.status === 403, 'reload: ' + reload.status);
+    const meant = await api(m.admin, 'POST', '/upstreams/' + m.upstream + '/nodes/' + m.csrf + '/enable', { 'X-Tether-Admin': '1' });
+    assert(meant.status === 200, JSON.stringify(meant));
+    return 'plain POST: ' + plain.status + ', /reload: ' + reload.status + ', with X-Tether-Admin: ' + meant.status;
+  });
+  await page.close();
+}
+
+async function tokenScenarios() {
+  const t = plan.token;
+  // A fresh context: its own sessionStorage, like a new browser.
+  const context = await browser.createBrowserContext();
+  const page = await open(context, t.admin + '/', 'token');
+  const statusRequests = [];
+  page.on('request', (r) => { if (r.url().startsWith(t.admin + '/status')) statusRequests.push(r.headers().authorization || ''); });
+
+  await check('with a token configured the page asks for it before reading anything', async () => {
+    await page.waitForSelector('#login:not([hidden])', { timeout: 5000 });
+    assert((await cards(page, t.upstream)) === null, 'nodes shown without a token');
+    assert(statusRequests.length === 0, 'the page read /status without a token');
+    await shot(page, 'token');
+    return 'token form shown, no /status request';
+  });
+
+  await check('after entering the token the page works, keeping it in sessionStorage only', async () => {
+    await page.type('#token', t.token);
+    await page.click('#login button[type=submit]');
+    await until(page, t.upstream, (c) => c.length === t.nodes.length, 'the nodes', 5000);
+    const where = await page.evaluate((key) => ({
+      session: sessionStorage.getItem(key),
+      local: localStorage.length,
+      cookie: document.cookie,
+      url: location.href,
+      login: document.getElementById('login').hidden,
+    }), 'tether-admin-token');
+    assert(where.session === t.token, 'sessionStorage: ' + where.session);
+    assert(where.local === 0 && where.cookie === '' && !where.url.includes(t.token), JSON.stringify(where));
+    assert(where.login, 'the token form is still shown');
+    assert(statusRequests.length > 0 && statusRequests.every((a) => a === 'Bearer ' + t.token), 'Authorization sent: ' + JSON.stringify(statusRequests));
+    await press(page, t.upstream, t.node, 'drain');
+    await until(page, t.upstream, (c) => c.some((n) => n.id === t.node && n.state === 'draining'), t.node + ' draining', 5000);
+    const n = await nodeStatus(t.admin, t.upstream, t.node, t.token);
+    assert(n.admin_state === 'draining', '/status says ' + n.admin_state);
+    // The same tab after a reload: not asked again.
+    await page.reload({ waitUntil: 'load' });
+    await until(page, t.upstream, (c) => c.length === t.nodes.length, 'the nodes after a reload', 5000);
+    assert(await page.$eval('#login', (e) => e.hidden), 'asked again after a reload');
+    await shot(page, 'token-in');
+    return 'sessionStorage only; ' + statusRequests.length + ' /status reads, all with the bearer token; drain worked; not asked again after a reload';
+  });
+
+  await check('with a token configured, calls without it are refused (the page itself is not)', async () => {
+    const read = await api(t.admin, 'GET', '/status');
+    const act = await api(t.admin, 'POST', '/upstreams/' + t.upstream + '/nodes/' + t.node + '/enable', { 'X-Tether-Admin': '1' });
+    const wrong = await api(t.admin, 'POST', '/upstreams/' + t.upstream + '/nodes/' + t.node + '/enable', { Authorization: 'Bearer wrong' });
+    const bare = await api(t.admin, 'POST', '/upstreams/' + t.upstream + '/nodes/' + t.node + '/enable');
+    const pageItself = await api(t.admin, 'GET', '/');
+    assert(read.status === 401 && act.status === 401 && wrong.status === 401, [read.status, act.status, wrong.status].join());
+    assert(bare.status === 403, 'no header at all: ' + bare.status);
+    assert(pageItself.status === 200 && !pageItself.text.includes(t.node), 'GET /: ' + pageItself.status);
+    const n = await nodeStatus(t.admin, t.upstream, t.node, t.token);
+    assert(n.admin_state === 'draining', t.node + ' changed to ' + n.admin_state);
+    return 'GET /status ' + read.status + ', POST with X-Tether-Admin only ' + act.status + ', wrong token ' + wrong.status + ', no header ' + bare.status + ', GET / ' + pageItself.status;
+  });
+  await context.close();
+}
+
+async function shapeScenarios(context) {
+  const s = plan.shapes;
+  const page = await open(context, s.admin + '/', 'shapes');
+  await check('0, 1 and 100 nodes, long ids and failing discovery render without overflow', async () => {
+    await page.waitForFunction((n) => document.querySelectorAll('article.node').length === n, { timeout: 10000 }, s.total);
+    await page.waitForFunction((u) => {
+      const sec = [...document.querySelectorAll('section.upstream')].find((x) => x.dataset.upstream === u);
+      const e = sec && sec.querySelector('.discovery .error');
+      return e && !e.hidden && e.textContent.length > 0;
+    }, { timeout: 10000 }, s.failing);
+    await new Promise((r) => setTimeout(r, 2500));
+    const wide = await layout(page);
+    const details = await page.evaluate((failing, long) => {
+      const sec = [...document.querySelectorAll('section.upstream')].find((x) => x.dataset.upstream === failing);
+      const card = [...document.querySelectorAll('article.node')].find((a) => a.dataset.node === long);
+      const h = card.querySelector('h3');
+      return {
+        error: sec.querySelector('.discovery .error').textContent,
+        empty: sec.querySelector('.empty').textContent,
+        emptyShown: !sec.querySelector('.empty').hidden,
+        longCut: h.scrollWidth > h.clientWidth,
+        longTitle: h.title === long,
+        ellipsis: getComputedStyle(h).textOverflow,
+        counts: [...document.querySelectorAll('section.upstream')].map((x) => x.dataset.upstream + ':' + x.querySelectorAll('article.node').length),
+      };
+    }, s.failing, s.long_id);
+    assert(wide.pageOverflow <= 0, 'the page is ' + wide.pageOverflow + ' px wider than the window');
+    assert(wide.wideCards.length === 0, 'cards wider than their box: ' + JSON.stringify(wide.wideCards));
+    assert(wide.wideSections.length === 0, 'sections overflow: ' + JSON.stringify(wide.wideSections));
+    assert(details.emptyShown && details.error.startsWith('last error:'), JSON.stringify(details));
+    assert(details.longCut && details.longTitle && details.ellipsis === 'ellipsis', JSON.stringify(details));
+    assert(JSON.stringify([...details.counts].sort()) === JSON.stringify([...s.counts].sort()), 'per upstream: ' + JSON.stringify(details.counts));
+    await shot(page, 'shapes');
+    await shot(page, 'shapes-full', { fullPage: true });
+    await page.$$eval('article.node', (all, long) => all.find((a) => a.dataset.node === long).scrollIntoView({ block: 'center' }), s.long_id);
+    await shot(page, 'long-ids');
+    await page.evaluate(() => window.scrollTo(0, 0));
+    const empty = await page.$('section.upstream[data-upstream="' + s.failing + '"]');
+    await empty.screenshot({ path: path.join(plan.shots, 'admin-empty.png') });
+    return 'cards per upstream ' + details.counts.join(', ') + '; discovery shows "' + details.error + '"; long id cut with an ellipsis';
+  });
+
+  await check('strings from /status are text, never markup', async () => {
+    const got = await page.evaluate((hostile) => {
+      const card = [...document.querySelectorAll('article.node')].find((a) => a.dataset.node === hostile);
+      return { shown: card ? card.querySelector('h3').textContent : null, images: document.querySelectorAll('img').length, pwned: window.__pwned === 1 };
+    }, s.hostile_id);
+    assert(got.shown === s.hostile_id && got.images === 0 && !got.pwned, JSON.stringify(got));
+    return 'the id ' + JSON.stringify(s.hostile_id) + ' is shown as text';
+  });
+
+  await check('an id with a slash and spaces can be drained from the page', async () => {
+    await press(page, s.many, s.odd_id, 'drain');
+    await until(page, s.many, (c) => c.some((n) => n.id === s.odd_id && n.state === 'draining'), s.odd_id + ' draining', 5000);
+    const n = await nodeStatus(s.admin, s.many, s.odd_id);
+    assert(n.admin_state === 'draining', '/status says ' + n.admin_state);
+    return JSON.stringify(s.odd_id) + ' draining';
+  });
+
+  await check('a phone-sized window: no overflow either', async () => {
+    await page.setViewport({ width: 390, height: 844 });
+    await new Promise((r) => setTimeout(r, 1200));
+    const wide = await layout(page);
+    assert(wide.pageOverflow <= 0, 'the page is ' + wide.pageOverflow + ' px wider than the window');
+    assert(wide.wideCards.length === 0, 'cards wider than their box: ' + JSON.stringify(wide.wideCards.slice(0, 5)));
+    await shot(page, 'narrow');
+    return wide.cards + ' cards, none wider than the window';
+  });
+  await page.close();
+}
+
+async function main() {
+  fs.mkdirSync(plan.shots, { recursive: true });
+  profile = fs.mkdtempSync(path.join(os.tmpdir(), 'tether-chromium-'));
+  browser = await puppeteer.launch({
+    executablePath: plan.chromium,
+    // Exactly these flags: headless, no network of its own (this machine has none, and a
+    // test must not depend on it), a fresh profile.
+    ignoreDefaultArgs: true,
+    pipe: true,
+    args: [
+      '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync',
+      '--user-data-dir=' + profile, '--no-default-browser-check', '--disable-extensions',
+      '--disable-default-apps', '--disable-domain-reliability', '--mute-audio',
+      '--password-store=basic', '--use-mock-keychain', 'about:blank',
+    ],
+    timeout: 30000,
+  });
+  const pid = browser.process() ? browser.process().pid : null;
+  process.stdout.write(JSON.stringify({ chromium_pid: pid }) + '\n');
+  const context = browser.defaultBrowserContext();
+  await mainScenarios(context);
+  await tokenScenarios();
+  await shapeScenarios(context);
+}
+
+async function finish(error) {
+  if (error) record('the run', false, String(error && error.stack ? error.stack : error));
+  if (attacker) attacker.close();
+  if (browser) await browser.close().catch(() => {});
+  if (profile) fs.rmSync(profile, { recursive: true, force: true });
+  stdin.close();
+  process.stdout.write(JSON.stringify({ results, console_errors: consoleErrors, expected_errors: expectedErrors }) + '\n');
+  process.exit(0);
+}
+
+const limit = setTimeout(() => finish(new Error('the browser run took longer than ' + plan.limit_ms + ' ms')), plan.limit_ms);
+main().then(() => { clearTimeout(limit); return finish(); }, (e) => { clearTimeout(limit); return finish(e); });
