@@ -5,7 +5,7 @@
 use super::body::{Body, Claim};
 use super::conn::{Conn, Next, READ_CHUNK};
 use super::exchange::{Plan, Upstream};
-use super::forward::ResponseHead;
+use super::forward::{render_response_head, ResponseHead};
 use super::head::{self, Framing};
 use super::pool;
 use crate::runtime::engineio::{rewrite_handshake, session_id};
@@ -49,10 +49,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 return Ok(Handled::Declined(up));
             }
         }
-        // The body whole, chunked framing decoded: it goes out with a length of its own.
+        // The body whole, chunked framing decoded: it goes out with a length of its own. The
+        // node's head is set aside first (its fields point into it) and written at the end.
         let mut body = Body::new(resp.framing, true, self.limits.max_head_bytes);
         let mut data = Vec::new();
-        self.ubuf.advance(resp.len);
+        let node_head = self.ubuf.split_to(resp.len);
         let deadline = tokio::time::Instant::now() + pool.timeouts.read;
         loop {
             let n = match body
@@ -108,7 +109,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             plain: false,
             body_length: Some(data.len() as u64),
         };
-        self.write_response_head(resp, &how);
+        render_response_head(&mut self.out, &node_head, &self.ufields, resp, &how);
         self.out.extend_from_slice(&data);
         if !self.flush_out().await {
             return Ok(Handled::Done(Next::Close));

@@ -53,9 +53,9 @@ pub(super) struct Plan<'rt> {
     /// An engine.io polling handshake (its protocol version): the response's session id gets
     /// the node's tag.
     pub handshake: Option<u8>,
-    /// The tag at the end of the request's engine.io `sid` (a range of the client buffer):
-    /// never forwarded.
-    pub strip: Option<Range<usize>>,
+    /// Tags at the end of the request's engine.io `sid` values (ranges of the client buffer):
+    /// never forwarded. Usually none or one.
+    pub strip: Vec<Range<usize>>,
 }
 
 /// A connection to the chosen node; holds the node's load counter until dropped.
@@ -212,17 +212,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         }
         let cookies = head::all(buf, &self.fields, Kind::Cookie);
         let mut placement = Placement::from_cookies(pool, cookies, unix_now());
-        let (mut handshake, mut strip) = (None, None);
+        let (mut handshake, mut strip) = (None, Vec::new());
         if let Some(tags) = &pool.engineio {
             let path = req.path.clone();
             match engineio::classify(&buf[path.clone()]) {
                 Role::Handshake { version } if &buf[req.method.clone()] == b"GET" => {
                     handshake = Some(version)
                 }
-                Role::Session { sid } => {
+                Role::Session { sid, others } => {
+                    // Earlier `sid`s (engine.io reads the last) only lose their tags.
+                    for other in others {
+                        let other = path.start + other.start..path.start + other.end;
+                        if let Some(cut) = engineio::split(&buf[other.clone()]) {
+                            strip.push(other.start + cut..other.end);
+                        }
+                    }
                     let sid = path.start + sid.start..path.start + sid.end;
                     if let Some((cut, tagged)) = tags.read(&buf[sid.clone()]) {
-                        strip = Some(sid.start + cut..sid.end);
+                        strip.push(sid.start + cut..sid.end);
                         match tagged {
                             Tagged::Node(node) => placement.pin_session(pool, node),
                             Tagged::Invalid => pool.stats.inc(stat::ENGINEIO_INVALID_TAGS),
@@ -299,7 +306,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     ) -> Result<head::Response, Failure> {
         let idempotent = idempotent(&self.cbuf[req.method.clone()]);
         // The rewritten head and whatever body bytes are already here, in one write.
-        self.write_request_head(req, plan.strip.clone());
+        self.write_request_head(req, &plan.strip);
         self.consume_client(req.len);
         let mut body = Body::new(req.framing, false, self.limits.max_head_bytes);
         let n =

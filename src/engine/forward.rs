@@ -35,7 +35,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     /// Rewrite the request head for the node into `self.out`: hop-by-hop fields dropped, the
     /// client's forwarding claims replaced by ours, the upgrade kept only when asked for, and
     /// the target in origin-form.
-    pub(super) fn write_request_head(&mut self, req: &head::Request, strip: Option<Range<usize>>) {
+    pub(super) fn write_request_head(&mut self, req: &head::Request, strip: &[Range<usize>]) {
         let buf = &self.cbuf[..];
         let out = &mut self.out;
         out.clear();
@@ -46,14 +46,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             // An absolute-form target with an empty path (`http://host?q`).
             out.push(b'/');
         }
-        match strip {
-            // An engine.io session tag: the node gets its own session id back.
-            Some(tag) => {
-                out.extend_from_slice(&buf[req.path.start..tag.start]);
-                out.extend_from_slice(&buf[tag.end..req.path.end]);
-            }
-            None => out.extend_from_slice(path),
+        // Engine.io session tags (in target order) are left out: the node gets its own ids.
+        let mut at = req.path.start;
+        for tag in strip {
+            out.extend_from_slice(&buf[at..tag.start]);
+            at = tag.end;
         }
+        out.extend_from_slice(&buf[at..req.path.end]);
         out.extend_from_slice(if req.minor == 0 {
             b" HTTP/1.0\r\n"
         } else {
@@ -104,8 +103,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
 
     /// Rewrite the response head for the client into `self.out`.
     pub(super) fn write_response_head(&mut self, resp: &head::Response, how: &ResponseHead<'_>) {
-        let buf = &self.ubuf[..];
-        let out = &mut self.out;
+        render_response_head(&mut self.out, &self.ubuf, &self.ufields, resp, how);
+    }
+}
+
+/// The response head for the client, from the node's head in `buf` (its fields located by
+/// `fields`), into `out`.
+pub(super) fn render_response_head(
+    out: &mut Vec<u8>,
+    buf: &[u8],
+    fields: &[head::Field],
+    resp: &head::Response,
+    how: &ResponseHead<'_>,
+) {
+    {
         out.clear();
         push_status_line(out, resp, buf);
         // RFC 9112 §6.3: with Transfer-Encoding, a Content-Length is not forwarded; without,
@@ -113,7 +124,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         if let Some(n) = how.body_length.or(resp.content_length) {
             push_length(out, n);
         }
-        for f in &self.ufields {
+        for f in fields {
             let keep = match f.kind {
                 Kind::HopByHop | Kind::Nominated | Kind::ContentLength => false,
                 Kind::Upgrade => resp.status == 101,
@@ -138,7 +149,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         }
         out.extend_from_slice(b"\r\n");
     }
+}
 
+impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     /// Rewrite an interim (1xx) response head for the client into `self.out`.
     pub(super) fn write_interim_head(&mut self, resp: &head::Response) {
         let buf = &self.ubuf[..];

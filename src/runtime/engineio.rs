@@ -39,9 +39,11 @@ pub enum Role {
     Handshake {
         version: u8,
     },
-    /// A request of an existing session: the range of the `sid` value in the target.
+    /// A request of an existing session: the range of the `sid` value in the target (the
+    /// last one, which engine.io reads), and of any earlier `sid` values too.
     Session {
         sid: Range<usize>,
+        others: Vec<Range<usize>>,
     },
     Other,
 }
@@ -51,7 +53,8 @@ pub fn classify(target: &[u8]) -> Role {
     let Some(q) = target.iter().position(|&b| b == b'?') else {
         return Role::Other;
     };
-    let (mut version, mut polling, mut sid) = (None, false, None);
+    let (mut version, mut polling, mut sid) = (None, false, None::<Range<usize>>);
+    let mut others = Vec::new();
     let mut at = q + 1;
     for param in target[q + 1..].split(|&b| b == b'&') {
         let (name, value) = match param.iter().position(|&b| b == b'=') {
@@ -63,14 +66,16 @@ pub fn classify(target: &[u8]) -> Role {
             b"transport" => polling = value == b"polling",
             b"sid" => {
                 let start = at + name.len() + 1;
-                sid = Some(start..start + value.len());
+                if let Some(earlier) = sid.replace(start..start + value.len()) {
+                    others.push(earlier);
+                }
             }
             _ => {}
         }
         at += param.len() + 1;
     }
     match (version, sid) {
-        (Some(_), Some(sid)) if !sid.is_empty() => Role::Session { sid },
+        (Some(_), Some(sid)) if !sid.is_empty() => Role::Session { sid, others },
         (Some(version @ (3 | 4)), None) if polling => Role::Handshake { version },
         _ => Role::Other,
     }

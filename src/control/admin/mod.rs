@@ -126,12 +126,38 @@ fn json_reply(status: StatusCode, value: serde_json::Value) -> Response<Full<Byt
     reply(status, "application/json", value.to_string())
 }
 
-/// The bearer token the request carries, if any.
+/// The bearer token the request carries, if any (the scheme name is case-insensitive).
 fn bearer(req: &Request<Incoming>) -> Option<&str> {
-    req.headers()
-        .get(http::header::AUTHORIZATION)
+    let value = req
+        .headers()
+        .get(http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// Without a token the admin API listens on loopback only; a request must then name loopback
+/// in its `Host` too. Otherwise a hostile page whose own name was rebound to 127.0.0.1 (DNS
+/// rebinding) would be same-origin with this port and could read `/status` and send the
+/// intent header.
+fn loopback_host(req: &Request<Incoming>) -> bool {
+    let Some(host) = req
+        .headers()
+        .get(http::header::HOST)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+    else {
+        return false;
+    };
+    let name = match host.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => host,
+    };
+    let name = name.trim_start_matches('[').trim_end_matches(']');
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.to_canonical().is_loopback())
 }
 
 fn authorized(req: &Request<Incoming>, token: Option<&str>) -> bool {
@@ -181,8 +207,16 @@ async fn handle(
 ) -> Response<Full<Bytes>> {
     let path = req.uri().path().to_string();
     let read_only = req.method() == Method::GET || req.method() == Method::HEAD;
-    if req.method() == Method::GET && path == "/healthz" {
+    if read_only && path == "/healthz" {
         return reply(StatusCode::OK, "text/plain", "ok\n");
+    }
+    if token.is_none() && !loopback_host(&req) {
+        return json_reply(
+            StatusCode::FORBIDDEN,
+            json!({
+                "error": "without an admin token the admin API answers only requests whose Host is 127.0.0.1, [::1] or localhost (DNS rebinding); configure admin.token_env to reach it by another name"
+            }),
+        );
     }
     if req.method() == Method::GET && path == "/" {
         return page::response(token.is_some());

@@ -15,7 +15,22 @@ fn requests_are_classified_by_their_query() {
         Role::Handshake { version: 3 }
     );
     let t = b"/socket.io/?EIO=4&transport=websocket&sid=abc~x";
-    assert_eq!(classify(t), Role::Session { sid: 42..47 });
+    assert_eq!(
+        classify(t),
+        Role::Session {
+            sid: 42..47,
+            others: vec![]
+        }
+    );
+    // Every `sid` is seen, so a tag cannot slip through in a first one.
+    let twice = b"/socket.io/?EIO=4&sid=a~1&sid=b~2";
+    assert_eq!(
+        classify(twice),
+        Role::Session {
+            sid: 28..31,
+            others: vec![22..25]
+        }
+    );
     assert_eq!(&t[42..47], b"abc~x");
     // A WebSocket-first handshake needs no routing afterwards; other paths are not engine.io.
     assert_eq!(
