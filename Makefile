@@ -84,7 +84,8 @@ deps-nginx:
 		fi; \
 	fi
 
-# The real-client tests run a socket.io cluster on Node.js, pinned by tests/socketio/package-lock.json.
+# The real-client tests run socket.io clusters on Node.js: 4.x pinned by
+# tests/socketio/package-lock.json, 2.x (engine.io protocol 3) by tests/socketio2/package-lock.json.
 deps-node:
 	@if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then \
 		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
@@ -97,6 +98,10 @@ deps-node:
 	@if [ ! -f tests/socketio/node_modules/.package-lock.json ] || \
 	    [ tests/socketio/package-lock.json -nt tests/socketio/node_modules/.package-lock.json ]; then \
 		npm ci --prefix tests/socketio --no-audit --no-fund; \
+	fi
+	@if [ ! -f tests/socketio2/node_modules/.package-lock.json ] || \
+	    [ tests/socketio2/package-lock.json -nt tests/socketio2/node_modules/.package-lock.json ]; then \
+		npm ci --prefix tests/socketio2 --no-audit --no-fund; \
 	fi
 
 # The admin status page test (tests/it/admin_page.rs) drives Debian's Chromium headless with
@@ -119,4 +124,4 @@ deps-browser: deps-node
 
 clean:
 	$(CARGO) clean
-	rm -rf tests/socketio/node_modules tests/browser/node_modules
+	rm -rf tests/socketio/node_modules tests/socketio2/node_modules tests/browser/node_modules

@@ -105,6 +105,11 @@ pub struct LoadArgs {
     /// `Connection: close` (cookies still sent), to measure connections per second.
     #[arg(long)]
     pub new_connection: bool,
+    /// Clients keep no cookie jar (`Set-Cookie` is ignored, no `Cookie` sent), as socket.io's
+    /// Node.js client by default: socket.io sessions then hold only by their `sid` (tether's
+    /// `affinity.engineio`), and any other flow sees what a cookie-less client gets.
+    #[arg(long)]
+    pub no_cookies: bool,
     /// Response header naming the node.
     #[arg(long, default_value = "x-node")]
     pub node_header: String,
@@ -178,6 +183,8 @@ pub(crate) struct Plan {
     pub hold_open: bool,
     /// A new connection (and `Connection: close`) for every http/longpoll request.
     pub new_connection: bool,
+    /// Clients keep cookies (not --no-cookies).
+    pub cookies: bool,
     pub node_header: HeaderName,
     pub node_from: NodeFrom,
     pub source: Option<SourceRange>,
@@ -341,6 +348,7 @@ impl Plan {
             hold: a.hold.filter(|h| !h.is_zero()),
             hold_open: a.hold_open,
             new_connection: a.new_connection,
+            cookies: !a.no_cookies,
             node_header,
             node_from: a.node_from,
             source,
@@ -410,6 +418,9 @@ mod tests {
         assert_eq!(p.sio_nsp, "");
         assert_eq!(p.host, "127.0.0.1:8080");
         assert_eq!(p.node_header, "x-node");
+        assert!(p.cookies);
+        let p = parse(&["--flow", "socketio", "--no-cookies"]).unwrap();
+        assert!(!p.cookies, "--no-cookies: no client keeps a cookie");
     }
 
     #[test]

@@ -107,6 +107,8 @@ impl Control {
 struct Sticky {
     first: Option<Box<str>>,
     violated: bool,
+    /// The next node seen becomes this client's own (a new session with no cookie to hold it).
+    rebase: bool,
 }
 
 pub(crate) struct Client {
@@ -129,10 +131,11 @@ impl Client {
         let source = shared.plan.source.map(|r| r.nth(index));
         let stop = shared.control.subscribe();
         let journal = shared.history.is_some().then(|| Journal::new(index, flow));
+        let jar = Jar::new(shared.plan.cookies);
         Client {
             index,
             shared,
-            jar: Jar::default(),
+            jar,
             flow,
             source,
             sticky: Sticky::default(),
@@ -237,6 +240,15 @@ impl Client {
         self.stats().round_trip(self.index, since.elapsed());
     }
 
+    /// A new socket.io session starts. Without cookies (--no-cookies) nothing ties it to the
+    /// previous session's node: the balance policy places it afresh, so the next node seen
+    /// becomes the client's own (a move within a session is still a violation).
+    pub fn new_session(&mut self) {
+        if !self.shared.plan.cookies {
+            self.sticky.rebase = true;
+        }
+    }
+
     /// This client's traffic reached `node`; the first node it sees is its own.
     pub fn observe(&mut self, node: &[u8]) {
         let node = node.trim_ascii();
@@ -245,6 +257,10 @@ impl Client {
         }
         if let (Some(journal), Some(recorder)) = (&mut self.journal, &self.shared.history) {
             journal.node(recorder, &String::from_utf8_lossy(node));
+        }
+        if std::mem::take(&mut self.sticky.rebase) && self.sticky.first.is_some() {
+            self.sticky.first = Some(String::from_utf8_lossy(node).into());
+            return;
         }
         match &self.sticky.first {
             None => {
@@ -309,6 +325,28 @@ mod tests {
         assert_eq!(n, 1);
         assert_eq!(examples, ["client 3 (http): node-a then node-b"]);
         assert_eq!(firsts.len(), 2);
+    }
+
+    #[test]
+    fn without_cookies_each_session_may_start_on_another_node() {
+        let s = shared(&["--flow", "socketio", "--no-cookies"]);
+        let mut c = Client::new(0, s.clone(), "socketio");
+        c.new_session();
+        c.observe(b"node-a");
+        c.new_session();
+        c.observe(b"node-b");
+        c.observe(b"node-b");
+        assert_eq!(s.stats.violations().0, 0);
+        assert_eq!(s.stats.violations().2.len(), 1, "one first node per client");
+        c.observe(b"node-c");
+        assert_eq!(s.stats.violations().0, 1, "a move within a session is one");
+        // With cookies, a new session does not excuse a move.
+        let s = shared(&["--flow", "socketio"]);
+        let mut c = Client::new(0, s.clone(), "socketio");
+        c.observe(b"node-a");
+        c.new_session();
+        c.observe(b"node-b");
+        assert_eq!(s.stats.violations().0, 1);
     }
 
     #[test]

@@ -2,17 +2,28 @@
 //!
 //! Attributes (Path, Domain, Expires, ...) are ignored: a load client talks to one origin, and
 //! the proxy's affinity cookie is all that matters. `Max-Age=0` (or negative) removes a cookie.
+//! With `--no-cookies` every client's jar is off: it stores nothing, so sends nothing.
 
 use http::header::{HeaderMap, HeaderValue, SET_COOKIE};
 
 #[derive(Debug, Default)]
 pub(crate) struct Jar {
+    /// A jar that keeps nothing (--no-cookies).
+    off: bool,
     cookies: Vec<(String, String)>,
     /// The rendered `Cookie` header, rebuilt only when the jar changes (rare: usually once).
     header: Option<HeaderValue>,
 }
 
 impl Jar {
+    /// A jar that keeps cookies, or (`keep` false) one that ignores every `Set-Cookie`.
+    pub fn new(keep: bool) -> Jar {
+        Jar {
+            off: !keep,
+            ..Jar::default()
+        }
+    }
+
     /// The `Cookie` header to send, if the jar holds anything.
     pub fn header(&self) -> Option<&HeaderValue> {
         self.header.as_ref()
@@ -31,6 +42,9 @@ impl Jar {
 
     /// Store one `Set-Cookie` value; true when the jar changed (then call `render`).
     pub fn store_one(&mut self, set_cookie: &[u8]) -> bool {
+        if self.off {
+            return false;
+        }
         let Ok(text) = std::str::from_utf8(set_cookie) else {
             return false;
         };
@@ -135,6 +149,22 @@ mod tests {
         assert_eq!(cookie(&jar), "a=3");
         let jar = jar_after(&[&["a=1"], &["a=; Max-Age=0"]]);
         assert!(jar.header().is_none());
+    }
+
+    #[test]
+    fn an_off_jar_keeps_nothing() {
+        let mut jar = Jar::new(false);
+        let mut h = HeaderMap::new();
+        h.append(
+            SET_COOKIE,
+            HeaderValue::from_static("tether_node=x; Path=/"),
+        );
+        jar.store_all(&h);
+        assert!(!jar.store_one(b"io=abc"));
+        assert!(jar.header().is_none());
+        let mut on = Jar::new(true);
+        on.store_all(&h);
+        assert_eq!(cookie(&on), "tether_node=x");
     }
 
     #[test]

@@ -137,6 +137,8 @@ pub struct Report {
     pub held_at_end: u64,
     /// --hold-open: WebSockets were only held (held_at_end is the number held).
     pub hold_open: bool,
+    /// Clients kept cookies (false with --no-cookies).
+    pub cookies: bool,
     /// Clients still running at the hard deadline (duration + 10 s) and aborted.
     pub aborted_clients: u64,
     /// With --history: every client's node changes and errors, with their time.
@@ -179,8 +181,13 @@ impl fmt::Display for Report {
         let flow = self.flow.name();
         writeln!(
             f,
-            "tether load: {flow} flow, {} clients ({} started) against {}, {:.2} s (stop at {:.2} s)",
-            self.clients, self.clients_started, self.url, self.duration_s, self.stopped_after_s
+            "tether load: {flow} flow, {} clients ({} started{}) against {}, {:.2} s (stop at {:.2} s)",
+            self.clients,
+            self.clients_started,
+            if self.cookies { "" } else { ", no cookies" },
+            self.url,
+            self.duration_s,
+            self.stopped_after_s
         )?;
         writeln!(
             f,
@@ -294,6 +301,7 @@ mod tests {
             held_peak: 30,
             held_at_end: 28,
             hold_open: false,
+            cookies: true,
             aborted_clients: 0,
             history: None,
         }

@@ -185,6 +185,7 @@ fn report(shared: &Shared, start: Instant, elapsed: Duration, aborted: u64) -> R
         held_peak: stats.held_peak(),
         held_at_end: shared.control.held_at_stop.load(Relaxed),
         hold_open: plan.hold_open,
+        cookies: plan.cookies,
         aborted_clients: aborted,
         history: shared.history.as_ref().map(Recorder::finish),
     }

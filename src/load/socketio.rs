@@ -54,6 +54,7 @@ fn text(buf: &[u8]) -> Result<&str, ErrorKind> {
 }
 
 async fn session(c: &mut Client, buf: &mut Vec<u8>) -> Result<(), ErrorKind> {
+    c.new_session();
     let shared = Arc::clone(&c.shared);
     let plan = &shared.plan;
     let nsp = plan.sio_nsp.as_str();

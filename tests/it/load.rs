@@ -102,3 +102,25 @@ fn socketio_without_affinity_shows_session_id_unknown() {
     let r = load::run(&args(&proxy, &extra)).expect("run");
     assert!(r.errors.session_unknown > 0, "{r}");
 }
+
+/// `--no-cookies`: clients that keep no cookie hold their socket.io sessions only by the tagged
+/// sid tether gives them (`affinity.engineio`), learned from the handshake like any sid.
+#[test]
+fn socketio_without_cookies_holds_by_the_tagged_sid() {
+    let nodes = cluster();
+    let engineio = format!("{COOKIE_AFFINITY}\nengineio: true");
+    let proxy = Proxy::start(&cluster_config(&nodes, &engineio));
+    let extra = ["--flow", "socketio", "--no-cookies", "--clients", "30"];
+    let more = ["--duration", "2s", "--messages", "5", "--json"];
+    let r = load::run(&args(&proxy, &[&extra[..], &more].concat())).expect("run");
+    assert!(!r.cookies, "{r}");
+    assert_eq!(r.errors.session_unknown, 0, "{r}");
+    assert_eq!((r.errors_total, r.violations), (0, 0), "{r}");
+    assert!(r.ws_round_trips > 0 && r.requests > 0, "{r}");
+    assert_eq!(r.clients_per_node.len(), 3, "{r}");
+
+    // The same clients with cookie affinity alone: every request is a new pick.
+    let plain = Proxy::start(&cluster_config(&nodes, COOKIE_AFFINITY));
+    let r = load::run(&args(&plain, &extra)).expect("run");
+    assert!(r.errors.session_unknown > 0, "{r}");
+}

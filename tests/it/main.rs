@@ -21,6 +21,9 @@
 //!   from the page, the token asked once, cross-site form POSTs refused, 0 to 100 nodes drawn.
 //! - `security`: slowloris, header floods, connection bursts, hostile cookies, as raw bytes.
 //! - `socketio`: a real socket.io cluster behind tether (Node.js), with and without affinity.
+//! - `engineio`: socket.io clients without cookies stay on their node by their session id's tag
+//!   (socket.io 4.x and 2.x, one tether or two replicas); forged, truncated and foreign tags
+//!   never reach a node.
 //! - `client_ip`: X-Forwarded-For only from trusted proxies; PROXY protocol v1 and v2.
 //! - `cli`: `tether check` golden diagnostics, `keygen`, the shipped example configs.
 //! - `discovery`: nodes found by a real DNS server follow its records; tunnels stay open; a
@@ -44,6 +47,7 @@ mod deploy;
 mod differential;
 mod discovery;
 mod edge;
+mod engineio;
 mod failover;
 mod fleet;
 mod handoff;

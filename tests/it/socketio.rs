@@ -6,8 +6,12 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-fn dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/socketio")
+/// `tests/socketio` (socket.io 4.x) or `tests/socketio2` (2.x): one server.js and client.js each,
+/// with the same flags and the same JSON.
+pub(crate) fn dir(package: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join(package)
 }
 
 /// One `node server.js` process, killed by PID on drop.
@@ -18,14 +22,15 @@ pub(crate) struct SioNode {
 }
 
 impl SioNode {
-    fn start(id: &str) -> SioNode {
+    /// A node of `tests/<package>/server.js`.
+    pub(crate) fn start(package: &str, id: &str) -> SioNode {
         assert!(
-            dir().join("node_modules/socket.io").exists(),
-            "socket.io is not installed: run `make test` (or `npm ci --prefix tests/socketio`)"
+            dir(package).join("node_modules/socket.io").exists(),
+            "socket.io is not installed: run `make test` (or `npm ci --prefix tests/{package}`)"
         );
         let mut child = Command::new("node")
             .args(["server.js", "--id", id, "--port", "0"])
-            .current_dir(dir())
+            .current_dir(dir(package))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -57,18 +62,24 @@ impl Drop for SioNode {
 }
 
 fn run_clients(proxy: &Proxy, nodes: &[SioNode], clients: usize) -> serde_json::Value {
+    run_clients_with("socketio", &proxy.url(""), nodes, clients, &[])
+}
+
+/// `tests/<package>/client.js` against `url` with `extra` flags (`--cookies off`, ...); its JSON.
+/// Blocks until the clients are done.
+pub(crate) fn run_clients_with(
+    package: &str,
+    url: &str,
+    nodes: &[SioNode],
+    clients: usize,
+    extra: &[&str],
+) -> serde_json::Value {
     let stats: Vec<String> = nodes
         .iter()
         .map(|n| format!("http://127.0.0.1:{}", n.port))
         .collect();
     let out = Command::new("node")
-        .args([
-            "client.js",
-            "--url",
-            &proxy.url(""),
-            "--clients",
-            &clients.to_string(),
-        ])
+        .args(["client.js", "--url", url, "--clients", &clients.to_string()])
         .args([
             "--messages",
             "20",
@@ -77,7 +88,8 @@ fn run_clients(proxy: &Proxy, nodes: &[SioNode], clients: usize) -> serde_json::
             "--timeout-ms",
             "90000",
         ])
-        .current_dir(dir())
+        .args(extra)
+        .current_dir(dir(package))
         .stderr(Stdio::inherit())
         .output()
         .expect("run client.js");
@@ -104,9 +116,14 @@ pub(crate) fn cluster_config(nodes: &[SioNode], affinity: &str) -> String {
 }
 
 pub(crate) fn cluster() -> Vec<SioNode> {
+    cluster_of("socketio")
+}
+
+/// Three nodes of `tests/<package>/server.js`.
+pub(crate) fn cluster_of(package: &str) -> Vec<SioNode> {
     ["node-a", "node-b", "node-c"]
         .iter()
-        .map(|id| SioNode::start(id))
+        .map(|id| SioNode::start(package, id))
         .collect()
 }
 

@@ -4,7 +4,7 @@
 //   node client.js --url http://127.0.0.1:PORT --clients 200 --messages 20 \
 //     --stats http://127.0.0.1:A,http://127.0.0.1:B,http://127.0.0.1:C \
 //     [--timeout-ms 60000] [--ramp 20] [--upgrade-timeout-ms 10000] \
-//     [--ack-timeout-ms 5000]
+//     [--ack-timeout-ms 5000] [--cookies on|off] [--keepalive on|off]
 //
 // Every client is a real socket.io-client with the DEFAULT transports: it does
 // the engine.io handshake over HTTP long-polling, then upgrades to WebSocket.
@@ -37,8 +37,22 @@
 // extraHeaders object when it adds the jar's cookies).
 // The JSON output reports `withCookie` / `cookieNames` from each engine's jar
 // so the test can see the proxy's cookie really reached the clients.
+//
+// --cookies off: `withCredentials: false`, engine.io-client's default in
+// Node.js: no cookie jar at all, nothing sent back (withCookie stays 0). Only
+// the session id (`sid=` in every request's query) ties requests together.
+//
+// --keepalive: how polling requests reach the server. Without the flag,
+// engine.io-client's default `agent: false`: Node.js makes a one-off agent
+// per request, so each polling request already goes out on a new connection
+// with `Connection: close` (measured: 4 to 5 TCP connections for a handshake,
+// an upgrade and three acks). `on`: one `http.Agent({ keepAlive: true })` per
+// client, reused by its polling requests. `off`: one
+// `http.Agent({ keepAlive: false })` per client: every polling request and the
+// WebSocket upgrade on a new TCP connection, stated rather than implied.
 "use strict";
 
+const http = require("node:http");
 const { io } = require("socket.io-client");
 
 function parseArgs(argv) {
@@ -63,6 +77,12 @@ function intArg(args, name, dflt, min) {
   return v;
 }
 
+function onOff(args, name, dflt) {
+  const v = args[name] === undefined ? dflt : args[name];
+  if (v !== dflt && v !== "on" && v !== "off") throw new Error(`bad --${name}: ${v} (on or off)`);
+  return v;
+}
+
 let opts;
 try {
   const args = parseArgs(process.argv.slice(2));
@@ -76,11 +96,14 @@ try {
     ramp: intArg(args, "ramp", 20, 1),
     upgradeTimeoutMs: intArg(args, "upgrade-timeout-ms", 10000, 1),
     ackTimeoutMs: intArg(args, "ack-timeout-ms", 5000, 1),
+    cookies: onOff(args, "cookies", "on") === "on",
+    keepalive: onOff(args, "keepalive", null),
   };
 } catch (e) {
   process.stderr.write(`client.js: ${e.message}\n`);
   process.stderr.write(
-    "usage: node client.js --url URL --clients N --messages M --stats URL[,URL...] [--timeout-ms 60000]\n",
+    "usage: node client.js --url URL --clients N --messages M --stats URL[,URL...] [--timeout-ms 60000]\n" +
+      "       [--cookies on|off] [--keepalive on|off]\n",
   );
   process.exit(2);
 }
@@ -93,6 +116,8 @@ const STATS_FETCH_TIMEOUT_MS = Math.max(500, RESERVE_MS - 1500);
 const counts = {
   clients: opts.clients,
   messagesPerClient: opts.messages,
+  cookies: opts.cookies,
+  keepalive: opts.keepalive || "default",
   started: 0,
   connected: 0,
   connectErrors: 0,
@@ -145,14 +170,20 @@ function timer(ms, value) {
 
 function runClient(index) {
   counts.started++;
-  const socket = io(opts.url, {
+  const clientOpts = {
     // transports left at the default: ["polling", "websocket", "webtransport"]
     // -> handshake over HTTP long-polling, then upgrade to WebSocket.
     reconnection: false,
-    withCredentials: true, // per-socket cookie jar in Node.js (see header)
+    // on: per-socket cookie jar in Node.js (see header); off: no jar, the default.
+    withCredentials: opts.cookies,
     forceNew: true, // own Manager/engine/cookie jar per client
     timeout: Math.min(20000, opts.timeoutMs), // connect timeout
-  });
+  };
+  if (opts.keepalive !== null) {
+    // Used by the polling requests and by the WebSocket upgrade.
+    clientOpts.agent = new http.Agent({ keepAlive: opts.keepalive === "on" });
+  }
+  const socket = io(opts.url, clientOpts);
   sockets.push(socket);
 
   const state = { done: false, firstNode: null };
