@@ -132,6 +132,11 @@ pub struct LoadArgs {
     /// (`history`), so that a move whose node had left the cluster can be told from a broken pin.
     #[arg(long)]
     pub history: bool,
+    /// Also write a self-contained HTML report to FILE at the end of the run: throughput and
+    /// latency over time, first picks per node, errors by kind, violations, connections held
+    /// and the summary table (the run is sampled at a fixed interval for its charts).
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<std::path::PathBuf>,
 }
 
 /// Only to parse `LoadArgs` on their own (tests, other programs).
@@ -191,6 +196,8 @@ pub(crate) struct Plan {
     pub threads: usize,
     /// Keep each client's node changes and errors (--history).
     pub history: bool,
+    /// Sample the run at this interval for the HTML report (--report).
+    pub sample_every: Option<Duration>,
     /// After the soft stop, how long clients get to finish their step before everything is
     /// aborted (10 s; tests shorten it).
     pub hard_grace: Duration,
@@ -354,6 +361,10 @@ impl Plan {
             source,
             threads: a.threads,
             history: a.history,
+            sample_every: a
+                .report
+                .is_some()
+                .then(|| super::timeline::interval_for(a.duration)),
             hard_grace: HARD_GRACE,
         })
     }
@@ -421,6 +432,9 @@ mod tests {
         assert!(p.cookies);
         let p = parse(&["--flow", "socketio", "--no-cookies"]).unwrap();
         assert!(!p.cookies, "--no-cookies: no client keeps a cookie");
+        assert_eq!(p.sample_every, None);
+        let p = parse(&["--report", "out.html", "--duration", "1m"]).unwrap();
+        assert_eq!(p.sample_every, Some(Duration::from_secs(1)));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 use super::args::Flow;
 use super::history::History;
 use super::stats::ErrorKind;
+use super::timeline::Timeline;
 use hdrhistogram::Histogram;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -144,6 +145,10 @@ pub struct Report {
     /// With --history: every client's node changes and errors, with their time.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub history: Option<History>,
+    /// With --report: the run interval by interval, for the HTML report's charts (never in the
+    /// JSON, which stays as it was).
+    #[serde(skip)]
+    pub timeline: Option<Timeline>,
 }
 
 impl Report {
@@ -266,10 +271,11 @@ impl fmt::Display for Report {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn report() -> Report {
+    /// A run with a bit of everything (the HTML report's tests use it too).
+    pub(crate) fn report() -> Report {
         let mut h = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).unwrap();
         for v in 1..=1000u64 {
             h.record(v).unwrap();
@@ -304,6 +310,7 @@ mod tests {
             cookies: true,
             aborted_clients: 0,
             history: None,
+            timeline: None,
         }
     }
 

@@ -6,10 +6,11 @@ use super::client::{Client, Control, Shared};
 use super::history::Recorder;
 use super::report::{Errors, Latency, Report};
 use super::stats::Stats;
+use super::timeline::{Sampler, Timeline};
 use super::{http, socketio, ws};
 use std::io::{IsTerminal, Write};
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -55,6 +56,14 @@ pub(crate) async fn run(plan: Arc<Plan>, stats: Stats) -> Report {
         .then(|| tokio::spawn(progress(Arc::clone(&shared), start)));
     let announce = (plan.hold_open && plan.flow == Flow::Ws)
         .then(|| tokio::spawn(announce_all_open(Arc::clone(&shared), start)));
+    // --report: the sampler is taken out of its slot at the end, so a tick that races the
+    // abort finds it gone.
+    let sampler = plan
+        .sample_every
+        .map(|every| Arc::new(Mutex::new(Some(Sampler::new(start, every)))));
+    let sampling = sampler
+        .as_ref()
+        .map(|s| tokio::spawn(sample(Arc::clone(&shared), Arc::clone(s), start)));
 
     let all_done = async { while clients.join_next().await.is_some() {} };
     let finished = tokio::time::timeout_at(soft_end + plan.hard_grace, all_done)
@@ -76,7 +85,31 @@ pub(crate) async fn run(plan: Arc<Plan>, stats: Stats) -> Report {
         p.abort();
         eprintln!();
     }
-    report(&shared, start, elapsed, aborted)
+    if let Some(s) = sampling {
+        s.abort();
+    }
+    let timeline = sampler
+        .and_then(|s| s.lock().unwrap_or_else(|e| e.into_inner()).take())
+        .map(|s| s.finish(&shared.stats));
+    report(&shared, start, elapsed, aborted, timeline)
+}
+
+/// `--report`: close an interval of the timeline every `sample_every`.
+async fn sample(shared: Arc<Shared>, sampler: Arc<Mutex<Option<Sampler>>>, start: Instant) {
+    let every = match sampler.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+        Some(s) => s.interval(),
+        None => return,
+    };
+    let mut tick = tokio::time::interval_at(start + every, every);
+    // A late tick (a busy machine) makes a longer interval, not a burst of short ones.
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match sampler.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+            Some(s) => s.sample(&shared.stats),
+            None => return,
+        }
+    }
 }
 
 async fn client(index: usize, shared: Arc<Shared>, start_at: Instant) {
@@ -148,7 +181,13 @@ async fn announce_all_open(shared: Arc<Shared>, start: Instant) {
     }
 }
 
-fn report(shared: &Shared, start: Instant, elapsed: Duration, aborted: u64) -> Report {
+fn report(
+    shared: &Shared,
+    start: Instant,
+    elapsed: Duration,
+    aborted: u64,
+    timeline: Option<Timeline>,
+) -> Report {
     let (stats, plan) = (&shared.stats, &shared.plan);
     let secs = elapsed.as_secs_f64();
     let per_s = |n: u64| if secs > 0.0 { n as f64 / secs } else { 0.0 };
@@ -188,6 +227,7 @@ fn report(shared: &Shared, start: Instant, elapsed: Duration, aborted: u64) -> R
         cookies: plan.cookies,
         aborted_clients: aborted,
         history: shared.history.as_ref().map(Recorder::finish),
+        timeline,
     }
 }
 
@@ -241,6 +281,7 @@ mod tests {
         let args = ["--clients", "3", "--requests", "30", "--duration", "1h"];
         let r = run(Arc::new(plan(&url, &args)), Stats::new(1).unwrap()).await;
         assert!(r.history.is_none(), "only with --history");
+        assert!(r.timeline.is_none(), "only with --report");
         let with = [&args[..], &["--history"]].concat();
         let r = run(Arc::new(plan(&url, &with)), Stats::new(1).unwrap()).await;
         let h = r.history.expect("--history");

@@ -206,6 +206,11 @@ impl Stats {
         }
     }
 
+    /// Clients that reached a second node so far.
+    pub fn violation_count(&self) -> u64 {
+        self.violations.load(Relaxed)
+    }
+
     pub fn violations(&self) -> (u64, Vec<String>, BTreeMap<String, u64>) {
         (
             self.violations.load(Relaxed),

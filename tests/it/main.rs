@@ -30,6 +30,8 @@
 //!   failing server keeps the last good nodes.
 //! - `import_nginx`: `tether import-nginx` output and exit codes; imported configs route the
 //!   same requests to the same upstreams as real nginx with the original config.
+//! - `dashboard`: the Grafana dashboard imports, and every metric its queries name is one a live
+//!   tether exports.
 //! - `deploy`: the shipped Kubernetes, container and systemd files check out (tether check,
 //!   manifest essentials, systemd-analyze verify, a container build where an engine runs).
 //! - `fleet`: two replicas with one config agree on every client's node (cookie and ip_hash).
@@ -43,6 +45,7 @@ mod support;
 mod admin_page;
 mod cli;
 mod client_ip;
+mod dashboard;
 mod deploy;
 mod differential;
 mod discovery;

@@ -229,6 +229,31 @@ async fn state_changes_without_the_admin_header_are_refused() {
     assert!(s["now"].as_u64().unwrap() >= s["process"]["started"].as_u64().unwrap());
     assert!(a["requests"].as_u64().is_some() && a["responses"]["2xx"].as_u64().is_some());
     assert!(s["upstreams"][0]["discover"].is_null());
+    // DNS rebinding: a page whose own name now points at 127.0.0.1 sends its own name as Host.
+    // Without a token the admin API answers loopback names only, reads included.
+    for (path, intent) in [
+        ("/status", None),
+        ("/upstreams/realtime/nodes/node-a/enable", Some(INTENT)),
+    ] {
+        let mut headers = vec![("host", "evil.example:9901")];
+        headers.extend(intent);
+        let mut c = Client::new(admin);
+        let r = match intent {
+            Some(_) => c.post(path, &headers).await,
+            None => c.request(path, &headers).await,
+        };
+        assert_eq!(r.status, 403, "{path}: {}", r.body);
+    }
+    assert_eq!(
+        node(&status(&proxy).await, "node-a").unwrap()["admin_state"],
+        "draining"
+    );
+    for host in ["localhost:9901", "[::1]:9901", "127.0.0.1"] {
+        let r = Client::new(admin)
+            .request("/status", &[("host", host)])
+            .await;
+        assert_eq!(r.status, 200, "{host}");
+    }
 }
 
 fn samples(text: &str) -> Vec<prometheus_parse::Sample> {

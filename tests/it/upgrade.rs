@@ -158,7 +158,10 @@ async fn forwarded_headers_describe_the_client() {
     let proxy = Proxy::start(&support::config(&nodes, "mode: none", ""));
     let mut c = Client::new(proxy.addr);
     let r = c
-        .request("/echo", &[("x-forwarded-for", "198.51.100.7")])
+        .request(
+            "/echo",
+            &[("x-forwarded-for", "198.51.100.7"), ("host", "tether.test")],
+        )
         .await;
     let j: serde_json::Value = serde_json::from_str(&r.body).unwrap();
     assert_eq!(j["headers"]["x-forwarded-for"], "198.51.100.7, 127.0.0.1");

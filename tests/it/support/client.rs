@@ -136,14 +136,22 @@ impl Client {
     }
 
     async fn send(&mut self, method: &str, path: &str, headers: &[(&str, &str)]) -> Reply {
+        // The Host a browser or curl sends: the address it connected to (unless a test names one).
+        let host = headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("host"))
+            .map_or_else(|| self.proxy.to_string(), |(_, v)| v.to_string());
         let mut req = http::Request::builder()
             .method(method)
             .uri(path)
-            .header("host", "tether.test");
+            .header("host", host);
         if let Some(c) = self.cookie_header() {
             req = req.header("cookie", c);
         }
-        for (k, v) in headers {
+        for (k, v) in headers
+            .iter()
+            .filter(|(k, _)| !k.eq_ignore_ascii_case("host"))
+        {
             req = req.header(*k, *v);
         }
         let req = req.body(Empty::new()).expect("request");
