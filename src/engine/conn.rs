@@ -8,6 +8,7 @@
 
 use super::deadline::Deadline;
 use super::head::{self, HeadError};
+pub(super) use super::tunnel::Tunnel;
 use super::{Limits, ShutdownSignal};
 use crate::runtime::failure::{self, Failure, Refusal};
 use crate::runtime::Shared;
@@ -25,6 +26,8 @@ pub(super) enum Next {
     KeepAlive,
     /// Close the client connection.
     Close,
+    /// The connection became a tunnel: the caller relays it (in a task of its own).
+    Tunnel(super::tunnel::Handover),
 }
 
 /// A client connection and the buffers its exchanges reuse.
@@ -57,7 +60,8 @@ pub(super) struct Conn<S> {
     pub served: u64,
 }
 
-/// Serve one accepted client connection to its end.
+/// Serve one accepted client connection to its end, or until it becomes a tunnel, which is
+/// returned for the caller to relay.
 pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     client: S,
     peer: SocketAddr,
@@ -65,7 +69,7 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     limits: Limits,
     shutdown: ShutdownSignal,
     tls: bool,
-) {
+) -> Option<Tunnel<S>> {
     // The connection's view of the runtime: one pointer comparison per request, and a new
     // snapshot only after a reload (no shared reference count touched per request).
     let mut snapshot = arc_swap::Cache::new(runtime);
@@ -90,20 +94,26 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     loop {
         let req = match c.read_request().await {
             Ok(Some(req)) => req,
-            Ok(None) => return,
+            Ok(None) => return None,
             Err(failure) => {
                 c.log_refusal(failure.into(), peer.ip());
-                return c.refuse(failure.into()).await;
+                c.refuse(failure.into()).await;
+                return None;
             }
         };
         let rt = snapshot.load();
         c.served += 1;
         match c.exchange(req, rt).await {
             // A shutting-down proxy finishes the exchange, then lets the connection go.
-            Ok(Next::KeepAlive) if c.shutting_down() => return,
+            Ok(Next::KeepAlive) if c.shutting_down() => return None,
             Ok(Next::KeepAlive) => continue,
-            Ok(Next::Close) => return,
-            Err(failure) => return c.refuse(failure).await,
+            Ok(Next::Close) => return None,
+            // The connection's buffers go with `c`; the tunnel keeps only its sockets.
+            Ok(Next::Tunnel(handover)) => return Some(handover.with_client(c.client, c.shutdown)),
+            Err(failure) => {
+                c.refuse(failure).await;
+                return None;
+            }
         }
     }
 }

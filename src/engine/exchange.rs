@@ -426,7 +426,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         }
     }
 
-    /// Step 5a: `101`: the response head, then the byte tunnel until either side is done.
+    /// Step 5a: `101`: the response head and any early bytes each way, then the connection is
+    /// handed over to a [tunnel](tunnel::Tunnel) that runs in a task of its own.
     async fn tunnel(
         &mut self,
         mut up: Upstream,
@@ -451,13 +452,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         }
         // Anything the client sent after its request head (early frames) goes to the node.
         if !self.cbuf.is_empty() {
-            let limit = pool.timeouts.send;
-            let early = std::mem::take(&mut self.cbuf);
             let mut reached = false;
+            let early = &self.cbuf[..];
+            let limit = pool.timeouts.send;
             if send_to_node(
                 &mut self.deadline,
                 &mut up.stream,
-                &early,
+                early,
                 limit,
                 &mut reached,
             )
@@ -467,37 +468,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 return Next::Close;
             }
         }
-        self.release_buffers();
-        // A quiet tunnel owns almost nothing: of the access log's copies, only the path stays.
+        // Of the access log's copies only the path goes along: a query may carry tokens.
         let path_end = self
             .log_target
             .iter()
             .position(|&b| b == b'?')
             .unwrap_or(self.log_target.len());
-        self.log_target.truncate(path_end);
-        self.log_target.shrink_to_fit();
-        self.log_method = Vec::new();
-        let node = &pool.nodes[up.node];
-        tracing::debug!(upstream = %pool.name, node = %node.id, "tunnel open");
-        let carried = tunnel::run(
-            &mut self.client,
-            &mut up.stream,
-            pool.timeouts.tunnel_idle,
-            self.shutdown.clone(),
-        )
-        .await;
-        access::tunnel(&access::Tunnel {
-            client: plan.client_ip,
-            target: &self.log_target,
-            upstream: &pool.name,
-            node: &node.id,
-            bytes_up: carried.up,
-            bytes_down: carried.down,
-            duration: plan.started.elapsed(),
-            closed_by: carried.end.by(),
-        });
-        tracing::debug!(upstream = %pool.name, node = %node.id, end = ?carried.end, secs = plan.started.elapsed().as_secs(), "tunnel closed");
-        Next::Close
+        Next::Tunnel(tunnel::Handover {
+            node: up.stream,
+            guard: up.guard,
+            idle: pool.timeouts.tunnel_idle,
+            client_ip: plan.client_ip,
+            path: self.log_target[..path_end].into(),
+            upstream: pool.name.as_str().into(),
+            started: plan.started,
+        })
     }
 
     /// Step 5b: the response head and body to the client; the node connection goes back to

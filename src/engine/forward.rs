@@ -282,15 +282,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         }
         true
     }
-
-    /// A tunnel owns no buffers: give back what the HTTP phase used.
-    pub(super) fn release_buffers(&mut self) {
-        self.cbuf = bytes::BytesMut::new();
-        self.ubuf = bytes::BytesMut::new();
-        self.out = Vec::new();
-        self.fields = Vec::new();
-        self.ufields = Vec::new();
-    }
 }
 
 /// Is the response to a request with this framing chunked towards an HTTP/1.0 client, which

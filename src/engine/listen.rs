@@ -271,7 +271,7 @@ async fn start(
     limits: Limits,
     shutdown: ShutdownSignal,
 ) {
-    let _open = counters::global::Connection::open();
+    let counted = counters::global::Connection::open();
     if proxy_protocol {
         match tokio::time::timeout(limits.head_timeout, read_proxy_header(&stream)).await {
             Ok(Ok(Some(client))) => peer = client,
@@ -285,7 +285,7 @@ async fn start(
         }
     }
     // Counted against the client's IP until the connection ends.
-    let _slot = match limits.max_connections_per_ip {
+    let slot = match limits.max_connections_per_ip {
         0 => None,
         cap => match per_ip::enter(peer.ip(), cap) {
             Some(slot) => Some(slot),
@@ -298,14 +298,38 @@ async fn start(
             }
         },
     };
+    // The connection's count and its per-IP slot go along to a tunnel it becomes.
+    let held = (counted, slot);
     match tls {
-        None => conn::serve(stream, peer, runtime, limits, shutdown, false).await,
+        None => {
+            if let Some(tunnel) = conn::serve(stream, peer, runtime, limits, shutdown, false).await
+            {
+                relay_apart(tunnel, held);
+            }
+        }
         // Boxed for the same reason: rustls' connection state is kilobytes, and plain
-        // connections (and their tunnels) must not carry its size.
+        // connections must not carry its size.
         Some(acceptor) => {
-            Box::pin(serve_tls(acceptor, stream, peer, runtime, limits, shutdown)).await
+            let serve = serve_tls(acceptor, stream, peer, runtime, limits, shutdown);
+            if let Some(tunnel) = Box::pin(serve).await {
+                relay_apart(tunnel, held);
+            }
         }
     }
+}
+
+/// Relay a tunnel in a task of its own, so that a WebSocket open for hours costs a relay's
+/// few hundred bytes instead of the connection task's kilobytes; `held` (the connection's
+/// counts) is released when the tunnel closes.
+fn relay_apart<S, H>(tunnel: conn::Tunnel<S>, held: H)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    H: Send + 'static,
+{
+    tokio::spawn(async move {
+        tunnel.relay().await;
+        drop(held);
+    });
 }
 
 /// Read the PROXY protocol header off `stream`, consuming exactly its bytes (peeked first, so a
@@ -354,12 +378,13 @@ async fn serve_tls(
     runtime: &'static Shared,
     limits: Limits,
     shutdown: ShutdownSignal,
-) {
+) -> Option<conn::Tunnel<tokio_rustls::server::TlsStream<TcpStream>>> {
     match tokio::time::timeout(limits.head_timeout, acceptor.accept(stream)).await {
-        Ok(Ok(tls)) => conn::serve(tls, peer, runtime, limits, shutdown, true).await,
+        Ok(Ok(tls)) => return conn::serve(tls, peer, runtime, limits, shutdown, true).await,
         Ok(Err(e)) => tracing::debug!(client = %peer, error = %e, "TLS handshake failed"),
         Err(_) => tracing::debug!(client = %peer, "TLS handshake timed out"),
     }
+    None
 }
 
 /// Answer `429` on a connection over the per-IP cap and close it: after TLS when the listener

@@ -6,6 +6,11 @@
 //! thread and are written straight through; only bytes the peer cannot take yet are copied into a
 //! small owned buffer until they drain. Thousands of mostly idle WebSockets then cost little more
 //! than their sockets.
+//!
+//! A tunnel also runs in a task of its own: the connection's task is sized for the largest step
+//! of an HTTP exchange (a future is as large as its largest state), and keeping it for hours
+//! around a quiet relay would cost every WebSocket that size. The exchange hands over a
+//! [`Handover`]; the connection task ends and the relay's small task takes the sockets.
 
 use std::cell::RefCell;
 use std::future::{poll_fn, Future};
@@ -16,8 +21,9 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::{sleep_until, Instant};
 
-use super::ShutdownSignal;
+use super::{access, ShutdownSignal};
 use crate::config::Shutdown;
+use crate::runtime::node::LoadGuard;
 
 /// Scratch size: one read's worth; larger messages simply take several reads.
 const SCRATCH: usize = 16 * 1024;
@@ -61,6 +67,61 @@ pub struct Carried {
     pub up: u64,
     /// Node → client.
     pub down: u64,
+}
+
+/// What the exchange hands over after a `101` was relayed: the node side of the tunnel and what
+/// its access-log line needs; nothing of the HTTP exchange that led to it.
+pub struct Handover {
+    pub node: TcpStream,
+    /// Counts the tunnel against its node (least_conn, tunnel caps, gauges) until it closes.
+    pub guard: LoadGuard,
+    /// `timeouts.tunnel_idle` of the upstream.
+    pub idle: Duration,
+    pub client_ip: std::net::IpAddr,
+    /// The request's path without its query (a query may carry tokens).
+    pub path: Box<[u8]>,
+    pub upstream: Box<str>,
+    pub started: std::time::Instant,
+}
+
+impl Handover {
+    /// The whole tunnel: the client side joins the node side.
+    pub fn with_client<C>(self, client: C, shutdown: ShutdownSignal) -> Tunnel<C> {
+        Tunnel {
+            client,
+            shutdown,
+            handover: self,
+        }
+    }
+}
+
+/// A client connection that became a tunnel, ready to [relay](Tunnel::relay).
+pub struct Tunnel<C> {
+    client: C,
+    shutdown: ShutdownSignal,
+    handover: Handover,
+}
+
+impl<C: AsyncRead + AsyncWrite + Unpin> Tunnel<C> {
+    /// Relay to the end, then write the tunnel's access-log line. The sockets close and the
+    /// node's tunnel count drops when this returns.
+    pub async fn relay(mut self) {
+        let h = &mut self.handover;
+        let node = h.guard.node().id.as_str();
+        tracing::debug!(upstream = %h.upstream, node, "tunnel open");
+        let carried = run(&mut self.client, &mut h.node, h.idle, self.shutdown).await;
+        access::tunnel(&access::Tunnel {
+            client: h.client_ip,
+            target: &h.path,
+            upstream: &h.upstream,
+            node,
+            bytes_up: carried.up,
+            bytes_down: carried.down,
+            duration: h.started.elapsed(),
+            closed_by: carried.end.by(),
+        });
+        tracing::debug!(upstream = %h.upstream, node, end = ?carried.end, secs = h.started.elapsed().as_secs(), "tunnel closed");
+    }
 }
 
 /// One direction's state.
