@@ -223,7 +223,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                     // Earlier `sid`s (engine.io reads the last) only lose their tags.
                     for other in others {
                         let other = path.start + other.start..path.start + other.end;
-                        if let Some(cut) = engineio::split(&buf[other.clone()]) {
+                        if let Some((cut, _)) = engineio::split(&buf[other.clone()]) {
                             strip.push(other.start + cut..other.end);
                         }
                     }

@@ -81,15 +81,18 @@ pub fn classify(target: &[u8]) -> Role {
     }
 }
 
-/// The part of a `sid` value that is a tag, by shape alone: `~` and 28 base64url characters.
-/// Returns the length of the session id before it.
-pub fn split(sid: &[u8]) -> Option<usize> {
-    let cut = sid.len().checked_sub(TAG_CHARS + 1)?;
-    let tagged = sid[cut] == SEPARATOR
-        && sid[cut + 1..]
-            .iter()
-            .all(|&b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-    tagged.then_some(cut)
+/// Where a `sid` value's tag starts: at its first separator, `~` or its percent-encoding
+/// `%7E`. Engine.io's ids never hold one, so everything from there on is a tag or the remains
+/// of one (truncated, garbled) and never goes to a node. Returns the length of the session id
+/// before the separator, and where the tag's characters begin.
+pub fn split(sid: &[u8]) -> Option<(usize, usize)> {
+    sid.iter().enumerate().find_map(|(i, &b)| match b {
+        SEPARATOR => Some((i, i + 1)),
+        b'%' if sid[i + 1..].len() >= 2 && sid[i + 1..i + 3].eq_ignore_ascii_case(b"7e") => {
+            Some((i, i + 3))
+        }
+        _ => None,
+    })
 }
 
 /// Signs and reads session id tags for one upstream.
@@ -138,8 +141,8 @@ impl SidTags {
     /// Read the tag at the end of a `sid` value from a query (percent-encoded). `None`: no tag.
     /// Otherwise the length of the node's own session id, and what the tag says.
     pub fn read(&self, sid: &[u8]) -> Option<(usize, Tagged)> {
-        let cut = split(sid)?;
-        let verdict = self.verify(&sid[..cut], &sid[cut + 1..]);
+        let (cut, tag) = split(sid)?;
+        let verdict = self.verify(&sid[..cut], &sid[tag..]);
         Some((cut, verdict))
     }
 

@@ -487,7 +487,7 @@ async fn a_tagged_sid_reaches_its_node_untagged() {
 const OTHER_SECRET: &str = "another-secret-0123456789abcdef012345";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn forged_foreign_and_orphan_tags_are_stripped_and_truncated_ones_left_alone() {
+async fn forged_foreign_orphan_and_truncated_tags_are_stripped() {
     use rand::distributions::Alphanumeric;
     use rand::Rng;
     let (a, b) = (
@@ -555,19 +555,29 @@ async fn forged_foreign_and_orphan_tags_are_stripped_and_truncated_ones_left_alo
     assert_eq!(invalid(&metrics(&proxy).await), 8);
     assert_eq!(invalid(&metrics(&without_b).await), 2);
 
-    // Truncated by a character: not tag-shaped, so not a tag: the id reaches a node as sent
-    // (engine.io answers it `400 Session ID unknown`), and nothing is counted.
+    // Truncated by a character, or to its separator alone: what is left of a tag is cut off
+    // too (engine.io ids never hold a `~`) and counted.
     let truncated = &sids["rec-b"][..sids["rec-b"].len() - 1];
-    let (status, node, body) = raw(&proxy, "GET", &format!("{POLL}&sid={truncated}"), "").await;
-    assert_eq!((status, body.as_str()), (200, "ok"));
-    let seen = &[&a, &b].map(|r| (r.id, r.take()));
-    let at = seen.iter().find(|(id, _)| *id == node).unwrap();
-    assert_eq!(at.1, [format!("{POLL}&sid={truncated}")]);
-    assert_eq!(invalid(&metrics(&proxy).await), 8);
+    for sent in [truncated, "abc~"] {
+        let (status, node, body) = raw(&proxy, "GET", &format!("{POLL}&sid={sent}"), "").await;
+        assert_eq!((status, body.as_str()), (200, "ok"), "{sent}");
+        assert!(node == "rec-a" || node == "rec-b", "{sent}: {node}");
+        let seen = untagged(&[&a, &b]);
+        let all: Vec<&String> = seen.values().flatten().collect();
+        assert_eq!(all, [&format!("{POLL}&sid=abc")], "{sent}");
+    }
+    assert_eq!(invalid(&metrics(&proxy).await), 10);
+
+    // The separator percent-encoded (`%7E`): the same tag, read and cut off the same way.
+    let encoded = sids["rec-b"].replacen('~', "%7E", 1);
+    let (status, node, _) = raw(&proxy, "GET", &format!("{POLL}&sid={encoded}"), "").await;
+    assert_eq!((status, node.as_str()), (200, "rec-b"));
+    let seen = untagged(&[&a, &b]);
+    assert_eq!(seen["rec-b"], [format!("{POLL}&sid=abc")]);
 }
 
-/// Against a real socket.io node: a forged tag on a live session is stripped, so the session
-/// goes on; a tag on an unknown or truncated id gets the node's own `400 Session ID unknown`.
+/// Against a real socket.io node: a forged or truncated tag on a live session is stripped, so
+/// the session goes on; a tag on an unknown id gets the node's own `400 Session ID unknown`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_tags_get_the_socketio_nodes_own_answer() {
     let node = SioNode::start("socketio", "node-a");
@@ -594,14 +604,14 @@ async fn bad_tags_get_the_socketio_nodes_own_answer() {
     assert_eq!(status, 200, "{body}");
     assert!(body.starts_with("40{\"sid\":"), "{body}");
 
-    let unknown = "/socket.io/?EIO=4&transport=polling&sid=";
+    // A truncated tag: cut off like a forged one; the node takes the packet (a pong).
     let truncated = &sid[..sid.len() - 1];
-    for sent in [format!("nosuchsession~{tag}"), truncated.to_string()] {
-        let (status, _, body) = raw(&proxy, "GET", &format!("{unknown}{sent}"), "").await;
-        assert_eq!(status, 400, "{sent}: {body}");
-        assert_eq!(
-            body, r#"{"code":1,"message":"Session ID unknown"}"#,
-            "{sent}"
-        );
-    }
+    let r = raw(&proxy, "POST", &format!("{POLL}&sid={truncated}"), "3").await;
+    assert_eq!((r.0, r.2.as_str()), (200, "ok"), "{r:?}");
+
+    let unknown = "/socket.io/?EIO=4&transport=polling&sid=";
+    let sent = format!("nosuchsession~{tag}");
+    let (status, _, body) = raw(&proxy, "GET", &format!("{unknown}{sent}"), "").await;
+    assert_eq!(status, 400, "{sent}: {body}");
+    assert_eq!(body, r#"{"code":1,"message":"Session ID unknown"}"#);
 }

@@ -71,9 +71,17 @@ fn a_tag_names_its_node_binds_its_sid_and_any_change_is_invalid() {
         tags(&["b", "a"]).read(sid.as_bytes()).map(|r| r.1),
         Some(Tagged::Node(0))
     );
-    // Not tag-shaped: no tag at all, the id passes untouched.
+    // No separator: no tag, the id passes untouched.
     assert_eq!(t.read(b"Zq3_x-YAAAB"), None);
-    assert_eq!(t.read(b"custom~id"), None);
+    // The separator percent-encoded: the same tag.
+    let encoded = sid.replacen('~', "%7e", 1);
+    assert_eq!(t.read(encoded.as_bytes()), Some((11, Tagged::Node(1))));
+    // Whatever follows a separator is a tag or what is left of one: cut off, and invalid.
+    let truncated = &sid[..sid.len() - 1];
+    assert_eq!(t.read(truncated.as_bytes()), Some((11, Tagged::Invalid)));
+    assert_eq!(t.read(b"custom~id"), Some((6, Tagged::Invalid)));
+    assert_eq!(t.read(b"~"), Some((0, Tagged::Invalid)));
+    assert_eq!(t.read(b"abc%7"), None);
 }
 
 #[test]
