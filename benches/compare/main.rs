@@ -94,6 +94,12 @@ struct Opts {
     /// column (tether, cookie over it). A relative path is taken from the package root.
     #[arg(long, value_name = "PATH")]
     baseline: Option<PathBuf>,
+    /// Run `tether-cookie` and `tether-iphash` with the access log on (at info, written to a
+    /// file as an operator would), every other target as usual (nginx and HAProxy with theirs
+    /// off, tether-base with its off): `--baseline` set to the same binary then measures what
+    /// the access log costs.
+    #[arg(long)]
+    access_log: bool,
     /// Write every run's raw results (the load tool's reports, CPU, RSS) to this JSON file.
     #[arg(long, value_name = "PATH")]
     json: Option<PathBuf>,
@@ -130,7 +136,15 @@ fn header(tools: &Tools, cmd: &str, what: &str) -> String {
         ),
     };
     let binaries = tools.binaries().map_or(String::new(), |b| format!(", {b}"));
-    format!("**{date}**, Linux {kernel}, nproc {nproc}{versions}{binaries}, `{cmd}`: {what}")
+    let access = if tools.access_log {
+        " The access log is on for `tether, cookie` and `tether, ip_hash` (at info, to a file), \
+         off for every other target."
+    } else {
+        " Access logs are off for every target."
+    };
+    format!(
+        "**{date}**, Linux {kernel}, nproc {nproc}{versions}{binaries}, `{cmd}`: {what}{access}"
+    )
 }
 
 fn command_line() -> String {
@@ -182,9 +196,9 @@ fn main() {
     let steps = steps_of(&opts.only);
 
     let tools = if opts.scale {
-        Tools::find(&[], None)
+        Tools::find(&[], None, false)
     } else {
-        Tools::find(&kinds, baseline)
+        Tools::find(&kinds, baseline, opts.access_log)
     };
     let nodes = match start_nodes() {
         Ok(n) => n,

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -118,6 +118,8 @@ pub struct Proc {
     pub reaped: bool,
     pub stdout: Arc<Captured>,
     pub stderr: Arc<Captured>,
+    /// Where its stderr goes instead of `stderr`, when it logs a lot (the access-log bench).
+    pub stderr_file: Option<PathBuf>,
 }
 
 impl Proc {
@@ -138,6 +140,34 @@ impl Proc {
             reaped: false,
             stdout,
             stderr,
+            stderr_file: None,
+        })
+    }
+
+    /// Like [`spawn`](Self::spawn), with stderr appended to `file` (not kept in memory, and
+    /// no reader thread of the bench's own competing for the CPU).
+    pub fn spawn_logging_to(name: &str, cmd: &mut Command, file: &Path) -> Result<Proc, String> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(file)
+            .map_err(|e| format!("cannot open {}: {e}", file.display()))?;
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .map_err(|e| format!("cannot start {name}: {e}"))?;
+        lock(&LIVE).push(child.id());
+        let stdout = Captured::start(child.stdout.take().expect("piped stdout"));
+        Ok(Proc {
+            name: name.to_string(),
+            child,
+            reaped: false,
+            stdout,
+            stderr: Captured::start(std::io::empty()),
+            stderr_file: Some(file.to_path_buf()),
         })
     }
 
@@ -199,7 +229,10 @@ impl Proc {
 
     /// The last lines of its stderr, to explain a failure.
     pub fn log_tail(&self) -> String {
-        let text = self.stderr.text();
+        let text = match &self.stderr_file {
+            Some(file) => std::fs::read_to_string(file).unwrap_or_default(),
+            None => self.stderr.text(),
+        };
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(15)..].join("\n")
     }

@@ -285,6 +285,7 @@ pub fn start_target(kind: Kind, nodes: &[Node], tools: &Tools) -> Result<Target,
         let dir = tempfile::tempdir().map_err(|e| format!("tempdir: {e}"))?;
         lock(&DIRS).push(dir.path().to_path_buf());
         let port = free_port();
+        let mut log_file = None;
         let mut cmd = match kind {
             Kind::TetherCookie | Kind::TetherBase | Kind::TetherIphash => {
                 let affinity = if kind == Kind::TetherIphash {
@@ -306,6 +307,11 @@ pub fn start_target(kind: Kind, nodes: &[Node], tools: &Tools) -> Result<Target,
                     .arg(&file)
                     .env("TETHER_SECRET", SECRET)
                     .env("RUST_LOG", "warn");
+                if tools.access_log && kind != Kind::TetherBase {
+                    // The access log at info, the rest at warn; its lines go to a file.
+                    c.env("RUST_LOG", "warn,tether::access=info");
+                    log_file = Some(dir.path().join("tether.log"));
+                }
                 c
             }
             Kind::Nginx => {
@@ -333,7 +339,10 @@ pub fn start_target(kind: Kind, nodes: &[Node], tools: &Tools) -> Result<Target,
             }
             Kind::Direct => unreachable!("handled above"),
         };
-        let mut proc = Proc::spawn(kind.name(), &mut cmd)?;
+        let mut proc = match &log_file {
+            Some(file) => Proc::spawn_logging_to(kind.name(), &mut cmd, file)?,
+            None => Proc::spawn(kind.name(), &mut cmd)?,
+        };
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         match wait_http(addr, &mut proc, READY_LIMIT) {
             Ok(()) => {

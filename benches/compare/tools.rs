@@ -131,10 +131,12 @@ pub struct Tools {
     pub haproxy: Option<PathBuf>,
     /// The other tether binary of `--baseline`, which the `tether-base` target runs.
     pub baseline: Option<PathBuf>,
+    /// `--access-log`: tether-cookie and tether-iphash log every request.
+    pub access_log: bool,
 }
 
 impl Tools {
-    pub fn find(kinds: &[Kind], baseline: Option<PathBuf>) -> Tools {
+    pub fn find(kinds: &[Kind], baseline: Option<PathBuf>, access_log: bool) -> Tools {
         let want = |k| kinds.contains(&k);
         Tools {
             nginx: want(Kind::Nginx)
@@ -144,6 +146,7 @@ impl Tools {
                 .then(|| ensure_tool("haproxy", "haproxy"))
                 .flatten(),
             baseline: baseline.filter(|_| want(Kind::TetherBase)),
+            access_log,
         }
     }
 
