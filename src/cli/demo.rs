@@ -152,7 +152,6 @@ fn demo_config(
             address: admin,
             token: None,
         }),
-        // Ctrl-C on a demo should stop it at once, open browser tabs or not.
         trusted_proxies: Vec::new(),
         limits: Default::default(),
         // The demo page polls all the time: an access line per poll would drown the terminal.
@@ -160,6 +159,7 @@ fn demo_config(
             access: false,
             ..Default::default()
         },
+        // Ctrl-C on a demo should stop it at once, open browser tabs or not.
         shutdown: Shutdown {
             grace: std::time::Duration::ZERO,
             close_window: std::time::Duration::ZERO,

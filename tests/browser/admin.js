@@ -10,19 +10,17 @@
 // a temporary directory, and ends by itself (closing Chromium) after plan.limit_ms.
 'use strict';
 
-const fs = require('node:fs');
-const os = require('node:os');
 const path = require('node:path');
 const http = require('node:http');
 const readline = require('node:readline');
-const puppeteer = require('puppeteer-core');
+const { assert, harness, watch, run, cards, until } = require('./common');
 
 const plan = JSON.parse(process.argv[2]);
-const results = [];
+const h = harness();
+const { results, check } = h;
 const consoleErrors = [];
 const expectedErrors = [];
 let browser = null;
-let profile = null;
 let attacker = null;
 
 const stdin = readline.createInterface({ input: process.stdin });
@@ -36,24 +34,6 @@ function ask(what) {
   return new Promise((resolve) => {
     if (replies.length) resolve(replies.shift()); else waiting = resolve;
   });
-}
-
-function record(name, ok, detail, ms) {
-  results.push({ name, ok: !!ok, detail: detail || '', ms: ms === undefined ? null : Math.round(ms) });
-}
-
-async function check(name, fn) {
-  const start = Date.now();
-  try {
-    const detail = await fn();
-    record(name, true, detail, Date.now() - start);
-  } catch (e) {
-    record(name, false, String(e && e.stack ? e.stack : e), Date.now() - start);
-  }
-}
-
-function assert(cond, message) {
-  if (!cond) throw new Error(message);
 }
 
 async function api(admin, method, p, headers) {
@@ -80,41 +60,6 @@ async function open(context, url, label, viewport) {
   watch(page, label, consoleErrors);
   await page.goto(url, { waitUntil: 'load' });
   return page;
-}
-
-function watch(page, label, into) {
-  page.on('console', (m) => {
-    if (m.type() === 'error') into.push({ page: label, text: m.text(), url: (m.location() || {}).url || '' });
-  });
-  page.on('pageerror', (e) => into.push({ page: label, text: 'uncaught: ' + (e && e.message ? e.message : e) }));
-  page.on('requestfailed', (r) => into.push({ page: label, text: 'request failed: ' + r.url() + ' ' + ((r.failure() || {}).errorText || '') }));
-}
-
-// The node cards the page shows: id, admin state and health as the page has them.
-function cards(page, upstream) {
-  return page.$$eval('section.upstream', (sections, upstream) => {
-    const s = sections.find((x) => x.dataset.upstream === upstream);
-    if (!s) return null;
-    return [...s.querySelectorAll('article.node')].map((a) => ({
-      id: a.dataset.node,
-      shown: a.querySelector('h3').textContent,
-      state: a.dataset.state,
-      badge: a.querySelector('.badge').textContent,
-      health: a.dataset.health,
-      word: a.querySelector('.health .word').textContent,
-      check: a.querySelector('.health .check').textContent,
-    }));
-  }, upstream);
-}
-
-async function until(page, upstream, pred, what, limitMs) {
-  const start = Date.now();
-  for (;;) {
-    const c = await cards(page, upstream);
-    if (c && pred(c)) return Date.now() - start;
-    if (Date.now() - start > limitMs) throw new Error('never saw ' + what + ' within ' + limitMs + ' ms; cards: ' + JSON.stringify(c));
-    await new Promise((r) => setTimeout(r, 50));
-  }
 }
 
 async function press(page, upstream, id, action) {
@@ -373,41 +318,15 @@ async function shapeScenarios(context) {
   await page.close();
 }
 
-async function main() {
-  fs.mkdirSync(plan.shots, { recursive: true });
-  profile = fs.mkdtempSync(path.join(os.tmpdir(), 'tether-chromium-'));
-  browser = await puppeteer.launch({
-    executablePath: plan.chromium,
-    // Exactly these flags: headless, no network of its own (this machine has none, and a
-    // test must not depend on it), a fresh profile.
-    ignoreDefaultArgs: true,
-    pipe: true,
-    args: [
-      '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync',
-      '--user-data-dir=' + profile, '--no-default-browser-check', '--disable-extensions',
-      '--disable-default-apps', '--disable-domain-reliability', '--mute-audio',
-      '--password-store=basic', '--use-mock-keychain', 'about:blank',
-    ],
-    timeout: 30000,
-  });
-  const pid = browser.process() ? browser.process().pid : null;
-  process.stdout.write(JSON.stringify({ chromium_pid: pid }) + '\n');
+async function main(launched) {
+  browser = launched;
   const context = browser.defaultBrowserContext();
   await mainScenarios(context);
   await tokenScenarios();
   await shapeScenarios(context);
 }
 
-async function finish(error) {
-  if (error) record('the run', false, String(error && error.stack ? error.stack : error));
+run(plan, h, main, () => ({ console_errors: consoleErrors, expected_errors: expectedErrors }), () => {
   if (attacker) attacker.close();
-  if (browser) await browser.close().catch(() => {});
-  if (profile) fs.rmSync(profile, { recursive: true, force: true });
   stdin.close();
-  process.stdout.write(JSON.stringify({ results, console_errors: consoleErrors, expected_errors: expectedErrors }) + '\n');
-  process.exit(0);
-}
-
-const limit = setTimeout(() => finish(new Error('the browser run took longer than ' + plan.limit_ms + ' ms')), plan.limit_ms);
-main().then(() => { clearTimeout(limit); return finish(); }, (e) => { clearTimeout(limit); return finish(e); });
+});

@@ -11,15 +11,11 @@
 //! Screenshots go to `target/tmp/admin-*.png`.
 
 use crate::support::proxy::free_port;
-use crate::support::{self, Client, Proxy, COOKIE_AFFINITY};
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use crate::support::{self, browser, Client, Proxy, COOKIE_AFFINITY};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
-const CHROMIUM: &str = "/usr/bin/chromium";
 const ADMIN_TOKEN: &str = "admin-token-for-the-browser-test-0123456789";
 /// The fast health check of the main tether: a stopped node is down after FALL x INTERVAL.
 const INTERVAL_MS: u64 = 200;
@@ -30,41 +26,13 @@ const POLL_MS: u64 = 1000;
 /// The whole browser run ends by itself after this.
 const LIMIT: Duration = Duration::from_secs(75);
 
-fn browser_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
-}
-
-/// Kills what the browser run started, by PID, if it is still there when the test ends.
-struct Cleanup {
-    chromium: Option<u32>,
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        if let Some(pid) = self.chromium.take() {
-            if Path::new(&format!("/proc/{pid}")).exists() {
-                let _ = std::process::Command::new("kill")
-                    .args(["-KILL", &pid.to_string()])
-                    .status();
-            }
-        }
-    }
-}
-
 fn yaml_str(s: &str) -> String {
     serde_json::to_string(s).expect("a JSON string is a YAML double-quoted scalar")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_admin_page_shows_every_node_live_and_refuses_cross_site_posts() {
-    assert!(
-        Path::new(CHROMIUM).exists(),
-        "Chromium is not installed: run `make test` as root, or `sudo apt-get install chromium`"
-    );
-    assert!(
-        browser_dir().join("node_modules/puppeteer-core").exists(),
-        "puppeteer-core is not installed: run `make test` (or `npm ci --prefix tests/browser`)"
-    );
+    browser::require();
     let started = Instant::now();
     let nodes = support::nodes(3).await;
 
@@ -143,10 +111,9 @@ async fn the_admin_page_shows_every_node_live_and_refuses_cross_site_posts() {
         })
     };
 
-    let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/tmp");
     let plan = serde_json::json!({
-        "chromium": CHROMIUM,
-        "shots": shots,
+        "chromium": browser::CHROMIUM,
+        "shots": browser::shots(),
         "other_host": "127.0.0.2",
         "limit_ms": LIMIT.as_millis() as u64,
         "main": {
@@ -177,77 +144,23 @@ async fn the_admin_page_shows_every_node_live_and_refuses_cross_site_posts() {
         },
     });
 
-    let mut child = tokio::process::Command::new("node")
-        .arg("admin.js")
-        .arg(plan.to_string())
-        .current_dir(browser_dir())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("node is needed for the browser test");
-    let mut cleanup = Cleanup { chromium: None };
-    let mut stdin = child.stdin.take().expect("stdin");
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let mut report: Option<serde_json::Value> = None;
-    let deadline = tokio::time::Instant::now() + LIMIT + Duration::from_secs(15);
-    while report.is_none() {
-        let line = match tokio::time::timeout_at(deadline, lines.next_line()).await {
-            Ok(Ok(Some(line))) => line,
-            Ok(Ok(None)) | Ok(Err(_)) => break,
-            Err(_) => {
-                let _ = child.kill().await;
-                panic!("the browser run did not finish");
-            }
-        };
-        let Ok(msg) = serde_json::from_str::<serde_json::Value>(&line) else {
-            eprintln!("[admin.js] {line}");
-            continue;
-        };
-        if let Some(pid) = msg["chromium_pid"].as_u64() {
-            cleanup.chromium = Some(pid as u32);
-        } else if let Some(id) = msg["ask"]["stop"].as_str() {
+    let mut run = browser::Run::start("admin.js", &plan, Duration::from_secs(15));
+    let report = loop {
+        let msg = run.next().await;
+        if let Some(id) = msg["ask"]["stop"].as_str() {
             let node = nodes.iter().find(|n| n.id() == id).expect("a node to stop");
             node.stop().await;
-            stdin
-                .write_all(b"stopped\n")
-                .await
-                .expect("answer the script");
+            run.answer("stopped").await;
         } else if msg.get("results").is_some() {
-            report = Some(msg);
+            break msg;
         }
-    }
-    let _ = child.wait().await;
+    };
+    run.end().await;
     stop_traffic.store(true, Ordering::Relaxed);
     let _ = traffic.await;
     drop(sockets);
 
-    let report = report.expect("the browser run printed no results");
     eprintln!("browser run in {:?}:", started.elapsed());
-    let results = report["results"].as_array().cloned().unwrap_or_default();
-    for r in &results {
-        eprintln!(
-            "  [{}] {} ({} ms): {}",
-            if r["ok"] == true { "ok" } else { "FAILED" },
-            r["name"].as_str().unwrap_or(""),
-            r["ms"],
-            r["detail"].as_str().unwrap_or("")
-        );
-    }
-    for e in report["expected_errors"].as_array().into_iter().flatten() {
-        eprintln!("  (expected, on the other site's page) {e}");
-    }
-    let failed: Vec<_> = results.iter().filter(|r| r["ok"] != true).collect();
-    assert!(results.len() >= 12, "scenarios missing: {report:#}");
-    assert!(failed.is_empty(), "browser scenarios failed: {failed:#?}");
-    let errors = report["console_errors"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    assert!(
-        errors.is_empty(),
-        "console errors on the admin page: {errors:#?}"
-    );
+    browser::assert_passed(&report, 12);
     drop(silent);
 }

@@ -19,6 +19,9 @@
 //! - `operations`: health checks, drain, admin API, metrics, reload under load, graceful shutdown.
 //! - `admin_page`: the admin status page in a real headless Chromium: live node states, drain
 //!   from the page, the token asked once, cross-site form POSTs refused, 0 to 100 nodes drawn.
+//! - `demo_page`: `tether demo` in a real headless Chromium (the cluster panel, a node stopped
+//!   from the page shown unhealthy on the admin page while the client re-pins), and a
+//!   `tether load --report` page drawn without a console error.
 //! - `security`: slowloris, header floods, connection bursts, hostile cookies, as raw bytes.
 //! - `socketio`: a real socket.io cluster behind tether (Node.js), with and without affinity.
 //! - `engineio`: socket.io clients without cookies stay on their node by their session id's tag
@@ -46,6 +49,7 @@ mod admin_page;
 mod cli;
 mod client_ip;
 mod dashboard;
+mod demo_page;
 mod deploy;
 mod differential;
 mod discovery;

@@ -1,5 +1,6 @@
 //! The test harness: real demo nodes in this process, tether as a child process, real clients.
 
+pub mod browser;
 pub mod client;
 pub mod dns;
 pub mod proxy;
