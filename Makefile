@@ -48,7 +48,7 @@ fuzz:
 ## soak: 10 minutes of mixed load through tether while its DNS-discovered nodes are replaced
 ## every 5 s and its config reloaded every 30 s: descriptors, RSS and stickiness must hold.
 ## SOAK_ARGS=--quick for a 90-second run (or --duration 30m).
-soak: deps-system
+soak: deps-system deps-node
 	$(CARGO) bench --bench soak -- $(SOAK_ARGS)
 
 lint:

@@ -67,7 +67,8 @@ pub fn get(addr: SocketAddr, path: &str) -> Result<(u16, String), String> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
         .map_err(|e| format!("connect {addr}: {e}"))?;
     let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    let req = format!("GET {path} HTTP/1.1\r\nHost: soak\r\nConnection: close\r\n\r\n");
+    // The Host it connected to: tether's admin API answers only loopback names without a token.
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
     s.write_all(req.as_bytes())
         .map_err(|e| format!("write {addr}: {e}"))?;
     let mut raw = Vec::new();
@@ -116,13 +117,26 @@ pub struct Setup {
     pub node_port: u16,
     /// `cookie`, or `none` for the negative control.
     pub affinity: &'static str,
+    /// The socket.io nodes of the second upstream (`socketio`), by id.
+    pub socketio: Vec<(String, SocketAddr)>,
     config: PathBuf,
 }
 
 impl Setup {
-    /// Generation `g` of the config: discovery, cookie affinity, an admin listener; reloads
-    /// toggle `timeouts.read` (90s / 91s), which changes nothing for this traffic.
+    /// Generation `g` of the config: discovery, cookie affinity, an admin listener, the
+    /// socket.io upstream under `/socket.io/`; reloads toggle `timeouts.read` (90s / 91s), which
+    /// changes nothing for this traffic.
     pub fn config_text(&self, g: u64) -> String {
+        let cookie = if self.affinity == "cookie" {
+            "      cookie:\n        secret_env: TETHER_SECRET\n"
+        } else {
+            ""
+        };
+        let socketio_nodes: String = self
+            .socketio
+            .iter()
+            .map(|(id, addr)| format!("      - {{ id: {id}, address: \"{addr}\" }}\n"))
+            .collect();
         format!(
             "# tether under soak; generation {g} (rewritten and reloaded every 30 s)\n\
              listen:\n  - address: \"{listen}\"\n\
@@ -131,7 +145,11 @@ impl Setup {
              \x20   discover:\n      dns: {NAME}\n      port: {port}\n      refresh: {refresh}ms\n      resolver: \"{dns}\"\n\
              \x20   balance: least_conn\n\
              \x20   affinity:\n      mode: {affinity}\n{cookie}\
-             \x20   timeouts:\n      connect: 2s\n      read: {read}s\n      tunnel_idle: 1h\n",
+             \x20   timeouts:\n      connect: 2s\n      read: {read}s\n      tunnel_idle: 1h\n\
+             \x20 socketio:\n    nodes:\n{socketio_nodes}\
+             \x20   affinity:\n      mode: {affinity}\n      engineio: true\n{cookie}\
+             \x20   timeouts:\n      connect: 2s\n      read: {read}s\n      tunnel_idle: 1h\n\
+             routes:\n  - {{ path_prefix: /socket.io/, upstream: socketio }}\n  - {{ path_prefix: /, upstream: realtime }}\n",
             listen = self.listen,
             admin = self.admin,
             port = self.node_port,
@@ -139,11 +157,6 @@ impl Setup {
             dns = self.dns,
             read = 90 + g % 2,
             affinity = self.affinity,
-            cookie = if self.affinity == "cookie" {
-                "      cookie:\n        secret_env: TETHER_SECRET\n"
-            } else {
-                ""
-            },
         )
     }
 
@@ -170,6 +183,7 @@ impl Tether {
         dns: SocketAddr,
         node_port: u16,
         affinity: &'static str,
+        socketio: &[(String, SocketAddr)],
     ) -> Result<Tether, String> {
         let mut last = String::new();
         for _ in 0..3 {
@@ -182,6 +196,7 @@ impl Tether {
                 dns,
                 node_port,
                 affinity,
+                socketio: socketio.to_vec(),
                 config: dir.path().join("tether.yaml"),
             };
             setup.write_config(0)?;
@@ -235,13 +250,15 @@ impl Tether {
         serde_json::from_str(&body).map_err(|e| format!("/status: {e}"))
     }
 
-    /// The node ids of the upstream, sorted.
+    /// The node ids of the churning upstream (`realtime`), sorted.
     pub fn node_ids(&self) -> Result<Vec<String>, String> {
         let s = self.status()?;
-        let mut ids: Vec<String> = s["upstreams"][0]["nodes"]
+        let mut ids: Vec<String> = s["upstreams"]
             .as_array()
             .into_iter()
             .flatten()
+            .filter(|u| u["name"] == "realtime")
+            .flat_map(|u| u["nodes"].as_array().into_iter().flatten())
             .filter_map(|n| n["id"].as_str().map(String::from))
             .collect();
         ids.sort();

@@ -1,6 +1,7 @@
-//! The load: four `tether load --history --json` processes against tether for the whole soak
-//! (http, longpoll, ws with messages every few seconds, and mixed standing in for socket.io,
-//! which the demo nodes do not serve), started together and read back at the end.
+//! The load: five `tether load --history --json` processes against tether for the whole soak
+//! (http, longpoll, ws with messages every few seconds and mixed against the churning demo
+//! nodes; socketio against the two real socket.io nodes), started together and read back at
+//! the end.
 
 use crate::cluster::tether_bin;
 use crate::procs::Proc;
@@ -22,7 +23,7 @@ pub struct Spec {
     args: Vec<String>,
 }
 
-/// The four loads, at rates a 2-core machine running tether and the nodes too can carry.
+/// The five loads, at rates a 2-core machine running tether and the nodes too can carry.
 pub fn specs() -> Vec<Spec> {
     let poll = format!("/poll?hold={POLL_HOLD_MS}");
     let spec = |flow: &'static str, what: String, args: &[&str]| Spec {
@@ -61,8 +62,7 @@ pub fn specs() -> Vec<Spec> {
         spec(
             "mixed",
             format!(
-                "60 clients: http 2/s, {}-s long-polls, WebSockets echoing every 2 s \
-                 (the demo nodes serve no socket.io)",
+                "60 clients: http 2/s, {}-s long-polls, WebSockets echoing every 2 s",
                 POLL_HOLD_MS / 1000
             ),
             &[
@@ -78,6 +78,22 @@ pub fn specs() -> Vec<Spec> {
                 "10",
                 "--hold",
                 "2s",
+            ],
+        ),
+        spec(
+            "socketio",
+            "30 socket.io 4 clients (the real socket.io nodes): polling handshake, upgrade, \
+             an acked event every 3 s, a new session after 10"
+                .into(),
+            &[
+                "--flow",
+                "socketio",
+                "--clients",
+                "30",
+                "--messages",
+                "10",
+                "--hold",
+                "3s",
             ],
         ),
     ]

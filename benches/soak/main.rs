@@ -10,9 +10,11 @@
 //!   that are never replaced and two **churning** ones (`churn`);
 //! - tether (the release binary this bench is built with) discovering them by that name
 //!   (`refresh: 1s`), cookie affinity, an admin listener (`cluster`);
-//! - four `tether load` processes for the whole duration (`loads`): http, longpoll, ws
-//!   (an echo every 3 s, a new socket every 10 echoes) and mixed, which stands in for socket.io:
-//!   the demo nodes serve no engine.io, so the socketio flow has nothing to talk to.
+//! - two real socket.io 4 nodes (`tests/socketio/server.js`, Node.js) behind a second upstream
+//!   routed by `/socket.io/`, with `engineio: true`; stable, never replaced (`socketio`);
+//! - five `tether load` processes for the whole duration (`loads`): http, longpoll, ws
+//!   (an echo every 3 s, a new socket every 10 echoes) and mixed against the churning demo
+//!   nodes, and socketio (handshake, upgrade, acked events) against the socket.io nodes.
 //!
 //! Every 5 s the oldest churning node is replaced: a new node starts on a fresh address, the
 //! records drop the old address and add the new one, the bench waits until tether's `/status`
@@ -64,6 +66,7 @@ mod dns;
 mod loads;
 mod run;
 mod sample;
+mod socketio;
 mod sticky;
 mod table;
 

@@ -7,6 +7,7 @@ use crate::dns::Dns;
 use crate::loads::{self, RAMP};
 use crate::procs::lock;
 use crate::sample::{self, clock, Check, Reading, Row};
+use crate::socketio::SocketIo;
 use crate::sticky::{self, Outcome};
 use crate::{table, Plan};
 use serde_json::{json, Value};
@@ -202,7 +203,8 @@ pub fn soak(plan: &Plan) -> Result<bool, String> {
     let dns = Dns::start(NAME)?;
     let mut nodes = Nodes::start(&ledger)?;
     nodes.publish(&dns, &ledger);
-    let tether = Tether::start(dns.addr, nodes.port, plan.affinity)?;
+    let socketio = SocketIo::start(&ledger)?;
+    let tether = Tether::start(dns.addr, nodes.port, plan.affinity, &socketio.nodes)?;
     let ids = tether.node_ids()?;
     eprintln!(
         "soak: DNS on {}, tether on {} (admin {}), nodes {}",
