@@ -4,17 +4,23 @@
 //! A worker only appends a compact binary record to its own buffer (a few copies, no lock, no
 //! allocation once the buffer has grown, no formatting); every [`FLUSH_EVERY`], or when the
 //! buffer is full, the whole buffer goes to the log thread in one channel send. The log thread
-//! decodes the records and emits them as `tracing` events with target `tether::access`, so they
-//! are formatted (text or JSON lines, as the rest of the log) and written there.
+//! decodes the records, formats them itself in the shape the rest of the log has (text or JSON
+//! lines, target `tether::access`, as `tracing_subscriber` writes its events) and writes a whole
+//! batch's lines in one system call. Going through `tracing` instead cost about 4 CPU-µs per
+//! line (a `write` each, field visitors, a clock read each): at 45k requests/s the access log
+//! then took a fifth more CPU per request in `make bench`.
 //!
 //! Fields, stable for log shippers: `client` (as resolved by the trusted-proxy rules), `method`,
 //! `path` (without the query), `status` (tether's own for a refusal), `upstream`, `node`,
 //! `decision` (hit, new, repinned, unpinned), `bytes_in`, `bytes_out`, `duration_ms`; a tunnel
 //! line has `kind=tunnel`, `bytes_up`, `bytes_down`, `duration_ms` and `closed_by` (client, node,
-//! idle, shutdown). The event's timestamp is when the log thread wrote it: at most
+//! idle, shutdown). The timestamp is when the log thread wrote the batch: at most
 //! [`FLUSH_EVERY`] after the request ended.
 
+use crate::config::LogFormat;
 use std::cell::RefCell;
+use std::fmt::Write as _;
+use std::io::Write as _;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
@@ -62,8 +68,9 @@ pub struct Tunnel<'a> {
     pub closed_by: &'a str,
 }
 
-/// Start the log thread and turn recording on (once per process; later calls do nothing).
-pub fn start() {
+/// Start the log thread, writing lines in `format`, and turn recording on (once per process;
+/// later calls do nothing).
+pub fn start(format: LogFormat) {
     let (tx, rx) = mpsc::channel::<Vec<u8>>();
     if SINK.set(tx).is_err() {
         return;
@@ -71,8 +78,17 @@ pub fn start() {
     let spawned = std::thread::Builder::new()
         .name("tether-access-log".into())
         .spawn(move || {
+            let mut out = String::with_capacity(64 * 1024);
             while let Ok(batch) = rx.recv() {
-                emit(&batch);
+                let now = humantime::format_rfc3339_micros(std::time::SystemTime::now());
+                let mut w = Lines {
+                    out: &mut out,
+                    format,
+                    time: &now.to_string(),
+                };
+                emit(&batch, &mut w);
+                let _ = std::io::stderr().write_all(out.as_bytes());
+                out.clear();
             }
         });
     if spawned.is_ok() {
@@ -227,46 +243,137 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Decode a batch and emit every record.
-fn emit(batch: &[u8]) {
+/// Decode a batch and write every record's line.
+fn emit(batch: &[u8], w: &mut Lines<'_>) {
     let mut r = Reader { b: batch };
     while let Some(kind) = r.u8() {
-        if emit_one(kind, &mut r).is_none() {
+        if emit_one(kind, &mut r, w).is_none() {
             return;
         }
     }
 }
 
-fn emit_one(kind: u8, r: &mut Reader<'_>) -> Option<()> {
-    let ms = |us: u64| us as f64 / 1000.0;
+fn emit_one(kind: u8, r: &mut Reader<'_>, w: &mut Lines<'_>) -> Option<()> {
     match kind {
         KIND_REQUEST => {
             let (client, method, path) = (r.ip()?, r.str()?, r.str()?);
             let status = r.u16()?;
             let (upstream, node, decision) = (r.str()?, r.str()?, r.str()?);
             let (bytes_in, bytes_out, us) = (r.u64()?, r.u64()?, r.u64()?);
-            tracing::info!(
-                target: "tether::access",
-                kind = "request", %client, method = %method, path = %path, status,
-                upstream = %upstream, node = %node, decision = %decision,
-                bytes_in, bytes_out, duration_ms = ms(us),
-                "request"
+            w.line(
+                "request",
+                &[
+                    ("kind", V::Quoted("request")),
+                    ("client", V::Ip(client)),
+                    ("method", V::Str(&method)),
+                    ("path", V::Str(&path)),
+                    ("status", V::Num(u64::from(status))),
+                    ("upstream", V::Str(&upstream)),
+                    ("node", V::Str(&node)),
+                    ("decision", V::Str(&decision)),
+                    ("bytes_in", V::Num(bytes_in)),
+                    ("bytes_out", V::Num(bytes_out)),
+                    ("duration_ms", V::Ms(us)),
+                ],
             );
         }
         KIND_TUNNEL => {
             let (client, path, upstream, node) = (r.ip()?, r.str()?, r.str()?, r.str()?);
             let (bytes_up, bytes_down, us) = (r.u64()?, r.u64()?, r.u64()?);
             let closed_by = r.str()?;
-            tracing::info!(
-                target: "tether::access",
-                kind = "tunnel", %client, path = %path, upstream = %upstream, node = %node,
-                bytes_up, bytes_down, duration_ms = ms(us), closed_by = %closed_by,
-                "tunnel closed"
+            w.line(
+                "tunnel closed",
+                &[
+                    ("kind", V::Quoted("tunnel")),
+                    ("client", V::Ip(client)),
+                    ("path", V::Str(&path)),
+                    ("upstream", V::Str(&upstream)),
+                    ("node", V::Str(&node)),
+                    ("bytes_up", V::Num(bytes_up)),
+                    ("bytes_down", V::Num(bytes_down)),
+                    ("duration_ms", V::Ms(us)),
+                    ("closed_by", V::Str(&closed_by)),
+                ],
             );
         }
         _ => return None,
     }
     Some(())
+}
+
+/// A field's value, and how the text format shows it (as `tracing`'s default formatter does: a
+/// `&str` field quoted, a `%`-formatted one bare).
+enum V<'a> {
+    Quoted(&'a str),
+    Str(&'a str),
+    Ip(IpAddr),
+    Num(u64),
+    /// Microseconds, shown as milliseconds with three decimals.
+    Ms(u64),
+}
+
+/// The lines of one batch, in the log's format, with the batch's timestamp.
+struct Lines<'a> {
+    out: &'a mut String,
+    format: LogFormat,
+    time: &'a str,
+}
+
+impl Lines<'_> {
+    fn line(&mut self, message: &str, fields: &[(&str, V<'_>)]) {
+        let out = &mut *self.out;
+        match self.format {
+            LogFormat::Text => {
+                let _ = write!(out, "{}  INFO tether::access: {message}", self.time);
+                for (name, v) in fields {
+                    let _ = match v {
+                        V::Quoted(s) => write!(out, " {name}={s:?}"),
+                        V::Str(s) => write!(out, " {name}={s}"),
+                        V::Ip(ip) => write!(out, " {name}={ip}"),
+                        V::Num(n) => write!(out, " {name}={n}"),
+                        V::Ms(us) => write!(out, " {name}={}.{:03}", us / 1000, us % 1000),
+                    };
+                }
+            }
+            LogFormat::Json => {
+                let _ = write!(
+                    out,
+                    "{{\"timestamp\":\"{}\",\"level\":\"INFO\",\"message\":\"{message}\"",
+                    self.time
+                );
+                for (name, v) in fields {
+                    let _ = match v {
+                        V::Quoted(s) | V::Str(s) => {
+                            let _ = write!(out, ",\"{name}\":");
+                            json_string(out, s);
+                            Ok(())
+                        }
+                        V::Ip(ip) => write!(out, ",\"{name}\":\"{ip}\""),
+                        V::Num(n) => write!(out, ",\"{name}\":{n}"),
+                        V::Ms(us) => write!(out, ",\"{name}\":{}.{:03}", us / 1000, us % 1000),
+                    };
+                }
+                out.push_str(",\"target\":\"tether::access\"}");
+            }
+        }
+        out.push('\n');
+    }
+}
+
+/// `s` as a JSON string literal.
+fn json_string(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if u32::from(c) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
 }
 
 #[cfg(test)]
@@ -305,7 +412,86 @@ mod tests {
             (Some(10), Some(20), Some(1500))
         );
         assert_eq!(r.u8(), None);
-        // A truncated batch stops cleanly.
-        emit(&b[..b.len() - 3]);
+    }
+
+    fn batch() -> Vec<u8> {
+        let mut b = Vec::new();
+        b.push(KIND_REQUEST);
+        put_ip(&mut b, "10.0.0.1".parse().unwrap());
+        put(&mut b, b"GET");
+        put(&mut b, b"/whoami");
+        b.extend_from_slice(&200u16.to_le_bytes());
+        put(&mut b, b"realtime");
+        put(&mut b, br#"rack "7"\slot"#);
+        put(&mut b, b"hit");
+        for v in [10u64, 20, 1500] {
+            b.extend_from_slice(&v.to_le_bytes());
+        }
+        b.push(KIND_TUNNEL);
+        put_ip(&mut b, "::1".parse().unwrap());
+        put(&mut b, b"/ws");
+        put(&mut b, b"realtime");
+        put(&mut b, b"node-b");
+        for v in [5u64, 7, 2_000_042] {
+            b.extend_from_slice(&v.to_le_bytes());
+        }
+        put(&mut b, b"client");
+        b
+    }
+
+    fn lines(batch: &[u8], format: LogFormat) -> String {
+        let mut out = String::new();
+        let mut w = Lines {
+            out: &mut out,
+            format,
+            time: "2026-12-02T04:01:52.063528Z",
+        };
+        emit(batch, &mut w);
+        out
+    }
+
+    #[test]
+    fn json_lines_are_objects_with_the_fields_tracing_would_write() {
+        let text = lines(&batch(), LogFormat::Json);
+        let v: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect();
+        assert_eq!(v.len(), 2, "{text}");
+        assert_eq!(v[0]["target"], "tether::access");
+        assert_eq!(v[0]["level"], "INFO");
+        assert_eq!(v[0]["timestamp"], "2026-12-02T04:01:52.063528Z");
+        assert_eq!(v[0]["message"], "request");
+        assert_eq!(v[0]["kind"], "request");
+        assert_eq!(v[0]["client"], "10.0.0.1");
+        assert_eq!(v[0]["node"], r#"rack "7"\slot"#, "escaped and read back");
+        assert_eq!(v[0]["status"], 200);
+        assert_eq!(v[0]["bytes_out"], 20);
+        assert_eq!(v[0]["duration_ms"].as_f64(), Some(1.5));
+        assert_eq!(v[1]["kind"], "tunnel");
+        assert_eq!(v[1]["client"], "::1");
+        assert_eq!(v[1]["closed_by"], "client");
+        assert_eq!(v[1]["duration_ms"].as_f64(), Some(2000.042));
+    }
+
+    #[test]
+    fn text_lines_read_like_the_rest_of_the_log() {
+        let text = lines(&batch(), LogFormat::Text);
+        assert_eq!(
+            text.lines().next(),
+            Some(
+                r#"2026-12-02T04:01:52.063528Z  INFO tether::access: request kind="request" client=10.0.0.1 method=GET path=/whoami status=200 upstream=realtime node=rack "7"\slot decision=hit bytes_in=10 bytes_out=20 duration_ms=1.500"#
+            )
+        );
+        assert!(text.lines().nth(1).is_some_and(|l| l.starts_with(
+            "2026-12-02T04:01:52.063528Z  INFO tether::access: tunnel closed kind=\"tunnel\" client=::1 path=/ws"
+        )));
+    }
+
+    #[test]
+    fn a_truncated_batch_stops_cleanly() {
+        let b = batch();
+        let text = lines(&b[..b.len() - 3], LogFormat::Json);
+        assert_eq!(text.lines().count(), 1, "the whole request, no tunnel");
     }
 }

@@ -89,7 +89,7 @@ pub fn run(config: &Config, threads: usize) -> io::Result<()> {
         "tether started"
     );
     if config.log.access && tracing::enabled!(target: "tether::access", tracing::Level::INFO) {
-        crate::engine::access::start();
+        crate::engine::access::start(config.log.format);
     }
     listeners.serve(control.runtime, config.limits, shutdown_rx)?;
     ready::announce();
