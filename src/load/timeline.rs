@@ -198,11 +198,42 @@ impl Sampler {
         self.round_trips_hist = round_trips_hist;
     }
 
-    /// The timeline, with a last (shorter) interval up to now when one is open.
+    /// Add what was counted since the last sample to that sample, which now ends at `at`.
+    fn fold_tail(&mut self, stats: &Stats, at: Duration) {
+        let Some(last) = self.samples.last_mut() else {
+            return;
+        };
+        last.requests += stats
+            .requests
+            .load(Relaxed)
+            .saturating_sub(self.last.requests);
+        last.round_trips += stats
+            .round_trips
+            .load(Relaxed)
+            .saturating_sub(self.last.round_trips);
+        last.connections += stats
+            .connections
+            .load(Relaxed)
+            .saturating_sub(self.last.connections);
+        for (i, (_, n)) in stats.errors().into_iter().enumerate() {
+            last.errors[i] += n.saturating_sub(self.last.errors[i]);
+        }
+        last.violations = stats.violation_count();
+        last.held = stats.held();
+        last.clients_started = stats.clients_started.load(Relaxed);
+        last.span_s += at.saturating_sub(self.last_at).as_secs_f64();
+        last.at_s = at.as_secs_f64();
+    }
+
+    /// The timeline, with a last (shorter) interval up to now when one is open. A tail under
+    /// 10 ms is folded into the interval before it (its counts added, its latencies left out: a
+    /// sliver of an interval would chart as a spike), so the intervals always add up to the run.
     pub fn finish(mut self, stats: &Stats) -> Timeline {
         let at = self.start.elapsed();
         if at.saturating_sub(self.last_at) >= Duration::from_millis(10) || self.samples.is_empty() {
             self.sample_at(stats, at);
+        } else {
+            self.fold_tail(stats, at);
         }
         Timeline {
             interval_s: self.interval.as_secs_f64(),
@@ -228,6 +259,28 @@ mod tests {
         assert_eq!(secs(10 * 86_400), 1800.0);
         assert_eq!(secs(30 * 86_400), 3600.0);
         assert_eq!(interval_for(Duration::from_millis(1)).as_secs_f64(), 0.1);
+    }
+
+    #[test]
+    fn a_tail_too_short_for_an_interval_is_counted_in_the_one_before() {
+        let stats = Stats::new(1).unwrap();
+        let start = Instant::now();
+        let mut s = Sampler::new(start, Duration::from_millis(100));
+        stats.request(0, Duration::from_micros(100));
+        s.sample_at(&stats, Duration::from_millis(100));
+        // A request that ends after the last tick, just before the run is reported.
+        stats.request(0, Duration::from_micros(100));
+        stats.error(ErrorKind::Timeout);
+        s.fold_tail(&stats, Duration::from_millis(105));
+        let t = Timeline {
+            interval_s: 0.1,
+            started_unix_ms: 0,
+            samples: s.samples,
+        };
+        assert_eq!(t.samples.len(), 1, "{t:?}");
+        assert_eq!(t.samples[0].requests, 2, "every request in some interval");
+        assert_eq!(t.samples[0].error_total(), 1);
+        assert!((t.samples[0].span_s - 0.105).abs() < 1e-9);
     }
 
     #[test]
