@@ -9,9 +9,10 @@ EXAMPLE_SECRET := example-secret-for-checking-conf-files-only
 
 all: build
 
-## demo: build (release) and run three demo nodes with tether in front; open the printed URL.
+## demo: build (the dev profile: the quickest build, shared with `make test`) and run three demo
+## nodes with tether in front; open the printed URL. `make build` is the binary as shipped.
 demo: deps-system
-	$(CARGO) run --release -- demo
+	$(CARGO) run -- demo
 
 ## test: formatting, lints, example configs and every test (unit, integration, socket.io, the
 ## admin page in headless Chromium).
