@@ -30,8 +30,8 @@ pub enum Seen {
     Absent,
     /// Garbage, forged, expired, or signed by a key we do not hold.
     Invalid,
-    /// A good token for a node that is no longer in the upstream.
-    Stale,
+    /// A good token for a node that is no longer in the upstream; `client` as in [`Pin`].
+    Stale { client: u64 },
 }
 
 /// A pin read from a request.
@@ -41,6 +41,18 @@ pub struct Pin {
     pub node: usize,
     /// The token was signed by a previous key: send a fresh cookie with the current key.
     pub reissue: bool,
+    /// The same for every request carrying this token, and spread like a hash: when the client
+    /// must be re-pinned, its requests in flight all pick the same node by it.
+    pub client: u64,
+}
+
+/// A verified token's client key (see [`Pin::client`]): its node tag and issue time mixed.
+fn client_key(t: &token::Verified) -> u64 {
+    let mut x = u64::from_le_bytes(t.tag) ^ t.issued_at.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    // splitmix64's finaliser: neighbouring issue times land far apart.
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
 }
 
 impl CookiePins {
@@ -96,7 +108,10 @@ impl CookiePins {
                 Some(pin) => Some(pin),
                 None => {
                     seen = match (seen, t) {
-                        (Seen::Stale, _) | (_, Some(_)) => Seen::Stale,
+                        (Seen::Stale { .. }, _) => seen,
+                        (_, Some(t)) => Seen::Stale {
+                            client: client_key(&t),
+                        },
                         _ => Seen::Invalid,
                     };
                     None
@@ -123,6 +138,7 @@ impl CookiePins {
         Some(Pin {
             node,
             reissue: t.key_index != 0,
+            client: client_key(&t),
         })
     }
 
@@ -167,20 +183,19 @@ mod tests {
         // Node "b" moves to another index, and a node is added: the pin follows the id.
         let after = CookiePins::new(&s, &[], &["c", "d", "b"]);
         let pin = after.lookup([c.as_bytes()], 110).unwrap();
-        assert_eq!(
-            pin,
-            Pin {
-                node: 2,
-                reissue: false
-            }
-        );
-        // Node "b" removed: the pin is gone, which means "pick again" (a re-pin, not a forgery).
+        assert_eq!((pin.node, pin.reissue), (2, false));
+        // Node "b" removed: the pin is gone, which means "pick again" (a re-pin, not a forgery),
+        // with the same client key the pin had, so the re-pin is the same for every request.
         let removed = CookiePins::new(&s, &[], &["a", "c"]);
         assert_eq!(removed.lookup([c.as_bytes()], 110), None);
         assert_eq!(
             removed.lookup_noting_presence([c.as_bytes()], 110),
-            (None, Seen::Stale)
+            (None, Seen::Stale { client: pin.client })
         );
+        // Another client's token (issued a second later) has another key.
+        let other = cookie_of(&before.issue(1, 101));
+        let other = after.lookup([other.as_bytes()], 110).unwrap();
+        assert_ne!(other.client, pin.client);
         assert_eq!(
             removed.lookup_noting_presence([b"tn=forged".as_slice()], 110),
             (None, Seen::Invalid)
@@ -199,21 +214,14 @@ mod tests {
         let c = cookie_of(&old.issue(0, 100));
         let prev: &[u8] = &[1; 32];
         let rotated = CookiePins::new(&settings(&[2; 32]), &[prev], &["a", "b"]);
-        assert_eq!(
-            rotated.lookup([c.as_bytes()], 100),
-            Some(Pin {
-                node: 0,
-                reissue: true
-            })
-        );
+        let pin = |c: &str| {
+            rotated
+                .lookup([c.as_bytes()], 100)
+                .map(|p| (p.node, p.reissue))
+        };
+        assert_eq!(pin(&c), Some((0, true)));
         let fresh = cookie_of(&rotated.issue(0, 100));
-        assert_eq!(
-            rotated.lookup([fresh.as_bytes()], 100),
-            Some(Pin {
-                node: 0,
-                reissue: false
-            })
-        );
+        assert_eq!(pin(&fresh), Some((0, false)));
     }
 
     #[test]

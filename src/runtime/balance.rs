@@ -1,4 +1,5 @@
-//! First picks for clients without a pin: weighted least-connections and weighted round robin.
+//! First picks for clients without a pin: weighted least-connections and weighted round robin;
+//! and re-pins, by weighted rendezvous hashing of the client's key.
 //!
 //! Both are lock-free and share nothing between workers but the nodes' load counters:
 //! least_conn reads those, round robin walks a schedule computed once per config. Each worker
@@ -96,6 +97,35 @@ impl Balancer {
     }
 }
 
+/// Weighted rendezvous (highest random weight) hashing: every usable node scores
+/// `-weight / ln(u)` with `u` uniform in (0, 1) from the client key and the node's id; the
+/// highest wins. A node leaving moves only the keys it had; weights set the shares.
+pub fn rendezvous(
+    nodes: &[Arc<NodeState>],
+    client: u64,
+    usable: impl Fn(usize) -> bool,
+) -> Option<usize> {
+    let mut best: Option<(usize, f64)> = None;
+    for (i, node) in nodes.iter().enumerate() {
+        if !usable(i) {
+            continue;
+        }
+        let mut h = client ^ 0x51_7c_c1_b7_27_22_0a_95;
+        for b in node.id.as_bytes() {
+            h = (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        h = (h ^ (h >> 33)).wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^= h >> 33;
+        // 53 random bits, never 0 or 1.
+        let u = ((h >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
+        let score = -f64::from(node.weight) / u.ln();
+        if best.is_none_or(|(_, s)| score > s) {
+            best = Some((i, score));
+        }
+    }
+    best.map(|(i, _)| i)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -151,5 +181,42 @@ mod tests {
             seen[b.pick(&ns, |_| true).unwrap()] += 1;
         }
         assert_eq!(seen, [10, 10, 10]);
+    }
+
+    /// Client keys as the affinity module makes them: well spread 64-bit values.
+    fn keys(n: u64) -> impl Iterator<Item = u64> {
+        (1..=n).map(|i| i.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(17) ^ 0xA5A5)
+    }
+
+    #[test]
+    fn rendezvous_is_stable_per_key_and_spread_by_weight() {
+        let ns = nodes(&[1, 1, 2]);
+        let mut seen = [0u32; 3];
+        for k in keys(4000) {
+            let pick = rendezvous(&ns, k, |_| true).unwrap();
+            assert_eq!(
+                rendezvous(&ns, k, |_| true),
+                Some(pick),
+                "the same every time"
+            );
+            seen[pick] += 1;
+        }
+        // Shares 1:1:2 of 4000 = 1000, 1000, 2000, within a few percent.
+        assert!((900..1100).contains(&seen[0]), "{seen:?}");
+        assert!((900..1100).contains(&seen[1]), "{seen:?}");
+        assert!((1850..2150).contains(&seen[2]), "{seen:?}");
+        assert_eq!(rendezvous(&ns, 1, |_| false), None);
+    }
+
+    #[test]
+    fn rendezvous_moves_only_the_keys_of_a_node_that_leaves() {
+        let ns = nodes(&[1, 1, 1, 1]);
+        for k in keys(2000) {
+            let before = rendezvous(&ns, k, |_| true).unwrap();
+            let after = rendezvous(&ns, k, |i| i != 2).unwrap();
+            if before != 2 {
+                assert_eq!(after, before, "key {k} moved though its node stayed");
+            }
+        }
     }
 }

@@ -25,6 +25,17 @@ fn ticket() -> u64 {
     })
 }
 
+/// The key a re-pin is chosen by: the cookie's client key (see `affinity::Pin::client`) with the
+/// client's address mixed in. A token holds only its node and issue second, so clients pinned to
+/// one node in the same second share it; their addresses keep them from all moving to one node.
+fn repin_key(client: u64, ip: Option<IpAddr>) -> u64 {
+    let mut buf = [0u8; 16];
+    let bytes = ip.map(|ip| ip_key(ip, &mut buf)).unwrap_or(&[]);
+    bytes.iter().fold(client, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
 /// Connect attempts per request before giving up with 503, each on a different node.
 pub const MAX_CONNECT_ATTEMPTS: usize = 3;
 
@@ -102,6 +113,9 @@ pub struct Placement {
     pub invalid_token: bool,
     /// The client's pin names a node that is gone: its next node is a re-pin.
     pub stale: bool,
+    /// The client key of its verified cookie (pin or stale): a re-pin is chosen by it, so a
+    /// client's requests in flight when its node goes all land on the same new node.
+    pub client: Option<u64>,
 }
 
 impl Placement {
@@ -120,10 +134,14 @@ impl Placement {
                     a.decision = Some(Decision::Hit);
                     a.source = Source::Cookie;
                     a.issue_cookie = pin.reissue;
+                    a.client = Some(pin.client);
                 }
                 None => {
                     a.invalid_token = seen == Seen::Invalid;
-                    a.stale = seen == Seen::Stale;
+                    if let Seen::Stale { client } = seen {
+                        a.stale = true;
+                        a.client = Some(client);
+                    }
                 }
             }
         }
@@ -178,6 +196,19 @@ impl Placement {
                 let mut buf = [0u8; 16];
                 let key = client_ip.map(|ip| ip_key(ip, &mut buf)).unwrap_or(&[]);
                 ring.get_where(key, |i| fresh(i) && pool.nodes[i].serves_pinned(now))
+            }
+            // A client with a cookie whose node is gone, down or refused: the node its key
+            // ranks first, so its concurrent requests agree (the balancer would spread them,
+            // and the last Set-Cookie would win). The key doubles as the slow-start ticket.
+            _ if self.client.is_some() => {
+                let slow = pool.slow_start;
+                let key = repin_key(self.client.unwrap_or(0), client_ip);
+                pool.rendezvous(key, |i| fresh(i) && pool.nodes[i].takes_new(now, slow, key))
+                    .or_else(|| {
+                        pool.rendezvous(key, |i| {
+                            fresh(i) && pool.nodes[i].takes_new(now, Duration::ZERO, 0)
+                        })
+                    })
             }
             _ => {
                 let slow = pool.slow_start;

@@ -140,6 +140,13 @@ impl Pool {
         self.balancer.pick(&self.nodes, usable)
     }
 
+    /// The usable node that `client` ranks first (weighted rendezvous hashing): the same for
+    /// every request with that key while the usable set is the same, and spread over the nodes
+    /// by weight across keys. Used for re-pins; `None` when no node is usable.
+    pub fn rendezvous(&self, client: u64, usable: impl Fn(usize) -> bool) -> Option<usize> {
+        super::balance::rendezvous(&self.nodes, client, usable)
+    }
+
     /// A connection to node `node` failed or timed out: count it toward passive health.
     pub fn passive_failure(&self, node: usize) {
         self.nodes[node].passive_failure(

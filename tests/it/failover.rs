@@ -47,6 +47,48 @@ async fn a_killed_nodes_clients_are_repinned_and_the_others_keep_theirs() {
     support::echo_many(&mut ws, 20).await;
 }
 
+/// When a client's node dies, the requests it has in flight (all carrying the old cookie) are
+/// re-pinned to one node, not spread by the balancer, so they agree on where its new session
+/// lives; clients from other addresses still spread over the remaining nodes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clients_requests_in_flight_when_its_node_dies_all_move_to_one_node() {
+    let nodes = support::nodes(4).await;
+    let proxy = Proxy::start(&support::config(&nodes, COOKIE_AFFINITY, ""));
+    // Clients from distinct addresses, pinned to node-b.
+    let mut on_b = Vec::new();
+    for last in 2..=120u8 {
+        let ip = IpAddr::V4(Ipv4Addr::new(127, 0, 2, last));
+        let mut c = Client::from_ip(proxy.addr, ip);
+        if c.get("/whoami").await.node() == "node-b" {
+            on_b.push((ip, c.jar.get(support::client::COOKIE).cloned().unwrap()));
+        }
+    }
+    assert!(on_b.len() >= 12, "{} clients on node-b", on_b.len());
+    nodes[1].stop().await;
+
+    let mut landed = std::collections::BTreeSet::new();
+    for (ip, cookie) in &on_b {
+        // Eight requests at once, each on its own connection, all with the old cookie.
+        let replies = futures_util::future::join_all((0..8).map(|_| {
+            let mut c = Client::from_ip(proxy.addr, *ip);
+            c.jar
+                .insert(support::client::COOKIE.to_string(), cookie.clone());
+            async move { c.get("/whoami").await }
+        }))
+        .await;
+        let at: std::collections::BTreeSet<String> =
+            replies.iter().map(|r| r.node().to_string()).collect();
+        assert!(replies.iter().all(|r| r.status == 200));
+        assert_eq!(at.len(), 1, "client {ip}: one re-pin, not {at:?}");
+        assert!(!at.contains("node-b"));
+        landed.extend(at);
+    }
+    assert!(
+        landed.len() >= 2,
+        "node-b's clients all moved to {landed:?}: a herd"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_every_node_down_clients_get_a_503_not_a_hang() {
     let nodes = support::nodes(3).await;
