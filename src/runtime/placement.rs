@@ -36,6 +36,15 @@ fn repin_key(client: u64, ip: Option<IpAddr>) -> u64 {
     })
 }
 
+/// A node for a client without a live pin: by rendezvous on `repin` (a re-pin), else by the
+/// pool's balance policy (a first pick).
+fn pick(pool: &Pool, repin: Option<u64>, usable: impl Fn(usize) -> bool) -> Option<usize> {
+    match repin {
+        Some(key) => pool.rendezvous(key, usable),
+        None => pool.balance(usable),
+    }
+}
+
 /// Connect attempts per request before giving up with 503, each on a different node.
 pub const MAX_CONNECT_ATTEMPTS: usize = 3;
 
@@ -197,28 +206,25 @@ impl Placement {
                 let key = client_ip.map(|ip| ip_key(ip, &mut buf)).unwrap_or(&[]);
                 ring.get_where(key, |i| fresh(i) && pool.nodes[i].serves_pinned(now))
             }
-            // A client with a cookie whose node is gone, down or refused: the node its key
-            // ranks first, so its concurrent requests agree (the balancer would spread them,
-            // and the last Set-Cookie would win). The key doubles as the slow-start ticket.
-            _ if self.client.is_some() => {
-                let slow = pool.slow_start;
-                let key = repin_key(self.client.unwrap_or(0), client_ip);
-                pool.rendezvous(key, |i| fresh(i) && pool.nodes[i].takes_new(now, slow, key))
-                    .or_else(|| {
-                        pool.rendezvous(key, |i| {
-                            fresh(i) && pool.nodes[i].takes_new(now, Duration::ZERO, 0)
-                        })
-                    })
-            }
+            // A client with a cookie whose node is gone, down or refused is re-pinned to the
+            // node its key ranks first, so its concurrent requests agree (the balancer would
+            // spread them, and the last Set-Cookie would win); the key doubles as its
+            // slow-start ticket. Anyone else gets the balance policy's pick.
             _ => {
-                let slow = pool.slow_start;
-                pool.balance(|i| fresh(i) && pool.nodes[i].takes_new(now, slow, ticket()))
-                    // Slow start shapes the share; it never turns a client away.
-                    .or_else(|| {
-                        pool.balance(|i| {
-                            fresh(i) && pool.nodes[i].takes_new(now, Duration::ZERO, 0)
-                        })
+                let (slow, repin) = (
+                    pool.slow_start,
+                    self.client.map(|c| repin_key(c, client_ip)),
+                );
+                let chance = || repin.unwrap_or_else(ticket);
+                pick(pool, repin, |i| {
+                    fresh(i) && pool.nodes[i].takes_new(now, slow, chance())
+                })
+                // Slow start shapes the share; it never turns a client away.
+                .or_else(|| {
+                    pick(pool, repin, |i| {
+                        fresh(i) && pool.nodes[i].takes_new(now, Duration::ZERO, 0)
                     })
+                })
             }
         }?;
         let was_pinned = self.decision == Some(Decision::Hit) || self.stale;
