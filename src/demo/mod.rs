@@ -35,7 +35,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 pub use cluster::Cluster;
-use page::html_escape;
+pub use page::html_escape;
 pub use page::PAGE;
 use routes::handle;
 

@@ -174,18 +174,7 @@ fn summary_section(out: &mut String, r: &Report) {
     } else {
         "open WebSockets + in-flight long-polls"
     };
-    let errors = if r.errors_total == 0 {
-        "none".to_string()
-    } else {
-        let kinds: Vec<String> = r
-            .errors
-            .by_kind()
-            .iter()
-            .filter(|(_, n)| *n > 0)
-            .map(|(k, n)| format!("{k} {n}"))
-            .collect();
-        format!("{} ({})", r.errors_total, kinds.join(", "))
-    };
+    let errors = r.errors_line();
     let firsts: Vec<String> = r
         .clients_per_node
         .iter()

@@ -181,6 +181,23 @@ fn latency_row(
     )
 }
 
+impl Report {
+    /// `none`, or the total with the kinds that occurred: `3 (timeout 2, ws_closed 1)`.
+    pub(crate) fn errors_line(&self) -> String {
+        if self.errors_total == 0 {
+            return "none".to_string();
+        }
+        let kinds: Vec<String> = self
+            .errors
+            .by_kind()
+            .iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(k, n)| format!("{k} {n}"))
+            .collect();
+        format!("{} ({})", self.errors_total, kinds.join(", "))
+    }
+}
+
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let flow = self.flow.name();
@@ -225,23 +242,7 @@ impl fmt::Display for Report {
             "held:       {} at the stop, {} at the peak ({what})",
             self.held_at_end, self.held_peak
         )?;
-        if self.errors_total == 0 {
-            writeln!(f, "errors:     none")?;
-        } else {
-            let kinds: Vec<String> = self
-                .errors
-                .by_kind()
-                .iter()
-                .filter(|(_, n)| *n > 0)
-                .map(|(k, n)| format!("{k} {n}"))
-                .collect();
-            writeln!(
-                f,
-                "errors:     {} ({})",
-                self.errors_total,
-                kinds.join(", ")
-            )?;
-        }
+        writeln!(f, "errors:     {}", self.errors_line())?;
         writeln!(
             f,
             "stickiness: {} violation{} (clients that reached two nodes)",

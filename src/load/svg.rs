@@ -15,24 +15,8 @@ pub(crate) const RIGHT: f64 = W - 14.0;
 pub(crate) const TOP: f64 = 12.0;
 pub(crate) const BOTTOM: f64 = H - 26.0;
 
-/// `s` made safe as HTML or XML text and as a quoted attribute value: markup characters become
-/// references, and control characters (which XML cannot carry at all) become U+FFFD.
-pub(crate) fn esc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            '\t' | '\n' => out.push(c),
-            c if c.is_control() || matches!(c, '\u{FFFE}' | '\u{FFFF}') => out.push('\u{FFFD}'),
-            c => out.push(c),
-        }
-    }
-    out
-}
+/// Text and attribute values are escaped by the demo page's escaper (one for both).
+pub(crate) use crate::demo::html_escape as esc;
 
 /// A coordinate: at most one decimal, no trailing zero (`12`, `12.5`, `-3.2`).
 pub(crate) fn num(x: f64) -> String {
