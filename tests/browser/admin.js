@@ -13,7 +13,7 @@
 const path = require('node:path');
 const http = require('node:http');
 const readline = require('node:readline');
-const { assert, harness, watch, run, cards, until } = require('./common');
+const { assert, harness, watch, open, run, cards, until } = require('./common');
 
 const plan = JSON.parse(process.argv[2]);
 const h = harness();
@@ -53,14 +53,8 @@ async function nodeStatus(admin, upstream, id, token) {
   return u && u.nodes.find((n) => n.id === id);
 }
 
-// A tab on an admin page, its console watched. `label` says which page an error came from.
-async function open(context, url, label, viewport) {
-  const page = await context.newPage();
-  await page.setViewport(viewport || { width: 1280, height: 900 });
-  watch(page, label, consoleErrors);
-  await page.goto(url, { waitUntil: 'load' });
-  return page;
-}
+// A tab on an admin page, its console errors in `consoleErrors`.
+const openTab = (context, url, label, viewport) => open(context, url, label, consoleErrors, viewport);
 
 async function press(page, upstream, id, action) {
   const pressed = await page.$$eval('section.upstream', (sections, upstream, id, action) => {
@@ -104,7 +98,7 @@ function layout(page) {
 
 async function mainScenarios(context) {
   const m = plan.main;
-  const page = await open(context, m.admin + '/', 'main');
+  const page = await openTab(context, m.admin + '/', 'main');
   await check('the page lists every node with its state', async () => {
     await until(page, m.upstream, (c) => c.length === m.nodes.length && c.every((n) => n.state === 'active' && n.health === 'healthy'), 'every node active and healthy', 10000);
     const c = await cards(page, m.upstream);
@@ -192,7 +186,7 @@ async function tokenScenarios() {
   const t = plan.token;
   // A fresh context: its own sessionStorage, like a new browser.
   const context = await browser.createBrowserContext();
-  const page = await open(context, t.admin + '/', 'token');
+  const page = await openTab(context, t.admin + '/', 'token');
   const statusRequests = [];
   page.on('request', (r) => { if (r.url().startsWith(t.admin + '/status')) statusRequests.push(r.headers().authorization || ''); });
 
@@ -249,7 +243,7 @@ async function tokenScenarios() {
 
 async function shapeScenarios(context) {
   const s = plan.shapes;
-  const page = await open(context, s.admin + '/', 'shapes');
+  const page = await openTab(context, s.admin + '/', 'shapes');
   await check('0, 1 and 100 nodes, long ids and failing discovery render without overflow', async () => {
     await page.waitForFunction((n) => document.querySelectorAll('article.node').length === n, { timeout: 10000 }, s.total);
     await page.waitForFunction((u) => {

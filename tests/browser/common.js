@@ -46,6 +46,16 @@ function watch(page, label, into) {
   page.on('requestfailed', (r) => put({ page: label, text: 'request failed: ' + r.url() + ' ' + ((r.failure() || {}).errorText || ''), url: r.url(), failed: true }));
 }
 
+// A new tab (of a browser or a context) at `url`, its console watched into `into` (see
+// `watch`); `label` says which page an error came from. Desktop-sized unless `viewport`.
+async function open(owner, url, label, into, viewport) {
+  const page = await owner.newPage();
+  await page.setViewport(viewport || { width: 1280, height: 900 });
+  watch(page, label, into);
+  await page.goto(url, { waitUntil: 'load' });
+  return page;
+}
+
 // Debian's Chromium, headless, with exactly these flags: no network of its own (this machine has
 // none, and a test must not depend on it), a fresh profile in a temporary directory.
 async function launch(executablePath) {
@@ -144,4 +154,4 @@ function run(plan, h, main, extra, teardown) {
   })().then(() => { clearTimeout(limit); return finish(); }, (e) => { clearTimeout(limit); return finish(e); });
 }
 
-module.exports = { assert, pause, harness, watch, launch, overflow, cards, until, run };
+module.exports = { assert, pause, harness, watch, open, launch, overflow, cards, until, run };

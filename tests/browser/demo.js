@@ -11,7 +11,7 @@
 'use strict';
 
 const path = require('node:path');
-const { assert, pause, harness, watch, overflow, cards, until, run } = require('./common');
+const { assert, pause, harness, open, overflow, cards, until, run } = require('./common');
 
 const plan = JSON.parse(process.argv[2]);
 const h = harness();
@@ -27,13 +27,7 @@ function sort(entry) {
   else consoleErrors.push(entry);
 }
 
-async function open(browser, url, label, viewport) {
-  const page = await browser.newPage();
-  await page.setViewport(viewport || { width: 1280, height: 900 });
-  watch(page, label, sort);
-  await page.goto(url, { waitUntil: 'load' });
-  return page;
-}
+const openTab = (browser, url, label, viewport) => open(browser, url, label, sort, viewport);
 
 // What the demo page shows: the node of each panel and the cluster's members.
 function panels(page) {
@@ -88,7 +82,7 @@ async function shot(page, name, options) {
 }
 
 async function main(browser) {
-  const demo = await open(browser, plan.demo, 'demo');
+  const demo = await openTab(browser, plan.demo, 'demo');
   let pinned = null;
   let admin = null;
   let moved = null;
@@ -108,7 +102,7 @@ async function main(browser) {
   });
 
   await check('the admin page the demo links to shows every node healthy', async () => {
-    admin = await open(browser, (await panels(demo)).adminLink, 'admin');
+    admin = await openTab(browser, (await panels(demo)).adminLink, 'admin');
     const took = await until(admin, 'demo', (c) => c.length === plan.nodes.length && c.every((n) => n.health === 'healthy' && n.state === 'active'), 'every node healthy', 10000);
     return 'after ' + took + ' ms';
   });
@@ -141,7 +135,7 @@ async function main(browser) {
   });
 
   await check('a phone-sized window: no overflow', async () => {
-    const phone = await open(browser, plan.demo, 'demo (phone)', { width: 390, height: 844, isMobile: true, hasTouch: true, deviceScaleFactor: 2 });
+    const phone = await openTab(browser, plan.demo, 'demo (phone)', { width: 390, height: 844, isMobile: true, hasTouch: true, deviceScaleFactor: 2 });
     await waitFor(phone, (p) => settled(p) && p.clusterShown && p.members.length === plan.nodes.length, 'the phone page settled', 15000);
     const o = await overflow(phone);
     assert(o.pageOverflow <= 0 && o.outside.length === 0, 'overflow: ' + JSON.stringify(o));

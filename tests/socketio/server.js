@@ -21,23 +21,7 @@
 const http = require("node:http");
 const { Server } = require("socket.io");
 
-function parseArgs(argv) {
-  const out = {};
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    if (!a.startsWith("--")) {
-      throw new Error(`unexpected argument: ${a}`);
-    }
-    const eq = a.indexOf("=");
-    if (eq !== -1) {
-      out[a.slice(2, eq)] = a.slice(eq + 1);
-    } else {
-      if (i + 1 >= argv.length) throw new Error(`missing value for ${a}`);
-      out[a.slice(2)] = argv[++i];
-    }
-  }
-  return out;
-}
+const { parseArgs } = require("./args");
 
 let args;
 try {

@@ -68,21 +68,7 @@ Request.prototype.onLoad = function () {
   return onLoad.apply(this, arguments);
 };
 
-function parseArgs(argv) {
-  const out = {};
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    if (!a.startsWith("--")) throw new Error(`unexpected argument: ${a}`);
-    const eq = a.indexOf("=");
-    if (eq !== -1) {
-      out[a.slice(2, eq)] = a.slice(eq + 1);
-    } else {
-      if (i + 1 >= argv.length) throw new Error(`missing value for ${a}`);
-      out[a.slice(2)] = argv[++i];
-    }
-  }
-  return out;
-}
+const { parseArgs } = require("../socketio/args");
 
 function intArg(args, name, dflt, min) {
   const v = args[name] === undefined ? dflt : Number(args[name]);
