@@ -4,7 +4,8 @@
 //! benches and other programs can drive the same code. Layers, lowest first (a module may import
 //! only from layers below it; `tests/layers.rs` checks it):
 //!
-//! 1. `config`, `affinity`, `nginx`: pure cores (no IO but reading files, no clock, no threads).
+//! 1. `config`, `affinity`, `nginx`, `http1`: pure cores (no IO but reading files, no clock, no
+//!    threads).
 //! 2. `runtime`: the snapshot one request reads and the request policy; synchronous.
 //! 3. `engine` (sockets: the request path) and `control` (what changes the snapshot), side by side.
 //! 4. `server`: the running process, wiring engine and control together.
@@ -25,6 +26,8 @@ pub mod control;
 pub mod demo;
 /// The HTTP/1.1 request path: listeners, connections, exchanges, tunnels, the upstream pool.
 pub mod engine;
+/// The HTTP/1 codec: heads, body framing, chunked bodies, PROXY headers (pure).
+pub mod http1;
 /// `tether load`: the realtime load tool.
 pub mod load;
 /// `tether import-nginx`: nginx's sticky subset to tether YAML (pure).

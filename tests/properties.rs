@@ -5,7 +5,7 @@ use proptest::prelude::*;
 use tether::affinity::token::{Keyring, TOKEN_LEN};
 use tether::affinity::CookiePins;
 use tether::config::CookieSettings;
-use tether::engine::{chunked, head, proxy_protocol};
+use tether::http1::{chunked, head, proxy_protocol};
 
 const SECRET: &[u8] = b"property-secret-0123456789abcdef012345";
 

@@ -4,7 +4,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use tether::affinity::token::Keyring;
-use tether::engine::{chunked, head, proxy_protocol};
+use tether::http1::{chunked, head, proxy_protocol};
 
 fuzz_target!(|data: &[u8]| {
     let mut spans = Vec::new();

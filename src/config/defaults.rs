@@ -1,8 +1,11 @@
 //! Every default and limit of the config file, in one place: the README points here.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
-use super::model::{Balance, LogFormat, SameSite};
+use super::model::{
+    Balance, CookieSettings, HealthCheck, Limits, Log, LogFormat, Node, Passive, SameSite, Shutdown,
+};
 
 /// Name of the affinity cookie when `affinity.cookie.name` is omitted.
 pub const DEFAULT_COOKIE_NAME: &str = "tether_node";
@@ -169,3 +172,97 @@ pub const DEFAULT_DNS_PORT: u16 = 53;
 /// A lookup that has not answered by then has failed; the last good node set is kept
 /// (2 seconds, or the refresh interval if that is shorter).
 pub const DISCOVER_LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
+
+// What omitting a section or key gives: the model's `Default` values, built from the constants
+// above (and a node found by DNS, which has every default but its address).
+
+impl Default for Log {
+    fn default() -> Log {
+        Log {
+            format: DEFAULT_LOG_FORMAT,
+            access: DEFAULT_ACCESS_LOG,
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_head_bytes: DEFAULT_MAX_HEAD_BYTES as usize,
+            max_uri_bytes: DEFAULT_MAX_URI_BYTES as usize,
+            head_timeout: DEFAULT_HEAD_TIMEOUT,
+            keepalive_timeout: DEFAULT_KEEPALIVE_TIMEOUT,
+            body_timeout: DEFAULT_BODY_TIMEOUT,
+            write_timeout: DEFAULT_WRITE_TIMEOUT,
+            max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
+        }
+    }
+}
+
+impl Default for Shutdown {
+    /// The values used when `shutdown` (or one of its keys) is omitted.
+    fn default() -> Shutdown {
+        Shutdown {
+            grace: DEFAULT_SHUTDOWN_GRACE,
+            close_window: DEFAULT_SHUTDOWN_CLOSE_WINDOW,
+            upgrade_timeout: DEFAULT_UPGRADE_TIMEOUT,
+        }
+    }
+}
+
+impl Default for HealthCheck {
+    /// A TCP connect check with the default timings (what `health_check: {}` gives).
+    fn default() -> HealthCheck {
+        HealthCheck {
+            path: DEFAULT_HEALTH_PATH.map(String::from),
+            host: DEFAULT_HEALTH_HOST.map(String::from),
+            expect_status: DEFAULT_HEALTH_EXPECT_STATUS.to_vec(),
+            interval: DEFAULT_HEALTH_INTERVAL,
+            timeout: DEFAULT_HEALTH_TIMEOUT,
+            rise: DEFAULT_HEALTH_RISE,
+            fall: DEFAULT_HEALTH_FALL,
+        }
+    }
+}
+
+impl Default for Passive {
+    /// The values used when `passive` (or one of its keys) is omitted.
+    fn default() -> Passive {
+        Passive {
+            max_fails: DEFAULT_PASSIVE_MAX_FAILS,
+            fail_timeout: DEFAULT_PASSIVE_FAIL_TIMEOUT,
+        }
+    }
+}
+
+impl Node {
+    /// A node found by DNS discovery: its id is its address (`10.0.0.5:3000`,
+    /// `[fd00::5]:3000`), so every replica that resolves the same records names it the same way,
+    /// and a node that comes back at a new address is a new node (its sessions are gone anyway).
+    pub fn discovered(address: SocketAddr) -> Node {
+        Node {
+            id: address.to_string(),
+            address,
+            weight: DEFAULT_WEIGHT,
+        }
+    }
+}
+
+impl CookieSettings {
+    /// This secret with every other setting at its documented default (`defaults.rs`): what a
+    /// config with only `secret_env` gives. For the demo, tests and benches.
+    pub fn with_secret(secret: impl Into<Vec<u8>>) -> CookieSettings {
+        CookieSettings {
+            name: DEFAULT_COOKIE_NAME.to_string(),
+            secret: secret.into(),
+            max_age: DEFAULT_COOKIE_MAX_AGE,
+            secure: DEFAULT_COOKIE_SECURE,
+            secure_on_tls: true,
+            http_only: DEFAULT_COOKIE_HTTP_ONLY,
+            same_site: DEFAULT_COOKIE_SAME_SITE,
+            path: DEFAULT_COOKIE_PATH.to_string(),
+            domain: None,
+            previous_secrets: Vec::new(),
+        }
+    }
+}

@@ -2,13 +2,12 @@
 //!
 //! Nothing here is deserialized directly; `file.rs` mirrors the YAML and
 //! `validate/` turns it into these types, so the file format can change
-//! without the proxy noticing.
+//! without the proxy noticing. What an omitted key gives (the `Default` impls) lives with the
+//! defaults themselves, in `defaults.rs`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
-
-use super::defaults;
 
 /// A complete, validated configuration.
 #[derive(Debug, Clone)]
@@ -39,15 +38,6 @@ pub struct Log {
     pub access: bool,
 }
 
-impl Default for Log {
-    fn default() -> Log {
-        Log {
-            format: defaults::DEFAULT_LOG_FORMAT,
-            access: defaults::DEFAULT_ACCESS_LOG,
-        }
-    }
-}
-
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -69,20 +59,6 @@ pub struct Limits {
     pub write_timeout: Duration,
     /// 0: no limit.
     pub max_connections_per_ip: u32,
-}
-
-impl Default for Limits {
-    fn default() -> Limits {
-        Limits {
-            max_head_bytes: defaults::DEFAULT_MAX_HEAD_BYTES as usize,
-            max_uri_bytes: defaults::DEFAULT_MAX_URI_BYTES as usize,
-            head_timeout: defaults::DEFAULT_HEAD_TIMEOUT,
-            keepalive_timeout: defaults::DEFAULT_KEEPALIVE_TIMEOUT,
-            body_timeout: defaults::DEFAULT_BODY_TIMEOUT,
-            write_timeout: defaults::DEFAULT_WRITE_TIMEOUT,
-            max_connections_per_ip: defaults::DEFAULT_MAX_CONNECTIONS_PER_IP,
-        }
-    }
 }
 
 /// The admin API (drain, health, metrics, reload).
@@ -114,17 +90,6 @@ pub struct Shutdown {
     pub close_window: Duration,
     /// A new binary started by SIGUSR2 must be ready within this long.
     pub upgrade_timeout: Duration,
-}
-
-impl Default for Shutdown {
-    /// The values used when `shutdown` (or one of its keys) is omitted.
-    fn default() -> Shutdown {
-        Shutdown {
-            grace: defaults::DEFAULT_SHUTDOWN_GRACE,
-            close_window: defaults::DEFAULT_SHUTDOWN_CLOSE_WINDOW,
-            upgrade_timeout: defaults::DEFAULT_UPGRADE_TIMEOUT,
-        }
-    }
 }
 
 /// One listening socket.
@@ -213,21 +178,6 @@ impl HealthCheck {
     }
 }
 
-impl Default for HealthCheck {
-    /// A TCP connect check with the default timings (what `health_check: {}` gives).
-    fn default() -> HealthCheck {
-        HealthCheck {
-            path: defaults::DEFAULT_HEALTH_PATH.map(String::from),
-            host: defaults::DEFAULT_HEALTH_HOST.map(String::from),
-            expect_status: defaults::DEFAULT_HEALTH_EXPECT_STATUS.to_vec(),
-            interval: defaults::DEFAULT_HEALTH_INTERVAL,
-            timeout: defaults::DEFAULT_HEALTH_TIMEOUT,
-            rise: defaults::DEFAULT_HEALTH_RISE,
-            fall: defaults::DEFAULT_HEALTH_FALL,
-        }
-    }
-}
-
 /// Passive checks: failures seen on real traffic take a node out for a while.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Passive {
@@ -238,16 +188,6 @@ pub struct Passive {
     pub fail_timeout: Duration,
 }
 
-impl Default for Passive {
-    /// The values used when `passive` (or one of its keys) is omitted.
-    fn default() -> Passive {
-        Passive {
-            max_fails: defaults::DEFAULT_PASSIVE_MAX_FAILS,
-            fail_timeout: defaults::DEFAULT_PASSIVE_FAIL_TIMEOUT,
-        }
-    }
-}
-
 /// One realtime node.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Node {
@@ -256,19 +196,6 @@ pub struct Node {
     pub address: SocketAddr,
     /// Relative share of new clients, 1..=1000.
     pub weight: u32,
-}
-
-impl Node {
-    /// A node found by DNS discovery: its id is its address (`10.0.0.5:3000`,
-    /// `[fd00::5]:3000`), so every replica that resolves the same records names it the same way,
-    /// and a node that comes back at a new address is a new node (its sessions are gone anyway).
-    pub fn discovered(address: SocketAddr) -> Node {
-        Node {
-            id: address.to_string(),
-            address,
-            weight: defaults::DEFAULT_WEIGHT,
-        }
-    }
 }
 
 /// DNS discovery of an upstream's nodes: every A and AAAA record of every name is a node.
@@ -347,25 +274,6 @@ pub struct CookieSettings {
     /// Earlier secrets that still verify (key rotation): their tokens pin and are re-issued with
     /// the current secret.
     pub previous_secrets: Vec<Vec<u8>>,
-}
-
-impl CookieSettings {
-    /// This secret with every other setting at its documented default (`defaults.rs`): what a
-    /// config with only `secret_env` gives. For the demo, tests and benches.
-    pub fn with_secret(secret: impl Into<Vec<u8>>) -> CookieSettings {
-        CookieSettings {
-            name: defaults::DEFAULT_COOKIE_NAME.to_string(),
-            secret: secret.into(),
-            max_age: defaults::DEFAULT_COOKIE_MAX_AGE,
-            secure: defaults::DEFAULT_COOKIE_SECURE,
-            secure_on_tls: true,
-            http_only: defaults::DEFAULT_COOKIE_HTTP_ONLY,
-            same_site: defaults::DEFAULT_COOKIE_SAME_SITE,
-            path: defaults::DEFAULT_COOKIE_PATH.to_string(),
-            domain: None,
-            previous_secrets: Vec::new(),
-        }
-    }
 }
 
 impl std::fmt::Debug for CookieSettings {

@@ -13,7 +13,7 @@ use serde_json::{json, Map, Value};
 use tokio::sync::mpsc;
 
 use super::body::Body;
-use super::routes::{bad_request, param, respond, TEXT};
+use super::reply::{bad_request, param, respond, TEXT};
 use super::Shared;
 
 pub(super) fn stream(shared: &Arc<Shared>, query: &str) -> Response<Body> {

@@ -12,6 +12,7 @@ mod body;
 mod cluster;
 mod endpoints;
 mod page;
+mod reply;
 mod routes;
 mod websocket;
 

@@ -1,5 +1,5 @@
-//! Request dispatch: which endpoint answers each method and path, the `x-node` header every
-//! answer carries, and the helpers that build plain responses.
+//! Request dispatch: which endpoint answers each method and path, and the `x-node` header every
+//! answer carries.
 
 use std::convert::Infallible;
 use std::sync::atomic::Ordering::Relaxed;
@@ -7,16 +7,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{HeaderName, HeaderValue, CONTENT_TYPE};
+use http::header::HeaderName;
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use super::body::Body;
 use super::endpoints::{echo, stream};
+use super::reply::{bad_request, param, respond, TEXT};
 use super::websocket::websocket;
 use super::Shared;
 
-pub(super) const TEXT: &str = "text/plain; charset=utf-8";
 const X_NODE: HeaderName = HeaderName::from_static("x-node");
 
 pub(super) async fn handle(
@@ -96,36 +96,5 @@ async fn cluster(shared: &Arc<Shared>, method: &Method, path: &str) -> Response<
             TEXT,
             Bytes::from_static(b"not found\n"),
         ),
-    }
-}
-
-pub(super) fn respond(
-    status: StatusCode,
-    content_type: &'static str,
-    body: impl Into<Body>,
-) -> Response<Body> {
-    let mut resp = Response::new(body.into());
-    *resp.status_mut() = status;
-    resp.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-    resp
-}
-
-pub(super) fn bad_request(msg: String) -> Response<Body> {
-    respond(StatusCode::BAD_REQUEST, TEXT, Bytes::from(msg))
-}
-
-/// Integer query parameter `name` in `0..=max`, `default` when absent; the 400 message otherwise.
-pub(super) fn param(query: &str, name: &str, default: u64, max: u64) -> Result<u64, String> {
-    let value = query
-        .split('&')
-        .map(|pair| pair.split_once('=').unwrap_or((pair, "")))
-        .find(|(key, _)| *key == name);
-    match value {
-        None => Ok(default),
-        Some((_, v)) => match v.parse::<u64>() {
-            Ok(n) if n <= max => Ok(n),
-            _ => Err(format!("bad {name}: want an integer in 0..={max}\n")),
-        },
     }
 }

@@ -1,7 +1,7 @@
 //! The demo node over real sockets: every endpoint, the stream's flushing, the WebSocket echo,
 //! and `stop` refusing new connections and cutting open ones.
 
-use super::routes::TEXT;
+use super::reply::TEXT;
 use futures_util::{SinkExt, StreamExt};
 use http::header::{
     HeaderMap, HeaderValue, CONNECTION, CONTENT_TYPE, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_PROTOCOL,

@@ -21,7 +21,7 @@ use tokio_tungstenite::WebSocketStream;
 
 use super::body::Body;
 use super::endpoints::headers_json;
-use super::routes::{bad_request, respond, TEXT};
+use super::reply::{bad_request, respond, TEXT};
 use super::Shared;
 
 /// Comma-separated tokens of every `name` header, trimmed.

@@ -12,7 +12,11 @@
 //!
 //! Fields, stable for log shippers: `client` (as resolved by the trusted-proxy rules), `method`,
 //! `path` (without the query), `status` (tether's own for a refusal), `upstream`, `node`,
-//! `decision` (hit, new, repinned, unpinned), `bytes_in`, `bytes_out`, `duration_ms`; a tunnel
+//! `decision` (hit, new, repinned, unpinned), `bytes_in`, `bytes_out`, `duration_ms`, `failure`
+//! (`-`, or what ended the exchange: `connect`, `read_timeout`, `body_broken`, `client_gone`,
+//! `bad_request`, ... as `/metrics` names them; `status` is then 499 for a client that went
+//! away, else what the client got: tether's own status, or the node's when its head had gone
+//! out before the failure); a tunnel
 //! line has `kind=tunnel`, `bytes_up`, `bytes_down`, `duration_ms` and `closed_by` (client, node,
 //! idle, shutdown). The timestamp is when the log thread wrote the batch: at most
 //! [`FLUSH_EVERY`] after the request ended.
@@ -54,6 +58,8 @@ pub struct Request<'a> {
     pub bytes_in: u64,
     pub bytes_out: u64,
     pub duration: Duration,
+    /// What ended the exchange, `-` for a whole response.
+    pub failure: &'a str,
 }
 
 /// One closed tunnel.
@@ -120,6 +126,7 @@ pub fn request(r: &Request<'_>) {
         b.extend_from_slice(&r.bytes_in.to_le_bytes());
         b.extend_from_slice(&r.bytes_out.to_le_bytes());
         b.extend_from_slice(&(r.duration.as_micros() as u64).to_le_bytes());
+        put(&mut b, r.failure.as_bytes());
         full(&mut b);
     });
 }
@@ -260,6 +267,7 @@ fn emit_one(kind: u8, r: &mut Reader<'_>, w: &mut Lines<'_>) -> Option<()> {
             let status = r.u16()?;
             let (upstream, node, decision) = (r.str()?, r.str()?, r.str()?);
             let (bytes_in, bytes_out, us) = (r.u64()?, r.u64()?, r.u64()?);
+            let failure = r.str()?;
             w.line(
                 "request",
                 &[
@@ -274,6 +282,7 @@ fn emit_one(kind: u8, r: &mut Reader<'_>, w: &mut Lines<'_>) -> Option<()> {
                     ("bytes_in", V::Num(bytes_in)),
                     ("bytes_out", V::Num(bytes_out)),
                     ("duration_ms", V::Ms(us)),
+                    ("failure", V::Str(&failure)),
                 ],
             );
         }
@@ -394,6 +403,7 @@ mod tests {
         for v in [10u64, 20, 1500] {
             b.extend_from_slice(&v.to_le_bytes());
         }
+        put(&mut b, b"-");
         let mut r = Reader { b: &b };
         assert_eq!(r.u8(), Some(KIND_REQUEST));
         assert_eq!(r.ip(), Some("10.0.0.1".parse().unwrap()));
@@ -411,6 +421,7 @@ mod tests {
             (r.u64(), r.u64(), r.u64()),
             (Some(10), Some(20), Some(1500))
         );
+        assert_eq!(r.str().as_deref(), Some("-"));
         assert_eq!(r.u8(), None);
     }
 
@@ -427,6 +438,7 @@ mod tests {
         for v in [10u64, 20, 1500] {
             b.extend_from_slice(&v.to_le_bytes());
         }
+        put(&mut b, b"client_gone");
         b.push(KIND_TUNNEL);
         put_ip(&mut b, "::1".parse().unwrap());
         put(&mut b, b"/ws");
@@ -468,6 +480,7 @@ mod tests {
         assert_eq!(v[0]["status"], 200);
         assert_eq!(v[0]["bytes_out"], 20);
         assert_eq!(v[0]["duration_ms"].as_f64(), Some(1.5));
+        assert_eq!(v[0]["failure"], "client_gone");
         assert_eq!(v[1]["kind"], "tunnel");
         assert_eq!(v[1]["client"], "::1");
         assert_eq!(v[1]["closed_by"], "client");
@@ -480,7 +493,7 @@ mod tests {
         assert_eq!(
             text.lines().next(),
             Some(
-                r#"2026-12-02T04:01:52.063528Z  INFO tether::access: request kind="request" client=10.0.0.1 method=GET path=/whoami status=200 upstream=realtime node=rack "7"\slot decision=hit bytes_in=10 bytes_out=20 duration_ms=1.500"#
+                r#"2026-12-02T04:01:52.063528Z  INFO tether::access: request kind="request" client=10.0.0.1 method=GET path=/whoami status=200 upstream=realtime node=rack "7"\slot decision=hit bytes_in=10 bytes_out=20 duration_ms=1.500 failure=client_gone"#
             )
         );
         assert!(text.lines().nth(1).is_some_and(|l| l.starts_with(

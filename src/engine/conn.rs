@@ -1,16 +1,17 @@
-//! One client connection: read a request head, hand it to the [exchange](super::exchange), and
-//! loop for keep-alive until the client leaves, an error closes the connection, or the exchange
-//! turned it into a tunnel.
+//! One client connection: read a request head, run an [exchange](super::exchange) for it, and
+//! loop for keep-alive until the client leaves, an exchange closes the connection, or one turned
+//! it into a tunnel.
 //!
 //! Everything for one connection happens in this one task, in order (client → node → client),
 //! so a request costs the socket operations it must and no cross-task wake-ups. Heads are parsed
 //! in place and rewritten into one reused output buffer; bodies are forwarded as they arrive.
+//! This file owns the client's side: its socket, buffers and deadline-bounded reads and writes.
 
 use super::deadline::Deadline;
-use super::head::{self, HeadError};
 pub(super) use super::tunnel::Tunnel;
 use super::{Limits, ShutdownSignal};
-use crate::runtime::failure::{self, Failure, Refusal};
+use crate::http1::head::{self, HeadError};
+use crate::runtime::failure::{Answer, Failure, Refusal};
 use crate::runtime::Shared;
 use bytes::{Buf, BytesMut};
 use std::net::SocketAddr;
@@ -20,7 +21,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 /// Read size for heads and bodies.
 pub(super) const READ_CHUNK: usize = 8 * 1024;
 
-/// What ended an exchange.
+/// What the connection does after an exchange.
 pub(super) enum Next {
     /// Serve the next request on this connection.
     KeepAlive,
@@ -95,9 +96,8 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         let req = match c.read_request().await {
             Ok(Some(req)) => req,
             Ok(None) => return None,
-            Err(failure) => {
-                c.log_refusal(failure.into(), peer.ip());
-                c.refuse(failure.into()).await;
+            Err(refusal) => {
+                c.refuse_head(refusal).await;
                 return None;
             }
         };
@@ -105,15 +105,11 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         c.served += 1;
         match c.exchange(req, rt).await {
             // A shutting-down proxy finishes the exchange, then lets the connection go.
-            Ok(Next::KeepAlive) if c.shutting_down() => return None,
-            Ok(Next::KeepAlive) => continue,
-            Ok(Next::Close) => return None,
+            Next::KeepAlive if c.shutting_down() => return None,
+            Next::KeepAlive => continue,
+            Next::Close => return None,
             // The connection's buffers go with `c`; the tunnel keeps only its sockets.
-            Ok(Next::Tunnel(handover)) => return Some(handover.with_client(c.client, c.shutdown)),
-            Err(failure) => {
-                c.refuse(failure).await;
-                return None;
-            }
+            Next::Tunnel(handover) => return Some(handover.with_client(c.client, c.shutdown)),
         }
     }
 }
@@ -181,9 +177,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         }
     }
 
-    /// Write `buf` to the client within `limits.write_timeout`; `false`: the client is gone or
-    /// too slow, and the connection must close.
-    pub async fn write_client(&mut self, buf: &[u8]) -> bool {
+    /// Write `buf` to the client within `limits.write_timeout`; a client that is gone or too
+    /// slow ends the exchange as [`Failure::ClientGone`].
+    pub async fn write_client(&mut self, buf: &[u8]) -> Result<(), Failure> {
         self.written += buf.len() as u64;
         write_within(
             &mut self.deadline,
@@ -195,7 +191,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     }
 
     /// Write `self.out` to the client (see [`write_client`](Self::write_client)).
-    pub async fn flush_out(&mut self) -> bool {
+    pub async fn flush_out(&mut self) -> Result<(), Failure> {
         self.written += self.out.len() as u64;
         write_within(
             &mut self.deadline,
@@ -206,11 +202,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         .await
     }
 
-    /// Answer with the failure's status and close: we may not know where the request ends.
-    async fn refuse(&mut self, failure: Failure) {
+    /// Send `answer` and close: we may not know where the request ends.
+    pub async fn answer(&mut self, answer: Answer) {
         self.out.clear();
-        failure::render(failure, &mut self.out);
-        if self.flush_out().await {
+        answer.render(&mut self.out);
+        if self.flush_out().await.is_ok() {
             let _ = self
                 .deadline
                 .limit(self.limits.write_timeout, self.client.shutdown())
@@ -218,20 +214,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         }
     }
 
-    /// A request refused before it had a plan (a bad head): one access-log line.
-    pub fn log_refusal(&self, failure: Failure, client: std::net::IpAddr) {
-        crate::engine::access::request(&crate::engine::access::Request {
-            client,
-            method: b"-",
-            target: b"-",
-            status: failure.status(),
-            upstream: "-",
-            node: "-",
-            decision: "-",
-            bytes_in: self.cbuf.len() as u64,
-            bytes_out: 0,
-            duration: std::time::Duration::ZERO,
-        });
+    /// A head that could not be read as a request: its one access-log line (no route, no
+    /// node), the refusal counted, the answer sent.
+    async fn refuse_head(&mut self, refusal: Refusal) {
+        super::outcome::refused_head(refusal, self.peer.ip(), self.cbuf.len() as u64);
+        self.answer(refusal.answer()).await;
     }
 
     /// Consume `n` bytes at the front of the client buffer.
@@ -240,12 +227,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     }
 }
 
-/// Write all of `buf` within `limit`; `false` on an error or when the time is up.
+/// Write all of `buf` within `limit`; a peer that errors or takes longer is gone.
 pub(super) async fn write_within<W: AsyncWrite + Unpin>(
     deadline: &mut Deadline,
     w: &mut W,
     buf: &[u8],
     limit: std::time::Duration,
-) -> bool {
-    matches!(deadline.limit(limit, w.write_all(buf)).await, Some(Ok(())))
+) -> Result<(), Failure> {
+    match deadline.limit(limit, w.write_all(buf)).await {
+        Some(Ok(())) => Ok(()),
+        _ => Err(Failure::ClientGone),
+    }
 }

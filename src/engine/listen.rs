@@ -9,9 +9,10 @@
 //! connections carry on). Every socket is recorded in the [`registry`] so a binary upgrade can
 //! hand all of them to the new process.
 
-use super::{conn, per_ip, proxy_protocol, Limits, ShutdownSignal};
+use super::{conn, per_ip, Limits, ShutdownSignal};
+use crate::http1::proxy_protocol;
 use crate::runtime::counters;
-use crate::runtime::failure::{self, Refusal};
+use crate::runtime::failure::Refusal;
 use crate::runtime::Shared;
 use std::collections::HashMap;
 use std::io;
@@ -417,7 +418,7 @@ async fn answer_429<S: AsyncRead + AsyncWrite + Unpin>(mut s: S) {
         }
     }
     let mut out = Vec::new();
-    failure::render(Refusal::TooManyConnections.into(), &mut out);
+    Refusal::TooManyConnections.answer().render(&mut out);
     let _ = s.write_all(&out).await;
     let _ = s.shutdown().await;
 }

@@ -18,18 +18,13 @@
 //! changes the snapshot; the engine only reads it) or any tool (`load`, `demo`, `cli`).
 
 pub mod access;
-mod body;
-pub mod chunked;
 mod conn;
 mod deadline;
-mod engineio;
 mod exchange;
-mod forward;
-pub mod head;
 pub mod listen;
+mod outcome;
 mod per_ip;
 mod pool;
-pub mod proxy_protocol;
 pub mod tunnel;
 
 pub use crate::config::Limits;

@@ -1,13 +1,13 @@
 //! A minimal HTTP/1.1 client for the `http` and `longpoll` flows: one keep-alive connection, a
 //! request written from prepared bytes, the response parsed in place in a reused buffer.
 //!
-//! Heads are parsed by the proxy engine's own parser (`engine::head`); this file reads what GET
+//! Heads are parsed by the proxy engine's own parser (`http1::head`); this file reads what GET
 //! responses need from it (Set-Cookie, the node header) and bodies by length, chunks or close.
 //! No allocation per request once the buffers have grown.
 
 use super::jar::Jar;
 use super::stats::ErrorKind;
-use crate::engine::head;
+use crate::http1::head;
 use http::header::HeaderName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -139,7 +139,7 @@ impl Conn {
         Ok(())
     }
 
-    /// Read and parse a response head, with the proxy engine's parser (`engine::head`): one
+    /// Read and parse a response head, with the proxy engine's parser (`http1::head`): one
     /// definition of HTTP/1.1 framing for the proxy and the tool that tests it.
     async fn head(
         &mut self,

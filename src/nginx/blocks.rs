@@ -6,7 +6,7 @@ use super::plan::{AffinityPlan, ListenPlan, NodePlan, RoutePlan, UpstreamPlan};
 use super::proxy_common::WEBSOCKET;
 use super::reasons::http_reason;
 use super::syntax::{location_args, nginx_time, shorten, split_host_port};
-use super::translate::{Server, Translator};
+use super::translator::{Server, Translator};
 use super::upstream::synthetic_name;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;

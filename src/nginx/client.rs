@@ -3,7 +3,7 @@
 
 use super::parse::Directive;
 use super::syntax::{duration_text, nginx_size, nginx_time};
-use super::translate::Translator;
+use super::translator::Translator;
 
 impl Translator<'_> {
     /// `keepalive_timeout`, `client_header_timeout`, `client_body_timeout`, `send_timeout`,

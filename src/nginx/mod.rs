@@ -25,6 +25,7 @@ mod proxy_common;
 mod reasons;
 mod syntax;
 mod translate;
+mod translator;
 mod upstream;
 mod vhosts;
 

@@ -2,7 +2,7 @@
 //! response rewriting): mostly what tether does anyway, the rest listed as not translated.
 
 use super::parse::Directive;
-use super::translate::Translator;
+use super::translator::Translator;
 
 /// `proxy_set_header NAME VALUE` lines that say what tether does anyway: (lower-case name,
 /// values, what the summary calls it, why nothing is written).

@@ -7,18 +7,17 @@
 //! proxy timeouts become per-upstream timeouts (the longest wins, with a note). Whatever has
 //! no tether equivalent is listed, with the reason, as a "not translated" comment.
 //!
-//! This file holds the entry point, the translator's state and the helpers every part uses;
-//! `blocks.rs` walks the main, http, server and location levels, `vhosts.rs` turns `listen`s
+//! This file holds the entry point and the last step; `translator.rs` the translator's state and
+//! the helpers every part uses; `blocks.rs` walks the main, http, server and location levels, `vhosts.rs` turns `listen`s
 //! and server blocks into listeners and host-routed routes, `client.rs` takes the client limits
 //! and `real_ip`, `proxy_common.rs` the proxy directives every level may hold, and
 //! `upstream.rs` the upstream blocks.
 
-use super::parse::{Directive, Loc, Tree};
+use super::parse::Tree;
 use super::plan::*;
-use super::syntax::{directive_text, shorten};
+use super::translator::Translator;
 use super::upstream::upstream_timeouts;
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 /// Translate a parsed config.
 pub fn translate(tree: &Tree) -> Result<Plan, String> {
@@ -50,81 +49,7 @@ pub fn translate(tree: &Tree) -> Result<Plan, String> {
     t.finish()
 }
 
-/// One upstream as declared, before routes decide its timeouts.
-pub(super) struct Upstream {
-    pub(super) plan: UpstreamPlan,
-    pub(super) used: bool,
-    /// Per route using it: (read, connect, send), `None` where nginx's default applied.
-    pub(super) timeouts: Vec<[Option<Duration>; 3]>,
-}
-
-/// A `server` block, collected before deciding which one is the default.
-pub(super) struct Server {
-    pub(super) at: Loc,
-    pub(super) listens: Vec<(ListenPlan, bool)>,
-    pub(super) names: Vec<String>,
-    pub(super) routes: Vec<RoutePlan>,
-    pub(super) default: bool,
-}
-
-pub(super) struct Translator<'t> {
-    tree: &'t Tree,
-    pub(super) plan: Plan,
-    pub(super) upstreams: BTreeMap<String, Upstream>,
-    /// Upstream names in the order they are declared (or first proxied to).
-    pub(super) order: Vec<String>,
-    pub(super) servers: Vec<Server>,
-    pub(super) real_ip_header: Option<(String, Loc)>,
-    pub(super) real_ip_from: Vec<(String, Loc)>,
-}
-
 impl Translator<'_> {
-    pub(super) fn loc(&self, at: Loc) -> String {
-        self.tree.loc(at)
-    }
-
-    /// `# not translated: DIRECTIVE (file:line): why`.
-    pub(super) fn skip(&mut self, d: &Directive, why: &str) {
-        let what = shorten(&directive_text(d));
-        let line = format!("{what} ({}): {why}", self.loc(d.at));
-        self.plan.not_translated.push(line);
-    }
-
-    /// The address a `listen` or upstream `server` starts with; `None`, noted with `missing`
-    /// or `unix`, when there is none or it is a Unix socket.
-    pub(super) fn tcp_address<'d>(
-        &mut self,
-        d: &'d Directive,
-        missing: &str,
-        unix: &str,
-    ) -> Option<&'d str> {
-        match d.args.first() {
-            None => self.skip(d, missing),
-            Some(a) if a.starts_with("unix:") => self.skip(d, unix),
-            Some(a) => return Some(a),
-        }
-        None
-    }
-
-    /// `# not translated: WHAT (file:line): why` for a part of a directive.
-    pub(super) fn skip_text(&mut self, what: &str, at: Loc, why: &str) {
-        let line = format!("{} ({}): {why}", shorten(what), self.loc(at));
-        self.plan.not_translated.push(line);
-    }
-
-    /// A directive tether needs nothing for, grouped by `what` in the summary.
-    pub(super) fn understood(&mut self, what: &str, why: &str, at: Loc) {
-        let place = self.loc(at);
-        match self.plan.understood.iter_mut().find(|(w, _, _)| w == what) {
-            Some((_, _, places)) if places.contains(&place) => {}
-            Some((_, _, places)) => places.push(place),
-            None => self
-                .plan
-                .understood
-                .push((what.to_string(), why.to_string(), vec![place])),
-        }
-    }
-
     fn finish(mut self) -> Result<Plan, String> {
         self.real_ip();
         self.vhosts();

@@ -4,7 +4,7 @@
 use super::parse::{Directive, Loc};
 use super::plan::*;
 use super::syntax::{directive_text, duration_text, nginx_time, split_host_port};
-use super::translate::{Translator, Upstream};
+use super::translator::{Translator, Upstream};
 use crate::config::defaults::{
     DEFAULT_COOKIE_NAME, DEFAULT_DISCOVER_REFRESH, DEFAULT_READ_TIMEOUT,
 };

@@ -5,7 +5,7 @@ use super::blocks::Scope;
 use super::parse::Directive;
 use super::plan::{ListenPlan, RoutePlan};
 use super::syntax::{host_patterns, listen_address};
-use super::translate::{Server, Translator};
+use super::translator::{Server, Translator};
 
 impl Translator<'_> {
     pub(super) fn listen(&mut self, l: &Directive, scope: &Scope) -> Option<(ListenPlan, bool)> {

@@ -131,6 +131,7 @@ impl<const N: usize> Counters<N> {
 /// Process-wide counters: not about one upstream or node.
 pub mod global {
     use super::Counters;
+    use crate::runtime::failure::Refusal;
     use std::sync::LazyLock;
 
     /// Requests in flight plus open tunnels (a gauge): shutdown waits for it to reach zero.
@@ -142,8 +143,11 @@ pub mod global {
     /// Client connections open (a gauge): shutdown waits for them, not only for requests, so
     /// a connection accepted just before it began still gets its answer.
     pub const CONNECTIONS: usize = 3;
+    /// Requests tether refused itself, in [`Refusal::ALL`] order.
+    pub const REFUSALS: usize = 4;
+    const LEN: usize = REFUSALS + Refusal::ALL.len();
 
-    pub static COUNTERS: LazyLock<Counters<4>> = LazyLock::new(Counters::default);
+    pub static COUNTERS: LazyLock<Counters<LEN>> = LazyLock::new(Counters::default);
 
     /// Requests in flight plus open tunnels, over every worker.
     pub fn in_flight() -> u64 {

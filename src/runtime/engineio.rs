@@ -32,67 +32,154 @@ const RAW_LEN: usize = 1 + TAG_LEN + MAC_LEN;
 /// Characters of an encoded tag.
 pub const TAG_CHARS: usize = RAW_LEN * 4 / 3;
 
-/// What a request is to engine.io, from its target's query.
+/// What a request is to engine.io, read from its query the way engine.io reads it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Role {
-    /// A polling handshake: the response carries a new session id.
+    /// A polling handshake: the response carries a new session id (`version`: the engine.io
+    /// protocol revision the server will answer in, 3 or 4).
     Handshake {
         version: u8,
     },
-    /// A request of an existing session: the range of the `sid` value in the target (the
-    /// last one, which engine.io reads), and of any earlier `sid` values too.
-    Session {
-        sid: Range<usize>,
-        others: Vec<Range<usize>>,
-    },
+    /// A request of an existing session.
+    Session,
     Other,
 }
 
-/// Read the query of `target` (a request target such as `/socket.io/?EIO=4&transport=polling`).
-pub fn classify(target: &[u8]) -> Role {
+/// An engine.io request's query as tether needs it: its role, what of it must not reach the
+/// node, and what the session id's tag says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Query {
+    pub role: Role,
+    /// Tags to cut out of the target (ranges into it, in target order): the session id's, and
+    /// those of any earlier `sid` (engine.io reads the last one; no tag reaches a node).
+    pub strip: Vec<Range<usize>>,
+    /// What the tag of the session id engine.io reads says, if it has one.
+    pub tag: Option<Tagged>,
+}
+
+impl Query {
+    /// Not an engine.io request: nothing to do.
+    pub fn none() -> Query {
+        Query {
+            role: Role::Other,
+            strip: Vec::new(),
+            tag: None,
+        }
+    }
+}
+
+/// Read the query of `target` (`/socket.io/?EIO=4&transport=polling&sid=...`) as engine.io does
+/// (engine.io 6 reads it with `URLSearchParams`; 3 with `querystring`, which agree here):
+/// parameter names and values are percent-decoded and `+` is a space, so `s%69d` is `sid`; the
+/// last of a repeated parameter wins; the protocol revision is 4 only for an `EIO` that decodes
+/// to exactly `4` (`04` and `+4` are 3, as engine.io's `computeProtocolRevision` has it); and a
+/// `sid` that is empty, or empty once its tag is cut, is no session at all: a polling `GET`
+/// with one is a handshake.
+pub fn read_query(target: &[u8], method: &[u8], tags: &SidTags) -> Query {
     let Some(q) = target.iter().position(|&b| b == b'?') else {
-        return Role::Other;
+        return Query::none();
     };
-    let (mut version, mut polling, mut sid) = (None, false, None::<Range<usize>>);
-    let mut others = Vec::new();
+    let (mut eio, mut polling) = (None::<Vec<u8>>, false);
+    // Every `sid` value's range, in order.
+    let mut sids: Vec<Range<usize>> = Vec::new();
     let mut at = q + 1;
     for param in target[q + 1..].split(|&b| b == b'&') {
         let (name, value) = match param.iter().position(|&b| b == b'=') {
-            Some(i) => (&param[..i], &param[i + 1..]),
-            None => (param, &param[..0]),
+            Some(i) => (&param[..i], at + i + 1..at + param.len()),
+            None => (param, at + param.len()..at + param.len()),
         };
-        match name {
-            b"EIO" => version = std::str::from_utf8(value).ok().and_then(|v| v.parse().ok()),
-            b"transport" => polling = value == b"polling",
-            b"sid" => {
-                let start = at + name.len() + 1;
-                if let Some(earlier) = sid.replace(start..start + value.len()) {
-                    others.push(earlier);
-                }
-            }
+        match form_decoded(name).as_slice() {
+            b"EIO" => eio = Some(form_decoded(&target[value])),
+            b"transport" => polling = form_decoded(&target[value]) == b"polling",
+            b"sid" => sids.push(value),
             _ => {}
         }
         at += param.len() + 1;
     }
-    match (version, sid) {
-        (Some(_), Some(sid)) if !sid.is_empty() => Role::Session { sid, others },
-        (Some(version @ (3 | 4)), None) if polling => Role::Handshake { version },
-        _ => Role::Other,
+    let Some(eio) = eio else {
+        return Query::none();
+    };
+    let mut query = Query::none();
+    let mut sid_len = 0;
+    let last = sids.len().saturating_sub(1);
+    for (i, range) in sids.iter().enumerate() {
+        let value = &target[range.clone()];
+        let tagged = tags.read(value);
+        if let Some((cut, verdict)) = tagged {
+            query.strip.push(range.start + cut..range.end);
+            if i == last {
+                query.tag = Some(verdict);
+            }
+        }
+        if i == last {
+            sid_len = tagged.map_or(value.len(), |(cut, _)| cut);
+        }
     }
+    query.role = if sid_len > 0 {
+        Role::Session
+    } else if polling && method == b"GET" {
+        Role::Handshake {
+            version: if eio == b"4" { 4 } else { 3 },
+        }
+    } else {
+        Role::Other
+    };
+    query
 }
 
-/// Where a `sid` value's tag starts: at its first separator, `~` or its percent-encoding
-/// `%7E`. Engine.io's ids never hold one, so everything from there on is a tag or the remains
-/// of one (truncated, garbled) and never goes to a node. Returns the length of the session id
-/// before the separator, and where the tag's characters begin.
-pub fn split(sid: &[u8]) -> Option<(usize, usize)> {
-    sid.iter().enumerate().find_map(|(i, &b)| match b {
+/// `application/x-www-form-urlencoded` decoding: `%XX` escapes and `+` as a space (a broken
+/// escape is kept as it is, as `URLSearchParams` does).
+fn form_decoded(s: &[u8]) -> Vec<u8> {
+    let hex = |i: usize| {
+        s.get(i)
+            .and_then(|&b| (b as char).to_digit(16))
+            .map(|d| d as u8)
+    };
+    let mut out = Vec::with_capacity(s.len());
+    let mut i = 0;
+    while i < s.len() {
+        match (s[i], hex(i + 1), hex(i + 2)) {
+            (b'%', Some(h), Some(l)) => {
+                out.push(h * 16 + l);
+                i += 3;
+            }
+            (b'+', _, _) => {
+                out.push(b' ');
+                i += 1;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+/// Where the tag of a raw (still percent-encoded) `sid` value starts: at its **last**
+/// separator, `~` or its encoding `%7E`, and only when what follows is exactly a tag's worth
+/// of base64url characters. A session id may hold separators of its own (socket.io lets an
+/// application choose its ids), so the tag tether appended is the one after the last; a
+/// suffix that is not tag-shaped is part of the id, or what is left of a cut tag, and the node
+/// gets it as sent (and answers as it would for any id it never issued). Returns the length of
+/// the session id before the separator.
+pub fn split(sid: &[u8]) -> Option<usize> {
+    let (cut, tag) = (0..sid.len()).rev().find_map(|i| match sid[i] {
         SEPARATOR => Some((i, i + 1)),
-        b'%' if sid[i + 1..].len() >= 2 && sid[i + 1..i + 3].eq_ignore_ascii_case(b"7e") => {
+        b'%' if sid
+            .get(i + 1..i + 3)
+            .is_some_and(|h| h.eq_ignore_ascii_case(b"7e")) =>
+        {
             Some((i, i + 3))
         }
         _ => None,
-    })
+    })?;
+    let tag = form_decoded(&sid[tag..]);
+    let shaped = tag.len() == TAG_CHARS
+        && tag
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    shaped.then_some(cut)
 }
 
 /// Signs and reads session id tags for one upstream.
@@ -138,11 +225,13 @@ impl SidTags {
         out
     }
 
-    /// Read the tag at the end of a `sid` value from a query (percent-encoded). `None`: no tag.
-    /// Otherwise the length of the node's own session id, and what the tag says.
+    /// Read the tag at the end of a `sid` value from a query (percent-encoded; see [`split`]).
+    /// `None`: no tag. Otherwise the length of the node's own session id, and what the tag says.
     pub fn read(&self, sid: &[u8]) -> Option<(usize, Tagged)> {
-        let (cut, tag) = split(sid)?;
-        let verdict = self.verify(&sid[..cut], &sid[tag..]);
+        let cut = split(sid)?;
+        let tag = form_decoded(&sid[cut..]);
+        // The separator itself (one byte, or three encoded) goes with the tag.
+        let verdict = self.verify(&sid[..cut], &tag[tag.len() - TAG_CHARS..]);
         Some((cut, verdict))
     }
 
@@ -151,7 +240,7 @@ impl SidTags {
         let Ok(RAW_LEN) = URL_SAFE_NO_PAD.decode_slice(tag, &mut raw) else {
             return Tagged::Invalid;
         };
-        let sid = percent_decoded(sid);
+        let sid = form_decoded(sid);
         for (k, key) in self.keyring.keys().iter().enumerate() {
             if key.id() != raw[0] {
                 continue;
@@ -180,27 +269,6 @@ fn mac(key: &Key, head: &[u8], sid: &[u8]) -> [u8; MAC_LEN] {
     let mut short = [0u8; MAC_LEN];
     short.copy_from_slice(&out[..MAC_LEN]);
     short
-}
-
-/// `%XX` decoded (engine.io's own ids need none; a custom id may).
-fn percent_decoded(s: &[u8]) -> Vec<u8> {
-    let hex = |i: usize| {
-        s.get(i)
-            .and_then(|&b| (b as char).to_digit(16))
-            .map(|d| d as u8)
-    };
-    let mut out = Vec::with_capacity(s.len());
-    let mut i = 0;
-    while i < s.len() {
-        if let (b'%', Some(h), Some(l)) = (s[i], hex(i + 1), hex(i + 2)) {
-            out.push(h * 16 + l);
-            i += 3;
-        } else {
-            out.push(s[i]);
-            i += 1;
-        }
-    }
-    out
 }
 
 /// A handshake body tether could not read: passed through unchanged (and counted).
@@ -321,37 +389,113 @@ fn locate(body: &[u8], version: u8) -> Result<Found, Malformed> {
     }
 }
 
-/// The characters of the `sid` string value in an open packet `0{...}` (its quotes excluded).
-/// `escaped`: the packet sits inside a JavaScript string, so its quotes are written `\"`.
+/// The characters of the top-level `sid` string value in an open packet `0{...}` (its quotes
+/// excluded): a `"sid"` key inside a nested object or array, or inside a string, is not the
+/// session id. `escaped`: the packet sits inside a JavaScript string (JSONP), so its quotes are
+/// written `\"`; it is read through its unescaped form and the range mapped back.
 fn sid_in_json(packet: &[u8], escaped: bool) -> Option<Range<usize>> {
-    let quote: &[u8] = if escaped { b"\\\"" } else { b"\"" };
-    let key: Vec<u8> = [quote, b"sid", quote].concat();
-    let at = packet
-        .windows(key.len())
-        .position(|w| w == key.as_slice())?;
-    let mut i = at + key.len();
-    let skip_space = |i: &mut usize| {
-        while packet.get(*i).is_some_and(|b| *b == b' ' || *b == b'\t') {
-            *i += 1;
+    let json = packet.strip_prefix(b"0")?;
+    if !escaped {
+        let r = top_level_string(json, b"sid")?;
+        return Some(r.start + 1..r.end + 1);
+    }
+    // Unescape `\X` to `X`, remembering where each byte came from.
+    let (mut plain, mut from) = (
+        Vec::with_capacity(json.len()),
+        Vec::with_capacity(json.len()),
+    );
+    let mut i = 0;
+    while i < json.len() {
+        if json[i] == b'\\' && i + 1 < json.len() {
+            i += 1;
         }
+        plain.push(json[i]);
+        from.push(i);
+        i += 1;
+    }
+    let r = top_level_string(&plain, b"sid")?;
+    // The id holds no escapes (see below), so its bytes are contiguous in the original too.
+    Some(from[r.start] + 1..from[r.end - 1] + 2)
+}
+
+/// The range of the string value of top-level key `key` in the JSON object at the start of
+/// `json` (the quotes excluded). `None` when the key is absent at the top level, its value is
+/// not a string, is empty, or holds an escape: engine.io's ids are plain ASCII, so an id with
+/// escapes of its own is refused rather than half-understood.
+fn top_level_string(json: &[u8], key: &[u8]) -> Option<Range<usize>> {
+    if json.first() != Some(&b'{') {
+        return None;
+    }
+    // Where the string starting at `at` (a quote) ends: its closing quote.
+    let string_end = |at: usize| -> Option<usize> {
+        let mut i = at + 1;
+        while i < json.len() {
+            match json[i] {
+                b'\\' => i += 2,
+                b'"' => return Some(i),
+                _ => i += 1,
+            }
+        }
+        None
     };
-    skip_space(&mut i);
-    if packet.get(i) != Some(&b':') {
-        return None;
+    let skip_space = |mut i: usize| {
+        while json.get(i).is_some_and(|b| b.is_ascii_whitespace()) {
+            i += 1;
+        }
+        i
+    };
+    let (mut i, mut depth, mut want_key) = (0, 0usize, false);
+    while i < json.len() {
+        match json[i] {
+            b'{' => {
+                depth += 1;
+                want_key = depth == 1;
+                i += 1;
+            }
+            b'[' => {
+                depth += 1;
+                want_key = false;
+                i += 1;
+            }
+            b'}' | b']' => {
+                depth = depth.checked_sub(1)?;
+                if depth == 0 {
+                    return None;
+                }
+                i += 1;
+            }
+            b',' => {
+                want_key = depth == 1;
+                i += 1;
+            }
+            b'"' => {
+                let end = string_end(i)?;
+                if depth == 1 && want_key {
+                    let name = &json[i + 1..end];
+                    let colon = skip_space(end + 1);
+                    if json.get(colon) != Some(&b':') {
+                        return None;
+                    }
+                    let value = skip_space(colon + 1);
+                    if name == key {
+                        if json.get(value) != Some(&b'"') {
+                            return None;
+                        }
+                        let close = string_end(value)?;
+                        let r = value + 1..close;
+                        let plain = !r.is_empty() && !json[r.clone()].contains(&b'\\');
+                        return plain.then_some(r);
+                    }
+                    want_key = false;
+                    i = value;
+                } else {
+                    i = end + 1;
+                }
+            }
+            _ => i += 1,
+        }
     }
-    i += 1;
-    skip_space(&mut i);
-    if !packet[i..].starts_with(quote) {
-        return None;
-    }
-    let start = i + quote.len();
-    // The value ends at the next quote; engine.io ids are plain ASCII, so an id with escapes
-    // of its own is refused rather than half-understood.
-    let len = packet[start..]
-        .iter()
-        .position(|&b| b == b'"' || b == b'\\')?;
-    let end = start + len;
-    (len > 0 && packet[end..].starts_with(quote)).then_some(start..end)
+    None
 }
 
 #[cfg(test)]

@@ -14,12 +14,15 @@
 pub mod balance;
 pub mod client_ip;
 pub mod counters;
+pub mod decision;
 pub mod engineio;
 pub mod failure;
 pub mod forwarded;
 pub mod node;
 pub mod placement;
+pub mod policy;
 pub mod pool;
+pub mod request;
 pub mod route;
 pub mod websocket;
 

@@ -4,8 +4,10 @@
 //! A [`Placement`] is built from the request's cookies, asked for a node by the exchange, told
 //! when a node refused the connection, and asked at the end for the `Set-Cookie` to send.
 
+pub use super::decision::{Decision, Source};
 use super::node::now_ms;
 use super::pool::{stat, Pinning, Pool};
+use super::request::{Field, RequestView};
 use crate::affinity::ring::ip_key;
 use crate::affinity::Seen;
 use std::cell::Cell;
@@ -48,65 +50,6 @@ fn pick(pool: &Pool, repin: Option<u64>, usable: impl Fn(usize) -> bool) -> Opti
 /// Connect attempts per request before giving up with 503, each on a different node.
 pub const MAX_CONNECT_ATTEMPTS: usize = 3;
 
-/// Why a client got the node it got; logged and counted (in this order in the pool's stats).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Decision {
-    /// A valid pin was honoured (or ip_hash chose the ring owner).
-    Hit,
-    /// No pin: a first pick.
-    New,
-    /// The client's pin was unusable (node gone or refused): moved to another node.
-    Repinned,
-    /// No stickiness configured.
-    Unpinned,
-}
-
-impl Decision {
-    pub const ALL: [Decision; 4] = [
-        Decision::Hit,
-        Decision::New,
-        Decision::Repinned,
-        Decision::Unpinned,
-    ];
-
-    /// The label metrics and logs use.
-    pub fn name(self) -> &'static str {
-        match self {
-            Decision::Hit => "hit",
-            Decision::New => "new",
-            Decision::Repinned => "repinned",
-            Decision::Unpinned => "unpinned",
-        }
-    }
-}
-
-/// What decided a request's node (counted per upstream, in this order).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Source {
-    /// A valid affinity cookie.
-    Cookie,
-    /// A valid engine.io session id tag.
-    Sid,
-    /// The client's IP address on the hash ring.
-    IpHash,
-    /// A pick by the balance policy: a first visit, a re-pin, or no stickiness.
-    #[default]
-    New,
-}
-
-impl Source {
-    pub const ALL: [Source; 4] = [Source::Cookie, Source::Sid, Source::IpHash, Source::New];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Source::Cookie => "cookie",
-            Source::Sid => "sid",
-            Source::IpHash => "ip_hash",
-            Source::New => "new",
-        }
-    }
-}
-
 /// The placement state of one request as it moves through the attempts.
 #[derive(Debug, Clone, Default)]
 pub struct Placement {
@@ -128,6 +71,12 @@ pub struct Placement {
 }
 
 impl Placement {
+    /// The pin `req` carries, read as the pool's pinning says (a cookie; nothing to read for
+    /// ip_hash, whose pin is chosen from the address, or for none).
+    pub fn from_request<R: RequestView>(pool: &Pool, req: &R, now: u64) -> Placement {
+        Placement::from_cookies(pool, req.values(Field::Cookie), now)
+    }
+
     /// Read the client's pin from its `Cookie` headers (cookie mode only).
     pub fn from_cookies<'a>(
         pool: &Pool,

@@ -23,6 +23,9 @@ pub enum Pinning {
 
 /// Per-upstream counters, one line per worker (see [`super::counters`]).
 pub mod stat {
+    use crate::runtime::decision::{Decision, Source};
+    use crate::runtime::failure::NodeFailure;
+
     /// Request durations: one counter per bucket of [`DURATION_BUCKETS`] (not cumulative), then
     /// the `+Inf` bucket.
     pub const DURATION: usize = 0;
@@ -30,17 +33,21 @@ pub mod stat {
     pub const DURATION_SUM_US: usize = DURATION_COUNT + 1;
     pub const UPGRADE_OK: usize = DURATION_SUM_US + 1;
     pub const UPGRADE_FAILED: usize = UPGRADE_OK + 1;
-    /// Placement decisions, in [`super::super::placement::Decision`] order.
+    /// Placement decisions, in [`Decision::ALL`] order.
     pub const DECISIONS: usize = UPGRADE_FAILED + 1;
-    pub const INVALID_TOKEN: usize = DECISIONS + 4;
-    /// What decided each request's node, in [`super::super::placement::Source`] order.
+    pub const INVALID_TOKEN: usize = DECISIONS + Decision::ALL.len();
+    /// What decided each request's node, in [`Source::ALL`] order.
     pub const SOURCES: usize = INVALID_TOKEN + 1;
     /// engine.io handshakes whose session id got its tag, and those left alone (unreadable).
-    pub const ENGINEIO_REWRITTEN: usize = SOURCES + 4;
+    pub const ENGINEIO_REWRITTEN: usize = SOURCES + Source::ALL.len();
     pub const ENGINEIO_MALFORMED: usize = ENGINEIO_REWRITTEN + 1;
     /// Session ids with a tag-shaped suffix that did not verify (stripped, then ignored).
     pub const ENGINEIO_INVALID_TAGS: usize = ENGINEIO_MALFORMED + 1;
-    pub const LEN: usize = ENGINEIO_INVALID_TAGS + 1;
+    /// Exchanges that ended in a node failure, in [`NodeFailure::ALL`] order.
+    pub const FAILURES: usize = ENGINEIO_INVALID_TAGS + 1;
+    /// Exchanges whose client went away before they ended (logged as 499).
+    pub const CLIENT_GONE: usize = FAILURES + NodeFailure::ALL.len();
+    pub const LEN: usize = CLIENT_GONE + 1;
 }
 
 /// Request duration buckets, seconds: from loopback-fast answers to held long-polls.

@@ -4,43 +4,83 @@ fn tags(ids: &[&str]) -> SidTags {
     SidTags::new(&[9; 32], &[], ids)
 }
 
+fn role(target: &[u8]) -> Role {
+    read_query(target, b"GET", &tags(&["a"])).role
+}
+
 #[test]
-fn requests_are_classified_by_their_query() {
+fn requests_are_read_as_engine_io_reads_their_query() {
     assert_eq!(
-        classify(b"/socket.io/?EIO=4&transport=polling&t=Ok3"),
+        role(b"/socket.io/?EIO=4&transport=polling&t=Ok3"),
         Role::Handshake { version: 4 }
     );
     assert_eq!(
-        classify(b"/socket.io/?EIO=3&transport=polling&b64=1"),
+        role(b"/socket.io/?EIO=3&transport=polling&b64=1"),
         Role::Handshake { version: 3 }
     );
-    let t = b"/socket.io/?EIO=4&transport=websocket&sid=abc~x";
     assert_eq!(
-        classify(t),
-        Role::Session {
-            sid: 42..47,
-            others: vec![]
-        }
+        role(b"/socket.io/?EIO=4&transport=websocket&sid=abc~x"),
+        Role::Session
     );
-    // Every `sid` is seen, so a tag cannot slip through in a first one.
-    let twice = b"/socket.io/?EIO=4&sid=a~1&sid=b~2";
-    let Role::Session { sid, others } = classify(twice) else {
-        panic!("a session request");
-    };
-    assert_eq!(&twice[sid], b"b~2");
-    assert_eq!(others.len(), 1);
-    assert_eq!(&twice[others[0].clone()], b"a~1");
-    assert_eq!(&t[42..47], b"abc~x");
+    // Names are percent-decoded, as URLSearchParams decodes them.
+    assert_eq!(
+        role(b"/socket.io/?%45IO=4&transp%6Frt=polling"),
+        Role::Handshake { version: 4 }
+    );
+    assert_eq!(role(b"/socket.io/?EIO=4&s%69d=abc"), Role::Session);
+    // The revision is 4 only for exactly "4" (engine.io's computeProtocolRevision): "04", "+4"
+    // (a space, then 4) and "4.0" are revision 3; "%34" decodes to "4".
+    for (eio, version) in [("04", 3), ("+4", 3), ("4.0", 3), ("%34", 4), ("5", 3)] {
+        let t = format!("/socket.io/?EIO={eio}&transport=polling");
+        assert_eq!(role(t.as_bytes()), Role::Handshake { version }, "EIO={eio}");
+    }
+    // An empty sid, or one empty once its tag is cut, is no session: a polling GET is then a
+    // handshake (engine.io tests `if (sid)`), anything else is not engine.io's business.
+    let t = tags(&["a"]);
+    let tag = t.tag(0, b"");
+    assert_eq!(
+        role(b"/socket.io/?EIO=4&transport=polling&sid="),
+        Role::Handshake { version: 4 }
+    );
+    let only_tag = format!("/socket.io/?EIO=4&transport=polling&sid={tag}");
+    let q = read_query(only_tag.as_bytes(), b"GET", &t);
+    assert_eq!(q.role, Role::Handshake { version: 4 });
+    assert_eq!(q.strip.len(), 1, "the tag never reaches the node");
+    assert_eq!(
+        read_query(only_tag.as_bytes(), b"POST", &t).role,
+        Role::Other,
+        "a handshake is GET only"
+    );
     // A WebSocket-first handshake needs no routing afterwards; other paths are not engine.io.
-    assert_eq!(
-        classify(b"/socket.io/?EIO=4&transport=websocket"),
-        Role::Other
-    );
-    assert_eq!(classify(b"/api?sid=1"), Role::Other);
-    assert_eq!(
-        classify(b"/socket.io/?EIO=5&transport=polling"),
-        Role::Other
-    );
+    assert_eq!(role(b"/socket.io/?EIO=4&transport=websocket"), Role::Other);
+    assert_eq!(role(b"/api?sid=1"), Role::Other);
+    assert_eq!(role(b"/socket.io/"), Role::Other);
+}
+
+#[test]
+fn every_sid_loses_its_tag_and_the_last_one_places_the_request() {
+    let t = tags(&["a", "b"]);
+    let (ta, tb) = (t.tag(0, b"s1"), t.tag(1, b"s2"));
+    let target = format!("/socket.io/?EIO=4&sid=s1{ta}&transport=polling&sid=s2{tb}");
+    let q = read_query(target.as_bytes(), b"GET", &t);
+    assert_eq!(q.role, Role::Session);
+    assert_eq!(q.tag, Some(Tagged::Node(1)), "engine.io reads the last sid");
+    let cut: Vec<&str> = q.strip.iter().map(|r| &target[r.clone()]).collect();
+    assert_eq!(cut, [ta.as_str(), tb.as_str()]);
+    // Ids with separators of their own (socket.io's generateId may make them) keep them: only
+    // the tag after the last separator is cut, and it verifies over the whole id.
+    for id in ["u1~b", "u1", "a~b~c", "~lead", "trail~"] {
+        let tag = t.tag(1, id.as_bytes());
+        let target = format!("/socket.io/?EIO=4&transport=polling&sid={id}{tag}");
+        let q = read_query(target.as_bytes(), b"GET", &t);
+        assert_eq!(q.tag, Some(Tagged::Node(1)), "{id}");
+        assert_eq!(q.strip.len(), 1);
+        assert_eq!(&target[q.strip[0].clone()], tag, "{id}");
+        // The same id without a tag reaches the node whole.
+        let bare = format!("/socket.io/?EIO=4&transport=polling&sid={id}");
+        let q = read_query(bare.as_bytes(), b"GET", &t);
+        assert_eq!((q.tag, q.strip.len()), (None, 0), "{id}");
+    }
 }
 
 #[test]
@@ -76,12 +116,16 @@ fn a_tag_names_its_node_binds_its_sid_and_any_change_is_invalid() {
     // The separator percent-encoded: the same tag.
     let encoded = sid.replacen('~', "%7e", 1);
     assert_eq!(t.read(encoded.as_bytes()), Some((11, Tagged::Node(1))));
-    // Whatever follows a separator is a tag or what is left of one: cut off, and invalid.
+    // A suffix that is not a tag's shape is part of the id (or what is left of a cut tag): it
+    // reaches the node as sent, which answers as for any id it never issued.
     let truncated = &sid[..sid.len() - 1];
-    assert_eq!(t.read(truncated.as_bytes()), Some((11, Tagged::Invalid)));
-    assert_eq!(t.read(b"custom~id"), Some((6, Tagged::Invalid)));
-    assert_eq!(t.read(b"~"), Some((0, Tagged::Invalid)));
+    assert_eq!(t.read(truncated.as_bytes()), None);
+    assert_eq!(t.read(b"custom~id"), None);
+    assert_eq!(t.read(b"~"), None);
     assert_eq!(t.read(b"abc%7"), None);
+    // Tag-shaped but forged: cut, and invalid.
+    let forged = format!("Zq3_x-YAAAB~{}", "A".repeat(TAG_CHARS));
+    assert_eq!(t.read(forged.as_bytes()), Some((11, Tagged::Invalid)));
 }
 
 #[test]
@@ -130,6 +174,36 @@ fn engine_io_3_payloads_grow_their_length_prefix() {
     want.extend_from_slice(open.replace("\"abc\"", "\"abc~TAGG\"").as_bytes());
     assert_eq!(out, want);
     // JSONP: the payload inside a JavaScript string, quotes escaped.
+    let escaped = open.replace('"', "\\\"");
+    let jsonp = format!("___eio[0](\"{}:{escaped}\");", open.len());
+    let out = rewrite_handshake(jsonp.as_bytes(), 3, "~TAGG").unwrap();
+    let want = format!(
+        "___eio[0](\"{}:{}\");",
+        open.len() + 5,
+        escaped.replace("\\\"abc\\\"", "\\\"abc~TAGG\\\"")
+    );
+    assert_eq!(String::from_utf8(out).unwrap(), want);
+}
+
+#[test]
+fn only_the_top_level_sid_is_the_session_id() {
+    // A nested object or array with a "sid" key, or "sid" inside a string, comes first.
+    let body = br#"0{"data":{"sid":"inner"},"note":"\"sid\":\"x\"","list":[{"sid":"y"}],"sid":"outer","pingInterval":25000}"#;
+    assert_eq!(session_id(body, 4).unwrap(), b"outer");
+    let out = rewrite_handshake(body, 4, "~T").unwrap();
+    assert!(
+        out.ends_with(br#""sid":"outer~T","pingInterval":25000}"#),
+        "{}",
+        String::from_utf8_lossy(&out)
+    );
+    assert!(out.starts_with(br#"0{"data":{"sid":"inner"}"#));
+    // Only nested: no session id.
+    assert_eq!(
+        session_id(br#"0{"data":{"sid":"inner"}}"#, 4),
+        Err(Malformed)
+    );
+    // JSONP (engine.io 3): the same rule through the escaped quotes.
+    let open = r#"0{"x":{"sid":"no"},"sid":"abc","pingInterval":25000}"#;
     let escaped = open.replace('"', "\\\"");
     let jsonp = format!("___eio[0](\"{}:{escaped}\");", open.len());
     let out = rewrite_handshake(jsonp.as_bytes(), 3, "~TAGG").unwrap();

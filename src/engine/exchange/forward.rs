@@ -6,18 +6,17 @@
 //! ends in CRLF and every status line is its own (`HTTP/1.1 CODE REASON`), whatever the node
 //! wrote, so a client never sees a line a strict parser would read differently.
 
-use super::body::{Body, Claim};
-use super::conn::{write_within, Conn, READ_CHUNK};
-use super::exchange::{send_to_node, Upstream};
-use super::head::{self, Framing, Kind};
+use super::upstream::{self, Upstream};
+use super::Exchange;
+use crate::engine::conn::{write_within, Conn, READ_CHUNK};
+use crate::http1::body::{claim_into, Body, Claim};
+use crate::http1::head::{self, Framing, Kind};
 use crate::runtime::failure::{Failure, NodeFailure, Refusal};
 use crate::runtime::forwarded::Forwarded;
 use bytes::Buf;
 use std::ops::Range;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
-use tokio::net::TcpStream;
-use tokio::time::Instant;
 
 /// How a response head is written for the client.
 pub(super) struct ResponseHead<'a> {
@@ -33,8 +32,8 @@ pub(super) struct ResponseHead<'a> {
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     /// Rewrite the request head for the node into `self.out`: hop-by-hop fields dropped, the
-    /// client's forwarding claims replaced by ours, the upgrade kept only when asked for, and
-    /// the target in origin-form.
+    /// client's forwarding claims replaced by ours, the upgrade kept only when asked for, the
+    /// target in origin-form, and `strip` (ranges of the target) cut out of it.
     pub(super) fn write_request_head(&mut self, req: &head::Request, strip: &[Range<usize>]) {
         let buf = &self.cbuf[..];
         let out = &mut self.out;
@@ -46,11 +45,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             // An absolute-form target with an empty path (`http://host?q`).
             out.push(b'/');
         }
-        // Engine.io session tags (in target order) are left out: the node gets its own ids.
+        // Engine.io session tags (ranges of the target, in order) are left out: the node gets
+        // its own ids.
         let mut at = req.path.start;
         for tag in strip {
-            out.extend_from_slice(&buf[at..tag.start]);
-            at = tag.end;
+            out.extend_from_slice(&buf[at..req.path.start + tag.start]);
+            at = req.path.start + tag.end;
         }
         out.extend_from_slice(&buf[at..req.path.end]);
         out.extend_from_slice(if req.minor == 0 {
@@ -166,46 +166,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         out.extend_from_slice(b"\r\n");
     }
 
-    /// Read the node's response head into `self.ubuf`, by `deadline`.
-    pub(super) async fn read_response_head(
-        &mut self,
-        node: &mut TcpStream,
-        head_request: bool,
-        deadline: Instant,
-    ) -> Result<head::Response, NodeFailure> {
-        loop {
-            if !self.ubuf.is_empty() {
-                match head::parse_response(&self.ubuf, &mut self.ufields, head_request) {
-                    Ok(Some(r)) => return Ok(r),
-                    Ok(None) if self.ubuf.len() >= self.limits.max_head_bytes => {
-                        return Err(NodeFailure::BadResponse)
-                    }
-                    Ok(None) => {}
-                    Err(_) => return Err(NodeFailure::BadResponse),
-                }
-            }
-            self.ubuf.reserve(READ_CHUNK);
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self
-                .deadline
-                .limit(left, node.read_buf(&mut self.ubuf))
-                .await
-            {
-                Some(Ok(0)) | Some(Err(_)) => return Err(NodeFailure::Closed),
-                Some(Ok(_)) => {}
-                None => return Err(NodeFailure::ReadTimeout),
-            }
-        }
-    }
-
     /// The rest of a request body, client → node, as it arrives. Each read from the client is
     /// bounded by `limits.body_timeout`, each write to the node by `timeouts.send`.
     pub(super) async fn stream_request_body(
         &mut self,
+        x: &mut Exchange<'_>,
         up: &mut Upstream,
         body: &mut Body,
-        send_timeout: Duration,
     ) -> Result<(), Failure> {
+        let send_timeout = x.plan.pool.timeouts.send;
         while !body.done() {
             self.cbuf.reserve(READ_CHUNK);
             match self
@@ -218,8 +187,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             {
                 Some(Ok(n)) if n > 0 => {}
                 None => return Err(Refusal::BodyTimeout.into()),
-                // The client closed (or broke) the connection in the middle of its body.
-                _ => return Err(Refusal::BadRequest.into()),
+                // The client closed (or broke) the connection in the middle of its body: it
+                // is gone, and nothing is written to it.
+                _ => return Err(Failure::ClientGone),
             }
             self.out.clear();
             let claim = body
@@ -230,13 +200,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 Claim::Rewritten(n) => (n, &self.out[..]),
             };
             self.body_in += n as u64;
-            let mut reached = false;
-            send_to_node(
+            upstream::send(
                 &mut self.deadline,
                 &mut up.stream,
                 data,
                 send_timeout,
-                &mut reached,
+                &mut x.attempt,
             )
             .await?;
             self.cbuf.advance(n);
@@ -244,43 +213,70 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         Ok(())
     }
 
-    /// The rest of a response body, node → client, each read written as it comes (so streams
-    /// and server-sent events are not held back). `false`: it did not end cleanly, and the
-    /// client connection must close (the client sees the body cut short, never a false end).
-    pub(super) async fn stream_response_body(
+    /// Step 5b's streaming body: the response head (already rendered into `self.out`, with
+    /// the first body bytes appended here) to the client, then the rest of the body as it
+    /// comes, each read written at once (so streams and server-sent events are not held back).
+    /// A body that does not end cleanly is a failure after the head went out: the client sees
+    /// the connection close, never a false end.
+    pub(super) async fn stream_response(
         &mut self,
-        node: &mut TcpStream,
-        body: &mut Body,
-        read_timeout: Duration,
-    ) -> bool {
+        x: &mut Exchange<'_>,
+        up: &mut Upstream,
+        resp: &head::Response,
+        plain: bool,
+    ) -> Result<(), Failure> {
+        let mut body = Body::new(resp.framing, plain, self.limits.max_head_bytes);
+        self.ubuf.advance(resp.len);
+        // Broken framing in the bytes already here is still a 502: nothing has gone out yet.
+        let n = claim_into(&mut body, &self.ubuf, &mut self.out)
+            .map_err(|_| NodeFailure::BadResponse)?;
+        self.ubuf.advance(n);
+        self.flush_out().await?;
+        x.sent = Some(resp.status);
+        let read_timeout = x.plan.pool.timeouts.read;
         while !body.done() {
             self.ubuf.reserve(READ_CHUNK);
             match self
                 .deadline
-                .limit(read_timeout, node.read_buf(&mut self.ubuf))
+                .limit(read_timeout, up.stream.read_buf(&mut self.ubuf))
                 .await
             {
                 // End of a close-delimited body is its normal end; any other EOF truncates it.
-                Some(Ok(0)) => return matches!(body, Body::UntilClose),
+                Some(Ok(0)) if matches!(body, Body::UntilClose) => return Ok(()),
+                Some(Ok(0)) | Some(Err(_)) => return Err(NodeFailure::BodyBroken.into()),
                 Some(Ok(_)) => {}
-                _ => return false,
+                None => return Err(NodeFailure::BodyTimeout.into()),
             }
             self.out.clear();
-            let Ok(claim) = body.claim(&self.ubuf, &mut self.out) else {
-                return false;
-            };
+            let claim = body
+                .claim(&self.ubuf, &mut self.out)
+                .map_err(|_| NodeFailure::BodyBroken)?;
             let (n, data) = match claim {
                 Claim::Raw(n) => (n, &self.ubuf[..n]),
                 Claim::Rewritten(n) => (n, &self.out[..]),
             };
             let limit = self.limits.write_timeout;
             self.written += data.len() as u64;
-            if !write_within(&mut self.deadline, &mut self.client, data, limit).await {
-                return false;
-            }
+            write_within(&mut self.deadline, &mut self.client, data, limit).await?;
             self.ubuf.advance(n);
         }
-        true
+        Ok(())
+    }
+}
+
+/// Read the next bytes of a response body into `buf`, within `limit` of this read: what every
+/// body step waits for (`timeouts.read` per read, as README promises).
+pub(super) async fn read_body(
+    deadline: &mut crate::engine::deadline::Deadline,
+    up: &mut Upstream,
+    buf: &mut bytes::BytesMut,
+    limit: Duration,
+) -> Result<usize, NodeFailure> {
+    buf.reserve(READ_CHUNK);
+    match deadline.limit(limit, up.stream.read_buf(buf)).await {
+        Some(Ok(n)) => Ok(n),
+        Some(Err(_)) => Err(NodeFailure::BodyBroken),
+        None => Err(NodeFailure::BodyTimeout),
     }
 }
 
