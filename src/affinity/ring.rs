@@ -1,4 +1,4 @@
-//! A consistent-hash ring over node ids, for `ip_hash` affinity.
+//! A consistent-hash ring over node ids, for `ip_hash` and key affinity.
 //!
 //! We keep our own ring rather than pingora-ketama because ketama keys points by socket address:
 //! a node that moves to a new address (a rescheduled pod, a DNS change) would take its clients with
@@ -47,11 +47,20 @@ impl Ring {
 
     /// The first node clockwise from `key` for which `usable` holds: when a node is unusable its
     /// clients go to its ring successor, and come back when it is usable again.
-    pub fn get_where(&self, key: &[u8], mut usable: impl FnMut(usize) -> bool) -> Option<usize> {
+    pub fn get_where(&self, key: &[u8], usable: impl FnMut(usize) -> bool) -> Option<usize> {
+        self.get_hashed(Ring::hash(key), usable)
+    }
+
+    /// Where `key` falls on every ring (the hash [`get_hashed`](Self::get_hashed) takes).
+    pub fn hash(key: &[u8]) -> u64 {
+        xxh3_64_with_seed(key, SEED)
+    }
+
+    /// [`get_where`](Self::get_where) for a key already hashed with [`Ring::hash`].
+    pub fn get_hashed(&self, h: u64, mut usable: impl FnMut(usize) -> bool) -> Option<usize> {
         if self.points.is_empty() {
             return None;
         }
-        let h = xxh3_64_with_seed(key, SEED);
         let start = self.points.partition_point(|&(p, _)| p < h);
         let n = self.points.len();
         let mut last = u32::MAX;

@@ -53,6 +53,10 @@ pub const DEFAULT_ACCESS_LOG: bool = true;
 /// `affinity.engineio` when omitted: off; session ids pass through untouched.
 pub const DEFAULT_ENGINEIO: bool = false;
 
+/// `affinity.fallback` under `mode: key`: how a request without the key is placed. `ip_hash`
+/// needs no secret and keeps a client on one node across replicas.
+pub const DEFAULT_KEY_FALLBACK: &str = "ip_hash";
+
 /// `affinity.cookie.max_age` when omitted: `None`, a session cookie that lasts until the browser closes.
 pub const DEFAULT_COOKIE_MAX_AGE: Option<Duration> = None;
 

@@ -136,6 +136,10 @@ pub struct FileAffinity {
     pub mode: Option<String>,
     pub cookie: Option<FileCookie>,
     pub engineio: Option<bool>,
+    /// `mode: key`: where the key is read (`query:NAME`, `header:NAME`, `cookie:NAME`).
+    pub key: Option<String>,
+    /// `mode: key`: how a request without the key is placed (`cookie`, `ip_hash`, `none`).
+    pub fallback: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -254,6 +254,45 @@ pub enum Affinity {
     IpHash,
     /// A signed cookie that names the node opaquely.
     Cookie(CookieSettings),
+    /// A value the request carries (a room, a tenant) on the same consistent ring as
+    /// `IpHash`, so every request with one value reaches one node on every replica; requests
+    /// without it are placed by `fallback`.
+    Key {
+        source: KeySource,
+        fallback: KeyFallback,
+    },
+}
+
+/// Where key affinity reads its key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySource {
+    /// A query parameter (`query:room`): the first one of that name, percent-decoded.
+    Query(String),
+    /// A header field (`header:X-Tenant`): the first one of that name, trimmed.
+    Header(String),
+    /// A cookie (`cookie:NAME`): the first one of that name.
+    Cookie(String),
+}
+
+impl std::fmt::Display for KeySource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KeySource::Query(n) => write!(f, "query:{n}"),
+            KeySource::Header(n) => write!(f, "header:{n}"),
+            KeySource::Cookie(n) => write!(f, "cookie:{n}"),
+        }
+    }
+}
+
+/// How key affinity places a request that does not carry the key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyFallback {
+    /// The client's address on the ring (the default: needs no secret).
+    IpHash,
+    /// The affinity cookie, as `mode: cookie` would.
+    Cookie(CookieSettings),
+    /// The balance policy, request by request.
+    None,
 }
 
 /// The affinity cookie and the key that signs it.

@@ -7,6 +7,7 @@
 //! Control-plane events (DNS discovery rounds) use ordinary Prometheus counters.
 
 use crate::runtime::counters::global;
+use crate::runtime::failure::{Failure, NodeFailure, Refusal};
 use crate::runtime::node::AdminState;
 use crate::runtime::placement::{Decision, Source};
 use crate::runtime::pool::{stat, DURATION_BUCKETS};
@@ -79,7 +80,7 @@ impl Metrics {
 }
 
 /// The families read off the runtime at scrape time: (name, help, type).
-const FAMILIES: [(&str, &str, MetricType); 14] = [
+const FAMILIES: [(&str, &str, MetricType); 16] = [
     (
         "tether_requests_total",
         "Requests answered, by upstream, node and status class.",
@@ -155,6 +156,21 @@ const FAMILIES: [(&str, &str, MetricType); 14] = [
         "tether_idle_node_connections_swept_total",
         "Idle keep-alive connections to nodes closed by the pool sweep: expired, closed by \
          the node, or to a node no longer in the config.",
+        MetricType::COUNTER,
+    ),
+    (
+        "tether_failures_total",
+        "Exchanges of an upstream that did not end with the node's whole response, by kind: \
+         a node failure (no_node, connect, send_broken, send_timeout, closed, read_timeout, \
+         bad_response, unasked_upgrade, body_broken, body_timeout) or client_gone (the client \
+         went away first: logged as 499, not counted as a 4xx).",
+        MetricType::COUNTER,
+    ),
+    (
+        "tether_refusals_total",
+        "Requests tether answered itself without a node, by reason (bad_request, head_timeout, \
+         client_body_timeout, uri_too_long, head_too_large, no_route, origin_not_allowed, \
+         websocket_version, too_many_connections).",
         MetricType::COUNTER,
     ),
 ];
@@ -285,6 +301,14 @@ impl Collector for RuntimeCollector {
                 let n = s.sum(stat::SOURCES + source as usize);
                 families[10].push(counter(&[("upstream", up), ("source", source.name())], n));
             }
+            for f in NodeFailure::ALL {
+                let n = s.sum(stat::FAILURES + f as usize);
+                families[14].push(counter(&[("upstream", up), ("kind", f.name())], n));
+            }
+            families[14].push(counter(
+                &[("upstream", up), ("kind", Failure::ClientGone.name())],
+                s.sum(stat::CLIENT_GONE),
+            ));
             if pool.engineio.is_some() {
                 for (result, i) in [
                     ("rewritten", stat::ENGINEIO_REWRITTEN),
@@ -301,6 +325,10 @@ impl Collector for RuntimeCollector {
         families[8].push(counter(&[], global::COUNTERS.sum(global::ORIGIN_REJECTED)));
         families[9].push(gauge(&[], global::in_flight() as f64));
         families[13].push(counter(&[], global::COUNTERS.sum(global::POOL_SWEPT)));
+        for r in Refusal::ALL {
+            let n = global::COUNTERS.sum(global::REFUSALS + r as usize);
+            families[15].push(counter(&[("reason", r.name())], n));
+        }
         FAMILIES
             .iter()
             .zip(families)

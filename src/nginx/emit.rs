@@ -150,6 +150,9 @@ fn upstreams(y: &mut String, plan: &Plan) {
             AffinityPlan::None => y.push_str("    affinity: { mode: none }\n"),
             AffinityPlan::IpHash => y.push_str("    affinity: { mode: ip_hash }\n"),
             AffinityPlan::Cookie(c) => cookie(y, c),
+            AffinityPlan::Key(key) => {
+                let _ = writeln!(y, "    affinity: {{ mode: key, key: {} }}", q(key));
+            }
         }
         if !u.timeouts.is_empty() {
             y.push_str("    timeouts:\n");

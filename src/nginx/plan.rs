@@ -78,6 +78,8 @@ pub enum AffinityPlan {
     None,
     IpHash,
     Cookie(CookiePlan),
+    /// Key affinity on this `key` (`query:room`), with the default fallback (ip_hash).
+    Key(String),
 }
 
 #[derive(Debug, Default)]

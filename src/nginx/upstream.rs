@@ -274,17 +274,19 @@ impl Translator<'_> {
                     plan.notes.push(format!("hash {} ({at}): tether's ip_hash is a consistent ring: a removed node moves only its own clients, where nginx's plain hash remaps most of them", arg(0)));
                 }
             }
-            "hash"
-                if arg(0).starts_with("$cookie_")
-                    || arg(0).starts_with("$arg_")
-                    || arg(0).starts_with("$http_") =>
-            {
-                plan.affinity = cookie_affinity(DEFAULT_COOKIE_NAME);
-                self.plan.signs_cookies = true;
-                plan.notes.push(format!("hash {} ({at}): tether cannot hash a request value; it pins each client with its own signed cookie instead", arg(0)));
+            "hash" if key_source(arg(0)).is_some() => {
+                let key = key_source(arg(0)).unwrap_or_default();
+                plan.affinity = AffinityPlan::Key(key.clone());
+                plan.balance = None;
+                let how = if arg(1) == "consistent" {
+                    "placements differ from nginx's ketama, so clients move once on the switch"
+                } else {
+                    "tether's ring is consistent: a removed node moves only its own keys, where nginx's plain hash remaps most of them"
+                };
+                plan.notes.push(format!("hash {} ({at}): key affinity on `{key}`, a consistent ring over node ids: every request with one value reaches one node, on every replica; {how}. A request without it is placed by its address (fallback: ip_hash), where nginx hashed the empty value (all of them on one node)", m.args.join(" ")));
             }
             "hash" => {
-                self.skip(m, "tether hashes only the client address (`ip_hash`); this upstream is balanced without stickiness");
+                self.skip(m, "tether hashes the client address (`ip_hash`) or one request value (`$arg_NAME`, `$http_NAME`, `$cookie_NAME` alone: key affinity), not a combination; this upstream is balanced without stickiness");
             }
             "least_conn" => {
                 plan.balance = Some("least_conn");
@@ -437,4 +439,22 @@ pub(super) fn synthetic_name(host: &str, port: u16) -> String {
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
         .collect();
     format!("direct_{}_{port}", clean.trim_matches('_'))
+}
+
+/// Key affinity's `key` for an nginx hash key that is one request value alone: `$arg_NAME` (a
+/// query parameter), `$http_NAME` (a header: nginx's name has `-` as `_`, lower-cased) or
+/// `$cookie_NAME`. A key made of several variables or of text has no equivalent.
+fn key_source(key: &str) -> Option<String> {
+    let plain = |name: &str| {
+        !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    };
+    if let Some(name) = key.strip_prefix("$arg_").filter(|n| plain(n)) {
+        return Some(format!("query:{name}"));
+    }
+    if let Some(name) = key.strip_prefix("$http_").filter(|n| plain(n)) {
+        return Some(format!("header:{}", name.replace('_', "-")));
+    }
+    key.strip_prefix("$cookie_")
+        .filter(|n| plain(n))
+        .map(|name| format!("cookie:{name}"))
 }

@@ -42,19 +42,28 @@ pub enum Source {
     Sid,
     /// The client's IP address on the hash ring.
     IpHash,
+    /// The request's key (key affinity) on the hash ring.
+    Key,
     /// A pick by the balance policy: a first visit, a re-pin, or no stickiness.
     #[default]
     New,
 }
 
 impl Source {
-    pub const ALL: [Source; 4] = [Source::Cookie, Source::Sid, Source::IpHash, Source::New];
+    pub const ALL: [Source; 5] = [
+        Source::Cookie,
+        Source::Sid,
+        Source::IpHash,
+        Source::Key,
+        Source::New,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Source::Cookie => "cookie",
             Source::Sid => "sid",
             Source::IpHash => "ip_hash",
+            Source::Key => "key",
             Source::New => "new",
         }
     }

@@ -17,6 +17,7 @@
 //! Pure: no IO, no clock. The engine finds the handshake and the `sid`, and calls
 //! [`rewrite_handshake`] on the node's response body.
 
+use super::request::form_decoded;
 use crate::affinity::token::{Key, Keyring, NodeTag, TAG_LEN};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -125,35 +126,6 @@ pub fn read_query(target: &[u8], method: &[u8], tags: &SidTags) -> Query {
         Role::Other
     };
     query
-}
-
-/// `application/x-www-form-urlencoded` decoding: `%XX` escapes and `+` as a space (a broken
-/// escape is kept as it is, as `URLSearchParams` does).
-fn form_decoded(s: &[u8]) -> Vec<u8> {
-    let hex = |i: usize| {
-        s.get(i)
-            .and_then(|&b| (b as char).to_digit(16))
-            .map(|d| d as u8)
-    };
-    let mut out = Vec::with_capacity(s.len());
-    let mut i = 0;
-    while i < s.len() {
-        match (s[i], hex(i + 1), hex(i + 2)) {
-            (b'%', Some(h), Some(l)) => {
-                out.push(h * 16 + l);
-                i += 3;
-            }
-            (b'+', _, _) => {
-                out.push(b' ');
-                i += 1;
-            }
-            (b, _, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    out
 }
 
 /// Where the tag of a raw (still percent-encoded) `sid` value starts: at its **last**

@@ -6,10 +6,11 @@
 
 pub use super::decision::{Decision, Source};
 use super::node::now_ms;
-use super::pool::{stat, Pinning, Pool};
-use super::request::{Field, RequestView};
-use crate::affinity::ring::ip_key;
+use super::pool::{stat, Fallback, Pinning, Pool};
+use super::request::{query_param, Field, RequestView};
+use crate::affinity::ring::{ip_key, Ring};
 use crate::affinity::Seen;
+use crate::config::KeySource;
 use std::cell::Cell;
 use std::net::IpAddr;
 use std::time::Duration;
@@ -47,6 +48,20 @@ fn pick(pool: &Pool, repin: Option<u64>, usable: impl Fn(usize) -> bool) -> Opti
     }
 }
 
+/// The value of key affinity's key in `req`, if it carries a non-empty one.
+pub fn key_value<R: RequestView>(source: &KeySource, req: &R) -> Option<Vec<u8>> {
+    let value = match source {
+        KeySource::Query(name) => query_param(req.query()?, name.as_bytes())?,
+        KeySource::Header(name) => req.first(Field::Named(name))?.trim_ascii().to_vec(),
+        KeySource::Cookie(name) => {
+            crate::affinity::cookie::find_map(req.values(Field::Cookie), name, |v| {
+                Some(v.as_bytes().to_vec())
+            })?
+        }
+    };
+    (!value.is_empty()).then_some(value)
+}
+
 /// Connect attempts per request before giving up with 503, each on a different node.
 pub const MAX_CONNECT_ATTEMPTS: usize = 3;
 
@@ -68,23 +83,35 @@ pub struct Placement {
     /// The client key of its verified cookie (pin or stale): a re-pin is chosen by it, so a
     /// client's requests in flight when its node goes all land on the same new node.
     pub client: Option<u64>,
+    /// Key affinity: where the request's key falls on the ring ([`Ring::hash`] of its value).
+    pub key: Option<u64>,
 }
 
 impl Placement {
-    /// The pin `req` carries, read as the pool's pinning says (a cookie; nothing to read for
-    /// ip_hash, whose pin is chosen from the address, or for none).
+    /// The pin `req` carries, read as the pool's pinning says: its key under key affinity (the
+    /// cookie only when it has none and the fallback is the cookie), its cookie in cookie mode,
+    /// nothing for ip_hash (whose pin is chosen from the address) or none.
     pub fn from_request<R: RequestView>(pool: &Pool, req: &R, now: u64) -> Placement {
+        if let Pinning::Key { source, .. } = &pool.pinning {
+            if let Some(value) = key_value(source, req) {
+                return Placement {
+                    key: Some(Ring::hash(&value)),
+                    ..Placement::default()
+                };
+            }
+        }
         Placement::from_cookies(pool, req.values(Field::Cookie), now)
     }
 
-    /// Read the client's pin from its `Cookie` headers (cookie mode only).
+    /// Read the client's pin from its `Cookie` headers (cookie mode, or key mode's cookie
+    /// fallback).
     pub fn from_cookies<'a>(
         pool: &Pool,
         cookie_headers: impl IntoIterator<Item = &'a [u8]>,
         now: u64,
     ) -> Placement {
         let mut a = Placement::default();
-        if let Pinning::Cookie(pins) = &pool.pinning {
+        if let Some(pins) = pool.pinning.cookie() {
             let (pin, seen) = pins.lookup_noting_presence(cookie_headers, now);
             match pin {
                 Some(pin) => {
@@ -110,7 +137,7 @@ impl Placement {
     /// over a cookie that says otherwise (and the cookie is re-issued to follow it).
     pub fn pin_session(&mut self, pool: &Pool, node: usize) {
         if self.node != Some(node) {
-            self.issue_cookie = matches!(pool.pinning, Pinning::Cookie(_));
+            self.issue_cookie = self.uses_cookie(pool);
         }
         self.node = Some(node);
         self.decision = Some(Decision::Hit);
@@ -147,19 +174,17 @@ impl Placement {
                 return Some(n);
             }
         }
-        let pick = match &pool.pinning {
-            // An ip_hash client's "pin" is its ring owner: it stays there while the owner serves
-            // pinned clients (draining included) and moves to the successor otherwise.
-            Pinning::IpHash(ring) => {
-                let mut buf = [0u8; 16];
-                let key = client_ip.map(|ip| ip_key(ip, &mut buf)).unwrap_or(&[]);
-                ring.get_where(key, |i| fresh(i) && pool.nodes[i].serves_pinned(now))
-            }
+        // A ring placement (ip_hash, a key, or key affinity's ip_hash fallback): the "pin" is
+        // the ring owner; it stays there while the owner serves pinned clients (draining
+        // included) and moves to the successor otherwise, so only a leaving node's keys move.
+        let on_ring = self.ring_key(pool, client_ip);
+        let pick = match on_ring {
+            Some((ring, h)) => ring.get_hashed(h, |i| fresh(i) && pool.nodes[i].serves_pinned(now)),
             // A client with a cookie whose node is gone, down or refused is re-pinned to the
             // node its key ranks first, so its concurrent requests agree (the balancer would
             // spread them, and the last Set-Cookie would win); the key doubles as its
             // slow-start ticket. Anyone else gets the balance policy's pick.
-            _ => {
+            None => {
                 let (slow, repin) = (
                     pool.slow_start,
                     self.client.map(|c| repin_key(c, client_ip)),
@@ -177,24 +202,71 @@ impl Placement {
             }
         }?;
         let was_pinned = self.decision == Some(Decision::Hit) || self.stale;
-        self.decision = Some(match (&pool.pinning, was_pinned, self.tried.is_empty()) {
-            (Pinning::None, ..) => Decision::Unpinned,
-            (Pinning::IpHash(_), _, true) if Some(pick) == self.node || self.node.is_none() => {
-                Decision::Hit
+        let first_choice = self.tried.is_empty();
+        // No stickiness at all: no affinity, or key affinity without its key and no fallback.
+        let unpinned = match &pool.pinning {
+            Pinning::None => true,
+            Pinning::Key { fallback, .. } => {
+                self.key.is_none() && matches!(fallback, Fallback::None)
             }
-            (_, false, true) => Decision::New,
-            _ => Decision::Repinned,
+            _ => false,
+        };
+        self.decision = Some(if unpinned {
+            Decision::Unpinned
+        } else if on_ring.is_some()
+            && first_choice
+            && (Some(pick) == self.node || self.node.is_none())
+        {
+            Decision::Hit
+        } else if !was_pinned && first_choice && on_ring.is_none() {
+            Decision::New
+        } else {
+            Decision::Repinned
         });
-        // Only the ring owner is an ip_hash placement; anything else was picked anew.
-        self.source = match (&pool.pinning, self.decision) {
-            (Pinning::IpHash(_), Some(Decision::Hit)) => Source::IpHash,
+        // Only the ring owner is a ring placement; anything else was picked anew.
+        self.source = match (on_ring, self.decision, self.key) {
+            (Some(_), Some(Decision::Hit), Some(_)) => Source::Key,
+            (Some(_), Some(Decision::Hit), None) => Source::IpHash,
             _ => Source::New,
         };
-        if let Pinning::Cookie(_) = pool.pinning {
+        if self.uses_cookie(pool) {
             self.issue_cookie = true;
         }
         self.node = Some(pick);
         Some(pick)
+    }
+
+    /// The ring and the point this request falls on, when a ring places it: ip_hash by the
+    /// client's address; key affinity by its key, or by the address when the key is missing
+    /// and the fallback is ip_hash.
+    fn ring_key<'p>(&self, pool: &'p Pool, client_ip: Option<IpAddr>) -> Option<(&'p Ring, u64)> {
+        let by_address = |ring| {
+            let mut buf = [0u8; 16];
+            let key = client_ip.map(|ip| ip_key(ip, &mut buf)).unwrap_or(&[]);
+            Some((ring, Ring::hash(key)))
+        };
+        match &pool.pinning {
+            Pinning::IpHash(ring) => by_address(ring),
+            Pinning::Key { ring, fallback, .. } => match (self.key, fallback) {
+                (Some(h), _) => Some((ring, h)),
+                (None, Fallback::IpHash) => by_address(ring),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    /// Does this request's pin live in the affinity cookie? (cookie mode, or key mode's
+    /// cookie fallback for a request without the key)
+    fn uses_cookie(&self, pool: &Pool) -> bool {
+        match &pool.pinning {
+            Pinning::Cookie(_) => true,
+            Pinning::Key {
+                fallback: Fallback::Cookie(_),
+                ..
+            } => self.key.is_none(),
+            _ => false,
+        }
     }
 
     /// Count this request's decision in the pool's stats (once, when the node is final).
@@ -225,9 +297,12 @@ impl Placement {
     /// The `Set-Cookie` value to send, if this response must carry one (`tls`: the client came
     /// in over TLS, where the cookie is `Secure` unless configured otherwise).
     pub fn set_cookie(&self, pool: &Pool, now: u64, tls: bool) -> Option<String> {
-        match (&pool.pinning, self.node, self.issue_cookie) {
-            (Pinning::Cookie(pins), Some(node), true) => Some(pins.issue_on(node, now, tls)),
+        match (pool.pinning.cookie(), self.node, self.issue_cookie) {
+            (Some(pins), Some(node), true) => Some(pins.issue_on(node, now, tls)),
             _ => None,
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

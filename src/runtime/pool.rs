@@ -7,7 +7,9 @@ use super::engineio::SidTags;
 use super::node::NodeState;
 use crate::affinity::ring::Ring;
 use crate::affinity::CookiePins;
-use crate::config::{self, Affinity, Balance, HealthCheck, Passive, Timeouts};
+use crate::config::{
+    self, Affinity, Balance, CookieSettings, HealthCheck, KeyFallback, KeySource, Passive, Timeouts,
+};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,6 +21,34 @@ pub enum Pinning {
     IpHash(Ring),
     /// A signed cookie naming the client's node.
     Cookie(CookiePins),
+    /// A value the request carries, hashed onto the same ring as `IpHash`; `fallback` places
+    /// requests without it.
+    Key {
+        ring: Ring,
+        source: KeySource,
+        fallback: Fallback,
+    },
+}
+
+/// How key affinity places a request without the key.
+pub enum Fallback {
+    IpHash,
+    Cookie(CookiePins),
+    None,
+}
+
+impl Pinning {
+    /// The cookie pins a request may carry: cookie mode's, or key mode's fallback.
+    pub fn cookie(&self) -> Option<&CookiePins> {
+        match self {
+            Pinning::Cookie(pins)
+            | Pinning::Key {
+                fallback: Fallback::Cookie(pins),
+                ..
+            } => Some(pins),
+            _ => None,
+        }
+    }
 }
 
 /// Per-upstream counters, one line per worker (see [`super::counters`]).
@@ -71,6 +101,11 @@ pub fn observe_duration(stats: &PoolStats, elapsed: Duration) {
     stats.add(stat::DURATION_SUM_US, elapsed.as_micros() as u64);
 }
 
+fn cookie_pins(c: &CookieSettings, ids: &[&str]) -> CookiePins {
+    let previous: Vec<&[u8]> = c.previous_secrets.iter().map(Vec::as_slice).collect();
+    CookiePins::new(c, &previous, ids)
+}
+
 /// One upstream: built from config, replaced whole on reload.
 pub struct Pool {
     pub name: String,
@@ -113,10 +148,16 @@ impl Pool {
             Affinity::IpHash => Pinning::IpHash(Ring::new(
                 up.nodes.iter().map(|n| (n.id.as_str(), n.weight)),
             )),
-            Affinity::Cookie(c) => {
-                let previous: Vec<&[u8]> = c.previous_secrets.iter().map(Vec::as_slice).collect();
-                Pinning::Cookie(CookiePins::new(c, &previous, &ids))
-            }
+            Affinity::Cookie(c) => Pinning::Cookie(cookie_pins(c, &ids)),
+            Affinity::Key { source, fallback } => Pinning::Key {
+                ring: Ring::new(up.nodes.iter().map(|n| (n.id.as_str(), n.weight))),
+                source: source.clone(),
+                fallback: match fallback {
+                    KeyFallback::IpHash => Fallback::IpHash,
+                    KeyFallback::Cookie(c) => Fallback::Cookie(cookie_pins(c, &ids)),
+                    KeyFallback::None => Fallback::None,
+                },
+            },
         };
         let balancer = match up.balance {
             Balance::LeastConn => Balancer::least_conn(),

@@ -61,6 +61,47 @@ pub trait RequestView {
     }
 }
 
+/// `application/x-www-form-urlencoded` decoding, as `URLSearchParams` does: `%XX` escapes and
+/// `+` as a space (a broken escape is kept as it is).
+pub fn form_decoded(s: &[u8]) -> Vec<u8> {
+    let hex = |i: usize| {
+        s.get(i)
+            .and_then(|&b| (b as char).to_digit(16))
+            .map(|d| d as u8)
+    };
+    let mut out = Vec::with_capacity(s.len());
+    let mut i = 0;
+    while i < s.len() {
+        match (s[i], hex(i + 1), hex(i + 2)) {
+            (b'%', Some(h), Some(l)) => {
+                out.push(h * 16 + l);
+                i += 3;
+            }
+            (b'+', _, _) => {
+                out.push(b' ');
+                i += 1;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+/// The first parameter `name` of `query` (names and values decoded), as nginx's `$arg_NAME`
+/// takes the first.
+pub fn query_param(query: &[u8], name: &[u8]) -> Option<Vec<u8>> {
+    query.split(|&b| b == b'&').find_map(|param| {
+        let (n, v) = match param.iter().position(|&b| b == b'=') {
+            Some(i) => (&param[..i], &param[i + 1..]),
+            None => (param, &param[..0]),
+        };
+        (form_decoded(n) == name).then(|| form_decoded(v))
+    })
+}
+
 /// A request held as plain values: for tests of the policy, and for tools.
 #[derive(Debug, Clone, Default)]
 pub struct Parts<'a> {

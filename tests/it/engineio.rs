@@ -5,7 +5,7 @@
 //! against recording nodes that show what a node receives.
 
 use crate::socketio::{cluster_config, cluster_of, run_clients_with, SioNode};
-use crate::support::{Client, Proxy, COOKIE_AFFINITY};
+use crate::support::{counter, metrics, Client, Proxy, COOKIE_AFFINITY};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -19,30 +19,6 @@ const ENGINEIO_AFFINITY: &str =
 
 fn with_admin(yaml: String) -> String {
     format!("admin:\n  address: \"{{admin}}\"\n{yaml}")
-}
-
-/// The samples of tether's `/metrics`.
-async fn metrics(proxy: &Proxy) -> Vec<prometheus_parse::Sample> {
-    let text = Client::new(proxy.admin.expect("admin"))
-        .get("/metrics")
-        .await
-        .body;
-    let lines = text.lines().map(|l| Ok(l.to_string()));
-    prometheus_parse::Scrape::parse(lines)
-        .expect("Prometheus text format")
-        .samples
-}
-
-/// The sum of `name`'s samples with these labels.
-fn counter(samples: &[prometheus_parse::Sample], name: &str, labels: &[(&str, &str)]) -> u64 {
-    samples
-        .iter()
-        .filter(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
-        .map(|s| match s.value {
-            prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Untyped(v) => v as u64,
-            _ => 0,
-        })
-        .sum()
 }
 
 /// client.js on a blocking thread (the tests' runtime keeps serving the TCP front meanwhile).

@@ -16,6 +16,9 @@
 //! - `edge`: WebSocket handshake validation, Origin allow-list, key rotation, target limits.
 //! - `failover`: a dead node's clients are re-pinned, everyone else stays; no node gives 503.
 //! - `limits`: per-IP connection caps (429), per-node tunnel caps, configurable head timeout.
+//! - `outcomes`: every exchange ends in one access-log line, one failure count and the passive
+//!   health it deserves, whatever step a scripted node fails it at; a client that goes away is
+//!   a 499 counted apart, never a 400 written to a closed socket.
 //! - `operations`: health checks, drain, admin API, metrics, reload under load, graceful shutdown.
 //! - `admin_page`: the admin status page in a real headless Chromium: live node states, drain
 //!   from the page, the token asked once, cross-site form POSTs refused, 0 to 100 nodes drawn.
@@ -66,6 +69,7 @@ mod limits;
 mod load;
 mod logs;
 mod operations;
+mod outcomes;
 mod pool;
 mod security;
 mod socketio;

@@ -4,7 +4,7 @@
 //   node client.js --url http://127.0.0.1:PORT --clients 200 --messages 20 \
 //     --stats http://127.0.0.1:A,http://127.0.0.1:B,http://127.0.0.1:C \
 //     [--timeout-ms 60000] [--ramp 20] [--upgrade-timeout-ms 10000] \
-//     [--ack-timeout-ms 5000] [--cookies on|off] [--keepalive on|off]
+//     [--ack-timeout-ms 5000] [--cookies on|off] [--keepalive on|off] [--rooms 0]
 //
 // Every client is a real socket.io-client with the DEFAULT transports: it does
 // the engine.io handshake over HTTP long-polling, then upgrades to WebSocket.
@@ -50,6 +50,24 @@
 // client, reused by its polling requests. `off`: one
 // `http.Agent({ keepAlive: false })` per client: every polling request and the
 // WebSocket upgrade on a new TCP connection, stated rather than implied.
+//
+// --rooms N (default 0 = off): client number i (0-based, in start order)
+// connects with the socket.io-client option `query: { room: "r" + (i % N) }`.
+// engine.io-client merges `query` into the query string of EVERY engine.io
+// request: the handshake GET, every later polling GET/POST (next to `sid=`)
+// and the WebSocket upgrade, e.g.
+// `/socket.io/?room=r2&EIO=4&transport=polling&t=...&sid=...`. That is the
+// input of a proxy that pins by a query parameter (all clients of a room on
+// one node). The JSON output then has `roomNodes`:
+//   {"r0":{"node-a":5},"r1":{"node-b":4,"node-c":1},...}
+// every room r0..r(N-1) (an empty object for a room none of whose clients got
+// a node), and for each room the count of its clients by FIRST node (the
+// `node` event). Clients that never got a node are not counted there (see
+// clientNodes). Without --rooms no `query` option is set at all and
+// `roomNodes` is null.
+// Always (with or without --rooms): `clientNodes`, an array indexed by client
+// number, each entry that client's first node id or null if it never got one,
+// and `rooms` (N).
 "use strict";
 
 const http = require("node:http");
@@ -84,12 +102,13 @@ try {
     ackTimeoutMs: intArg(args, "ack-timeout-ms", 5000, 1),
     cookies: onOff(args, "cookies", "on") === "on",
     keepalive: onOff(args, "keepalive", null),
+    rooms: intArg(args, "rooms", 0, 0),
   };
 } catch (e) {
   process.stderr.write(`client.js: ${e.message}\n`);
   process.stderr.write(
     "usage: node client.js --url URL --clients N --messages M --stats URL[,URL...] [--timeout-ms 60000]\n" +
-      "       [--cookies on|off] [--keepalive on|off]\n",
+      "       [--cookies on|off] [--keepalive on|off] [--rooms N]\n",
   );
   process.exit(2);
 }
@@ -104,6 +123,7 @@ const counts = {
   messagesPerClient: opts.messages,
   cookies: opts.cookies,
   keepalive: opts.keepalive || "default",
+  rooms: opts.rooms,
   started: 0,
   connected: 0,
   connectErrors: 0,
@@ -126,8 +146,14 @@ const counts = {
   serverConnectionErrors: {},
   serverConnections: null,
   statsErrors: [],
+  roomNodes: null, // --rooms only: {room: {node: count}}, filled in by printAndExit
+  clientNodes: new Array(opts.clients).fill(null), // first node per client number
   elapsedMs: 0,
 };
+
+function roomOf(index) {
+  return opts.rooms > 0 ? `r${index % opts.rooms}` : null;
+}
 
 function bump(obj, key, n = 1) {
   obj[key] = (obj[key] || 0) + n;
@@ -165,6 +191,10 @@ function runClient(index) {
     forceNew: true, // own Manager/engine/cookie jar per client
     timeout: Math.min(20000, opts.timeoutMs), // connect timeout
   };
+  if (opts.rooms > 0) {
+    // Sent as `room=rK` on every engine.io request (see header).
+    clientOpts.query = { room: roomOf(index) };
+  }
   if (opts.keepalive !== null) {
     // Used by the polling requests and by the WebSocket upgrade.
     clientOpts.agent = new http.Agent({ keepAlive: opts.keepalive === "on" });
@@ -180,6 +210,7 @@ function runClient(index) {
   socket.on("node", (id) => {
     if (state.firstNode === null) {
       state.firstNode = id;
+      counts.clientNodes[index] = id;
       nodeResolve(id);
     }
   });
@@ -352,10 +383,23 @@ async function fetchStats() {
   counts.serverConnections = anyOk ? serverConnections : null;
 }
 
+// roomNodes from clientNodes (also on the hard-timeout path, so partial
+// results still have it).
+function computeRoomNodes() {
+  if (opts.rooms <= 0) return;
+  const rooms = {};
+  for (let r = 0; r < opts.rooms; r++) rooms[`r${r}`] = {};
+  counts.clientNodes.forEach((node, index) => {
+    if (node !== null) bump(rooms[roomOf(index)], node);
+  });
+  counts.roomNodes = rooms;
+}
+
 let printed = false;
 function printAndExit() {
   if (printed) return;
   printed = true;
+  computeRoomNodes();
   counts.elapsedMs = Date.now() - startedAt;
   const line = JSON.stringify(counts) + "\n";
   process.stdout.write(line, () => process.exit(0));

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // One socket.io backend node for tether's socket.io cluster test.
 //
-//   node server.js --id node-a [--port 0] [--host 127.0.0.1]
+//   node server.js --id node-a [--port 0] [--host 127.0.0.1] [--ids default|tilde]
 //
 // stdout: exactly one line, `LISTENING <port>`, once the server accepts
 // connections (the Rust test reads it). Everything else goes to stderr.
@@ -14,8 +14,36 @@
 //     ("Session ID unknown" is the one a non-sticky proxy produces).
 //   - `GET /stats` (plain HTTP on the same port; socket.io only takes
 //     `/socket.io/`) answers
-//     {"node":id,"connections":n,"connectedNow":n,"connectionErrors":{msg:count},"sessionUnknown":count}
+//     {"node":id,"connections":n,"connectedNow":n,"connectionErrors":{msg:count},"sessionUnknown":count,
+//      "idMode":"default"|"tilde","handshakes":n,"ids":[sid,...]}
+//     `handshakes` counts engine.io ids issued (one per handshake), `ids` lists
+//     them in issue order, capped at the first 1000.
 //   - exits 0 on SIGTERM / SIGINT.
+//
+// --ids: how engine.io session ids (the `sid` of the handshake, sent back by
+// the client as `?sid=` on every later request) are made.
+//   default  engine.io's own generator (contrib/base64id: 20 characters from
+//            random bytes and a counter, base64 with `/`->`_` and `+`->`-`,
+//            e.g. `o3kYBih_-dK2ZGdlAAAA`); never contains `~`.
+//   tilde    a custom `io.engine.generateId` (socket.io 4 / engine.io 6 let an
+//            application replace it; engine.io uses the returned string as is).
+//            The k-th handshake on this node (k = 0, 1, 2, ...) gets
+//              `${id}-${k/2}`    when k is even,
+//              `${id}-${(k-1)/2}~b` when k is odd,
+//            i.e. node-a-0, node-a-0~b, node-a-1, node-a-1~b, ... It
+//            reproduces applications whose custom id generators produce `~` (a
+//            character a proxy might treat as a separator in the sid) and ids
+//            that are prefixes of other live ids (`node-a-0` of `node-a-0~b`),
+//            so a proxy matching sids by prefix or cutting them at `~` picks
+//            the wrong session. The ids are not random: only for tests.
+//            engine.io-client puts the sid into the query with
+//            encodeURIComponent, which leaves `~` (RFC 3986 unreserved) as is:
+//            requests carry `sid=node-a-0~b` literally; engine.io reads the
+//            query with URLSearchParams, so `%7E` would be decoded as well.
+//
+// DEBUG_URLS=1 (environment): log the method and URL of every request under
+// /socket.io/ (polling GET/POST and the WebSocket upgrade) on stderr. Off by
+// default; stdout is never touched.
 "use strict";
 
 const http = require("node:http");
@@ -42,11 +70,20 @@ if (!Number.isInteger(port) || port < 0 || port > 65535) {
   process.stderr.write(`server.js: bad --port ${args.port}\n`);
   process.exit(2);
 }
+const idMode = args.ids ?? "default";
+if (idMode !== "default" && idMode !== "tilde") {
+  process.stderr.write(`server.js: bad --ids ${args.ids} (default or tilde)\n`);
+  process.exit(2);
+}
+const debugUrls = process.env.DEBUG_URLS === "1";
 
 const SESSION_UNKNOWN = "Session ID unknown";
 let connections = 0; // socket.io connections accepted since start
 let connectedNow = 0; // currently connected sockets
 const connectionErrors = {}; // engine.io connection_error count by message
+const MAX_IDS = 1000;
+let handshakes = 0; // engine.io ids issued (= handshakes seen by generateId)
+const ids = []; // the first MAX_IDS of them, in issue order
 
 function stats() {
   return {
@@ -55,6 +92,9 @@ function stats() {
     connectedNow,
     connectionErrors: { ...connectionErrors },
     sessionUnknown: connectionErrors[SESSION_UNKNOWN] || 0,
+    idMode,
+    handshakes,
+    ids: ids.slice(),
   };
 }
 
@@ -77,6 +117,36 @@ const httpServer = http.createServer((req, res) => {
 });
 
 const io = new Server(httpServer);
+
+// engine.io calls generateId(req) once per handshake (polling or websocket).
+// Both modes record the id; only `tilde` replaces engine.io's generator.
+const defaultGenerateId = io.engine.generateId.bind(io.engine);
+io.engine.generateId = (req) => {
+  const k = handshakes;
+  let sid;
+  if (idMode === "tilde") {
+    sid = k % 2 === 0 ? `${id}-${Math.floor(k / 2)}` : `${id}-${Math.floor(k / 2)}~b`;
+  } else {
+    sid = defaultGenerateId(req);
+  }
+  handshakes++;
+  if (ids.length < MAX_IDS) ids.push(sid);
+  return sid;
+};
+
+if (debugUrls) {
+  // Added after `new Server` (engine.io's attach() wraps the `request`
+  // listeners present at that time, which then no longer see /socket.io/).
+  // Prepended so the line comes before engine.io handles the request.
+  const logUrl = (kind) => (req) => {
+    const url = req.url || "";
+    if (url.startsWith("/socket.io/")) {
+      process.stderr.write(`server.js [${id}] ${kind} ${req.method} ${url}\n`);
+    }
+  };
+  httpServer.prependListener("request", logUrl("http"));
+  httpServer.prependListener("upgrade", logUrl("upgrade"));
+}
 
 io.engine.on("connection_error", (err) => {
   const msg = (err && err.message) || "unknown";

@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::{join, Checker, KEYGEN};
 use crate::config::defaults::*;
 use crate::config::file::{FileAffinity, FileCookie};
-use crate::config::model::{Affinity, CookieSettings, EngineIo, SameSite};
+use crate::config::model::{Affinity, CookieSettings, EngineIo, KeyFallback, KeySource, SameSite};
 
 impl Checker<'_> {
     /// The mode, and engine.io session affinity when `engineio: true` (its tags are signed with
@@ -21,7 +21,15 @@ impl Checker<'_> {
         if !a.and_then(|a| a.engineio).unwrap_or(DEFAULT_ENGINEIO) {
             return Some((affinity, None));
         }
-        if let Affinity::Cookie(c) = &affinity {
+        let cookie = match &affinity {
+            Affinity::Cookie(c) => Some(c),
+            Affinity::Key {
+                fallback: KeyFallback::Cookie(c),
+                ..
+            } => Some(c),
+            _ => None,
+        };
+        if let Some(c) = cookie {
             let keys = EngineIo {
                 secret: c.secret.clone(),
                 previous_secrets: c.previous_secrets.clone(),
@@ -48,11 +56,13 @@ impl Checker<'_> {
             Cookie,
             IpHash,
             None,
+            Key,
         }
         let modes = [
             ("cookie", Mode::Cookie),
             ("ip_hash", Mode::IpHash),
             ("none", Mode::None),
+            ("key", Mode::Key),
         ];
         let mode = a
             .and_then(|a| a.mode.as_deref())
@@ -66,6 +76,70 @@ impl Checker<'_> {
                 let c = a.and_then(|a| a.cookie.as_ref()).unwrap_or(&empty);
                 self.cookie(&join(path, "cookie"), c).map(Affinity::Cookie)
             }
+            Mode::Key => self.key(path, a),
+        }
+    }
+
+    /// `mode: key`: the key's source and the fallback for requests without it.
+    fn key(&mut self, path: &str, a: Option<&FileAffinity>) -> Option<Affinity> {
+        let at = join(path, "key");
+        let source = match a.and_then(|a| a.key.as_deref()) {
+            None => {
+                let pos = self.cx.positions.key(path);
+                let msg = format!("{path}: `mode: key` needs `key`: where the request carries it, as `query:NAME`, `header:NAME` or `cookie:NAME` (e.g. key: \"query:room\")");
+                self.at(pos, msg);
+                None
+            }
+            Some(text) => self.key_source(&at, text),
+        };
+        #[derive(Clone, Copy)]
+        enum Fallback {
+            IpHash,
+            Cookie,
+            None,
+        }
+        let fallbacks = [
+            ("ip_hash", Fallback::IpHash),
+            ("cookie", Fallback::Cookie),
+            ("none", Fallback::None),
+        ];
+        let written = a
+            .and_then(|a| a.fallback.as_deref())
+            .unwrap_or(DEFAULT_KEY_FALLBACK);
+        let fallback = match self.choice(&join(path, "fallback"), written, &fallbacks)? {
+            Fallback::IpHash => Some(KeyFallback::IpHash),
+            Fallback::None => Some(KeyFallback::None),
+            Fallback::Cookie => {
+                let empty = FileCookie::default();
+                let c = a.and_then(|a| a.cookie.as_ref()).unwrap_or(&empty);
+                self.cookie(&join(path, "cookie"), c)
+                    .map(KeyFallback::Cookie)
+            }
+        };
+        Some(Affinity::Key {
+            source: source?,
+            fallback: fallback?,
+        })
+    }
+
+    /// `query:NAME`, `header:NAME` or `cookie:NAME`.
+    fn key_source(&mut self, at: &str, text: &str) -> Option<KeySource> {
+        let Some((kind, name)) = text.split_once(':') else {
+            return self.bad(at, format_args!("`{text}` does not say where the key is; write `query:NAME`, `header:NAME` or `cookie:NAME`"));
+        };
+        let name = name.trim();
+        let kind = kind.trim().to_ascii_lowercase();
+        let token = !name.is_empty() && name.bytes().all(is_token_byte);
+        match kind.as_str() {
+            "query" if !name.is_empty() && !name.contains(['&', '=', '#', ' ']) => {
+                Some(KeySource::Query(name.to_string()))
+            }
+            "query" => self.bad(at, format_args!("`{name}` is not a query parameter name; give the name alone, without `&`, `=`, `#` or spaces (e.g. query:room)")),
+            "header" if token => Some(KeySource::Header(name.to_string())),
+            "header" => self.bad(at, format_args!("`{name}` is not a header name; use letters, digits and - (e.g. header:X-Tenant)")),
+            "cookie" if token => Some(KeySource::Cookie(name.to_string())),
+            "cookie" => self.bad(at, format_args!("`{name}` is not a cookie name; use letters, digits and ! # $ % & ' * + - . ^ _ | ~")),
+            _ => self.bad(at, format_args!("`{kind}` is not a place a key can be read from; use query, header or cookie (e.g. query:room)")),
         }
     }
 

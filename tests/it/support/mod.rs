@@ -88,3 +88,27 @@ pub const ADMIN_INTENT: (&str, &str) = ("x-tether-admin", "1");
 
 /// Cookie affinity signed with the test secret.
 pub const COOKIE_AFFINITY: &str = "mode: cookie\ncookie:\n  secret_env: TETHER_SECRET";
+
+/// The samples of tether's `/metrics`.
+pub async fn metrics(proxy: &Proxy) -> Vec<prometheus_parse::Sample> {
+    let text = Client::new(proxy.admin.expect("admin"))
+        .get("/metrics")
+        .await
+        .body;
+    let lines = text.lines().map(|l| Ok(l.to_string()));
+    prometheus_parse::Scrape::parse(lines)
+        .expect("Prometheus text format")
+        .samples
+}
+
+/// The sum of `name`'s samples with these labels.
+pub fn counter(samples: &[prometheus_parse::Sample], name: &str, labels: &[(&str, &str)]) -> u64 {
+    samples
+        .iter()
+        .filter(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .map(|s| match s.value {
+            prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Untyped(v) => v as u64,
+            _ => 0,
+        })
+        .sum()
+}
