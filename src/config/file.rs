@@ -343,7 +343,7 @@ pub fn expected_keys(keys: &[&str]) -> &'static [&'static str] {
         ],
         ["upstreams", _, "discover"] => &["dns", "port", "refresh", "resolver"],
         ["upstreams", _, "nodes"] => &["id", "address", "weight"],
-        ["upstreams", _, "affinity"] => &["mode", "cookie", "engineio"],
+        ["upstreams", _, "affinity"] => &["mode", "cookie", "engineio", "key", "fallback"],
         ["upstreams", _, "affinity", "cookie"] => &[
             "name",
             "secret_env",

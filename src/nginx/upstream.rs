@@ -193,7 +193,7 @@ impl Translator<'_> {
                     self.skip(s, "tether has no backup servers; add it to `nodes` to use it as a regular node");
                     return None;
                 }
-                "drain" => comment.push(format!("nginx: drain; after start: curl -X POST http://ADMIN/upstreams/{}/nodes/{addr}/drain", plan.name)),
+                "drain" => comment.push(format!("nginx: drain; after start: curl -X POST -H 'X-Tether-Admin: 1' http://ADMIN/upstreams/{}/nodes/{addr}/drain", plan.name)),
                 "max_conns" => comment.push(format!("not translated: max_conns={value}; tether's max_tunnels_per_node caps WebSockets per node")),
                 _ => comment.push(format!("not translated: {param}")),
             }

@@ -5,10 +5,10 @@
 //! against recording nodes that show what a node receives.
 
 use crate::socketio::{cluster_config, cluster_of, run_clients_with, SioNode};
-use crate::support::{counter, metrics, Client, Proxy, COOKIE_AFFINITY};
+use crate::support::front::Front;
+use crate::support::{counter, metrics, Proxy, COOKIE_AFFINITY};
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
@@ -123,51 +123,6 @@ async fn cookieless_socketio_4_clients_lose_their_session_without_engineio() {
         broken(&r) > 100,
         "most sessions break without a cookie: {r}"
     );
-}
-
-/// A TCP front that hands accepted connections to two backends in turn, counting them.
-struct Front {
-    addr: SocketAddr,
-    accepted: Arc<[AtomicUsize; 2]>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Front {
-    async fn start(backends: [SocketAddr; 2]) -> Front {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind front");
-        let addr = listener.local_addr().unwrap();
-        let accepted = Arc::new([AtomicUsize::new(0), AtomicUsize::new(0)]);
-        let counts = Arc::clone(&accepted);
-        let task = tokio::spawn(async move {
-            for i in 0.. {
-                let Ok((mut client, _)) = listener.accept().await else {
-                    continue;
-                };
-                counts[i % 2].fetch_add(1, Ordering::Relaxed);
-                let backend = backends[i % 2];
-                tokio::spawn(async move {
-                    if let Ok(mut up) = TcpStream::connect(backend).await {
-                        let _ = tokio::io::copy_bidirectional(&mut client, &mut up).await;
-                    }
-                });
-            }
-        });
-        Front {
-            addr,
-            accepted,
-            task,
-        }
-    }
-
-    fn counts(&self) -> [usize; 2] {
-        [0, 1].map(|i| self.accepted[i].load(Ordering::Relaxed))
-    }
-}
-
-impl Drop for Front {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -592,4 +547,115 @@ async fn bad_tags_get_the_socketio_nodes_own_answer() {
     let (status, _, body) = raw(&proxy, "GET", &format!("{unknown}{sent}"), "").await;
     assert_eq!(status, 400, "{sent}: {body}");
     assert_eq!(body, r#"{"code":1,"message":"Session ID unknown"}"#);
+}
+
+/// The `sid` of an open packet in a handshake answer (`"sid":"..."`).
+fn sid_of(body: &str) -> String {
+    body.split("\"sid\":\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_else(|| panic!("no sid in {body:?}"))
+        .to_string()
+}
+
+/// A tag is what follows the id's last `~`: 28 base64url characters.
+fn tagged(sid: &str) -> bool {
+    sid.rsplit_once('~').is_some_and(|(_, t)| {
+        t.len() == 28
+            && t.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    })
+}
+
+/// socket.io lets an application choose its session ids (`generateId`). Ids holding `~`, one
+/// a prefix of another live one (`node-a-0` and `node-a-0~b`), keep their sessions through
+/// tether's tags: the tag is read after the last separator, and verifies over the whole id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_ids_with_tildes_and_prefixes_keep_their_node() {
+    let nodes: Vec<SioNode> = ["node-a", "node-b", "node-c"]
+        .iter()
+        .map(|id| SioNode::start_with("socketio", id, &["--ids", "tilde"]))
+        .collect();
+    let nodes = Arc::new(nodes);
+    let proxy = Proxy::start(&with_admin(cluster_config(&nodes, ENGINEIO_AFFINITY)));
+    let r = clients("socketio", proxy.url(""), nodes.clone(), 120, COOKIELESS).await;
+    assert_no_session_lost(&r, 120, 20);
+    // The nodes really issued such ids, and tether tagged every one.
+    for n in nodes.iter() {
+        let ids: Vec<String> = serde_json::from_value(n.stats()["ids"].clone()).unwrap();
+        assert!(ids.iter().any(|i| i.ends_with("-0~b")), "{ids:?}");
+        assert!(ids.iter().any(|i| i.ends_with("-0")), "{ids:?}");
+    }
+    let m = metrics(&proxy).await;
+    let rewritten = ("result", "rewritten");
+    assert_eq!(
+        counter(&m, "tether_engineio_handshakes_total", &[rewritten]),
+        120
+    );
+    assert_eq!(counter(&m, "tether_engineio_invalid_tags_total", &[]), 0);
+}
+
+/// The query spellings engine.io reads one way and a naive reader another, each sent to a real
+/// socket.io node through tether.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queries_are_read_as_the_engine_io_server_reads_them() {
+    let node = SioNode::start("socketio", "node-a");
+    let proxy = Proxy::start(&with_admin(cluster_config(
+        std::slice::from_ref(&node),
+        ENGINEIO_AFFINITY,
+    )));
+    // A handshake whose parameter name is percent-encoded is still a handshake: tagged.
+    let (status, _, body) = raw(&proxy, "GET", "/socket.io/?%45IO=4&transport=polling", "").await;
+    assert_eq!(status, 200, "{body}");
+    let sid = sid_of(&body);
+    assert!(tagged(&sid), "{body}");
+    // `s%69d` is `sid` to engine.io: its tag is cut, so the node knows the session.
+    let (status, _, body) = raw(&proxy, "POST", &format!("{POLL}&s%69d={sid}"), "40").await;
+    assert_eq!((status, body.as_str()), (200, "ok"), "s%69d");
+    let (status, _, body) = raw(&proxy, "GET", &format!("{POLL}&s%69d={sid}"), "").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.starts_with("40{\"sid\":"), "{body}");
+    // A sid that is only a tag is empty once the tag is cut: engine.io then starts a session,
+    // and tether tags its id as it would any handshake's.
+    let tag_only = &sid[sid.rfind('~').unwrap()..];
+    let (status, _, body) = raw(&proxy, "GET", &format!("{POLL}&sid={tag_only}"), "").await;
+    assert_eq!(status, 200, "{body}");
+    let fresh = sid_of(&body);
+    assert!(tagged(&fresh) && fresh != sid, "{body}");
+    let m = metrics(&proxy).await;
+    assert_eq!(
+        counter(
+            &m,
+            "tether_engineio_handshakes_total",
+            &[("result", "rewritten")]
+        ),
+        2
+    );
+}
+
+/// engine.io 3 servers answer in revision 3 whatever `EIO` says; a revision-4 server only when
+/// it is exactly `4`. `EIO=04` and `EIO=+4` are revision 3 (a naive integer parse reads 4 and
+/// looks for a revision-4 open packet that is not there, leaving the session untagged).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eio_values_that_are_not_exactly_4_are_revision_3() {
+    let node = SioNode::start("socketio2", "node-a");
+    let proxy = Proxy::start(&with_admin(cluster_config(
+        std::slice::from_ref(&node),
+        ENGINEIO_AFFINITY,
+    )));
+    for eio in ["04", "%2B4", "3"] {
+        let target = format!("/socket.io/?EIO={eio}&transport=polling");
+        let (status, _, body) = raw(&proxy, "GET", &target, "").await;
+        assert_eq!(status, 200, "EIO={eio}: {body}");
+        assert!(tagged(&sid_of(&body)), "EIO={eio}: {body}");
+    }
+    let m = metrics(&proxy).await;
+    assert_eq!(
+        counter(
+            &m,
+            "tether_engineio_handshakes_total",
+            &[("result", "malformed")]
+        ),
+        0
+    );
 }

@@ -12,6 +12,9 @@
 //! - `hostile_node`: a scripted node answering with broken or tricky raw responses (1xx floods,
 //!   interim answers then a close, CL with TE, bad chunk lines, bytes past the body) gets the
 //!   client a defined answer, read strictly, and never a resend it should not.
+//! - `key_affinity`: 300 socket.io clients in 10 rooms through two replicas: each room on one
+//!   node, rooms spread, a leaving node moves only its rooms, a request without the key falls
+//!   back; without key affinity the rooms split.
 //! - `ip_hash`: clients from distinct source addresses are placed stably and spread.
 //! - `edge`: WebSocket handshake validation, Origin allow-list, key rotation, target limits.
 //! - `failover`: a dead node's clients are re-pinned, everyone else stays; no node gives 503.
@@ -65,6 +68,7 @@ mod hostile_node;
 mod http1;
 mod import_nginx;
 mod ip_hash;
+mod key_affinity;
 mod limits;
 mod load;
 mod logs;

@@ -24,12 +24,18 @@ pub(crate) struct SioNode {
 impl SioNode {
     /// A node of `tests/<package>/server.js`.
     pub(crate) fn start(package: &str, id: &str) -> SioNode {
+        SioNode::start_with(package, id, &[])
+    }
+
+    /// A node of `tests/<package>/server.js` with extra flags (`--ids tilde`).
+    pub(crate) fn start_with(package: &str, id: &str, extra: &[&str]) -> SioNode {
         assert!(
             dir(package).join("node_modules/socket.io").exists(),
             "socket.io is not installed: run `make test` (or `npm ci --prefix tests/{package}`)"
         );
         let mut child = Command::new("node")
             .args(["server.js", "--id", id, "--port", "0"])
+            .args(extra)
             .current_dir(dir(package))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -51,6 +57,28 @@ impl SioNode {
             port,
             child,
         }
+    }
+}
+
+impl SioNode {
+    pub(crate) fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub(crate) fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The node's own `/stats` (read directly, not through tether).
+    pub(crate) fn stats(&self) -> serde_json::Value {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).expect("stats");
+        s.write_all(b"GET /stats HTTP/1.1\r\nhost: n\r\nconnection: close\r\n\r\n")
+            .unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).unwrap();
+        let body = text.split("\r\n\r\n").nth(1).unwrap_or_default();
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {text}"))
     }
 }
 

@@ -3,6 +3,7 @@
 pub mod browser;
 pub mod client;
 pub mod dns;
+pub mod front;
 pub mod proxy;
 pub mod recorder;
 pub mod strict;
@@ -80,6 +81,28 @@ pub async fn admin_status(proxy: &Proxy) -> serde_json::Value {
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
     serde_json::from_str(&r.body).expect("status json")
+}
+
+/// Wait (bounded, polling `/status`) until `upstream` has `n` nodes: a reload or a discovery
+/// round has been applied.
+pub async fn wait_for_nodes(proxy: &Proxy, upstream: &str, n: usize) {
+    let start = std::time::Instant::now();
+    loop {
+        let status = admin_status(proxy).await;
+        let count = status["upstreams"]
+            .as_array()
+            .and_then(|u| u.iter().find(|u| u["name"] == upstream))
+            .and_then(|u| u["nodes"].as_array())
+            .map_or(0, Vec::len);
+        if count == n {
+            return;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(10),
+            "{upstream} has {count} nodes, not {n}: {status}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }
 
 /// The header every state-changing admin call carries (`POST /upstreams/...`, `POST /reload`):
