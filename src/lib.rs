@@ -4,8 +4,8 @@
 //! benches and other programs can drive the same code. Layers, lowest first (a module may import
 //! only from layers below it; `tests/layers.rs` checks it):
 //!
-//! 1. `config`, `affinity`, `nginx`, `http1`: pure cores (no IO but reading files, no clock, no
-//!    threads).
+//! 1. `config`, `affinity`, `nginx`, `http1`, `ws`: pure cores (no IO but reading files, no
+//!    clock, no threads).
 //! 2. `runtime`: the snapshot one request reads and the request policy; synchronous.
 //! 3. `engine` (sockets: the request path) and `control` (what changes the snapshot), side by side.
 //! 4. `server`: the running process, wiring engine and control together.
@@ -36,3 +36,5 @@ pub mod nginx;
 pub mod runtime;
 /// The running proxy process: listeners, control thread, workers.
 pub mod server;
+/// RFC 6455 frames as a proxy follows them: the streaming header reader, tether's own frames.
+pub mod ws;

@@ -16,20 +16,24 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("affinity", &["config"]),
     ("nginx", &["config"]),
     ("http1", &[]),
+    ("ws", &[]),
     // The snapshot a request reads, and the request policy.
-    ("runtime", &["config", "affinity"]),
+    ("runtime", &["config", "affinity", "ws"]),
     // Sockets, and what changes the snapshot: side by side, neither imports the other.
-    ("engine", &["config", "runtime", "http1"]),
-    ("control", &["config", "runtime"]),
+    ("engine", &["config", "runtime", "http1", "ws"]),
+    ("control", &["config", "runtime", "ws"]),
     // The running process.
     ("server", &["config", "runtime", "engine", "control"]),
     // Tools on top.
     ("demo", &[]),
-    ("load", &["config", "affinity", "runtime", "http1", "demo"]),
+    (
+        "load",
+        &["config", "affinity", "runtime", "http1", "ws", "demo"],
+    ),
     (
         "cli",
         &[
-            "config", "affinity", "nginx", "http1", "runtime", "engine", "control", "server",
+            "config", "affinity", "nginx", "http1", "ws", "runtime", "engine", "control", "server",
             "demo", "load",
         ],
     ),

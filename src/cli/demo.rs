@@ -122,6 +122,7 @@ fn demo_config(
                     id: id.clone(),
                     address: *address,
                     weight: 1,
+                    drain: None,
                 })
                 .collect(),
             discover: None,
@@ -146,6 +147,8 @@ fn demo_config(
             passive: Passive::default(),
             slow_start: defaults::DEFAULT_SLOW_START,
             max_tunnels_per_node: defaults::DEFAULT_MAX_TUNNELS_PER_NODE,
+            leave_spread: defaults::DEFAULT_LEAVE_SPREAD,
+            rebalance: None,
         }],
         routes: vec![Route::new("/", 0)],
         admin: Some(Admin {

@@ -4,7 +4,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::model::{
-    Balance, CookieSettings, HealthCheck, Limits, Log, LogFormat, Node, Passive, SameSite, Shutdown,
+    Balance, CookieSettings, HealthCheck, Limits, Log, LogFormat, Node, Passive, SameSite,
+    Shutdown, WebsocketPolicy,
 };
 
 /// Name of the affinity cookie when `affinity.cookie.name` is omitted.
@@ -167,6 +168,28 @@ pub const DEFAULT_MAX_CONNECTIONS_PER_IP: u32 = 0;
 /// Open tunnels allowed per node; 0 is no limit (new clients go elsewhere, 503 when all are full).
 pub const DEFAULT_MAX_TUNNELS_PER_NODE: u32 = 0;
 
+/// `leave.spread`: a leaving node's tunnels are closed evenly over this window (20 seconds).
+/// Long enough that its clients reconnect a few per second, not all in one (600 clients: 30 a
+/// second); short enough to end within Kubernetes' default 30 s termination grace period after
+/// DNS discovery's 5 s refresh, so the pod is not killed with clients still on it.
+pub const DEFAULT_LEAVE_SPREAD: Duration = Duration::from_secs(20);
+
+/// `rebalance.max_skew`: a node holding more than 1.5× its share, or less than its share ÷ 1.5,
+/// puts its upstream out of balance.
+pub const DEFAULT_MAX_SKEW: f64 = 1.5;
+/// `rebalance.max_skew` must be above 1 (1 would chase every tunnel) and at most this.
+pub const MAX_MAX_SKEW: f64 = 100.0;
+/// `rebalance.moves_per_second`: tunnels closed per second per replica while out of balance.
+pub const DEFAULT_MOVES_PER_SECOND: u32 = 20;
+
+/// `routes[].websocket.ping_interval`: a client that sent nothing for this long gets a Ping
+/// (30 seconds: below the idle timeouts of common NATs and cloud load balancers, so the Ping
+/// also keeps the path open). `0s` turns tether's Pings off.
+pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(30);
+/// `routes[].websocket.ping_timeout`: a pinged client that sends nothing at all for this long
+/// is half-open: its node gets a Close 1001 and the tunnel closes (15 seconds).
+pub const DEFAULT_PING_TIMEOUT: Duration = Duration::from_secs(15);
+
 /// `discover.refresh`: how often discovered names are looked up again (5 seconds).
 pub const DEFAULT_DISCOVER_REFRESH: Duration = Duration::from_secs(5);
 /// Shortest accepted `discover.refresh`: faster would only load the DNS server (100 ms).
@@ -248,6 +271,7 @@ impl Node {
             id: address.to_string(),
             address,
             weight: DEFAULT_WEIGHT,
+            drain: None,
         }
     }
 }
@@ -267,6 +291,18 @@ impl CookieSettings {
             path: DEFAULT_COOKIE_PATH.to_string(),
             domain: None,
             previous_secrets: Vec::new(),
+        }
+    }
+}
+
+impl Default for WebsocketPolicy {
+    /// Any origin, and tether's Pings at their default interval.
+    fn default() -> WebsocketPolicy {
+        WebsocketPolicy {
+            allowed_origins: Vec::new(),
+            require_origin: false,
+            ping_interval: DEFAULT_PING_INTERVAL,
+            ping_timeout: DEFAULT_PING_TIMEOUT,
         }
     }
 }

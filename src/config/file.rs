@@ -77,6 +77,28 @@ pub struct FileUpstream {
     pub slow_start: Option<String>,
     pub max_tunnels_per_node: Option<i64>,
     pub discover: Option<FileDiscover>,
+    pub leave: Option<FileLeave>,
+    pub rebalance: Option<FileRebalance>,
+}
+
+/// `leave:` as written: how a leaving node's tunnels are closed.
+#[derive(Debug, Default, Deserialize)]
+pub struct FileLeave {
+    pub spread: Option<String>,
+}
+
+/// `rebalance:` as written.
+#[derive(Debug, Default, Deserialize)]
+pub struct FileRebalance {
+    pub max_skew: Option<f64>,
+    pub moves_per_second: Option<i64>,
+}
+
+/// A node's `drain:` as written.
+#[derive(Debug, Default, Deserialize)]
+pub struct FileDrain {
+    pub close_after: Option<String>,
+    pub spread: Option<String>,
 }
 
 /// `discover:` as written: nodes found by DNS.
@@ -129,6 +151,7 @@ pub struct FileNode {
     pub address: Option<String>,
     /// Signed so that `-1` reaches validation and gets a range message rather than a type error.
     pub weight: Option<i64>,
+    pub drain: Option<FileDrain>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -275,6 +298,8 @@ pub struct FileRoute {
 pub struct FileWebsocket {
     pub allowed_origins: Option<Vec<String>>,
     pub require_origin: Option<bool>,
+    pub ping_interval: Option<String>,
+    pub ping_timeout: Option<String>,
 }
 
 /// A YAML mapping kept in file order, duplicates included, so validation can name them.
@@ -340,9 +365,14 @@ pub fn expected_keys(keys: &[&str]) -> &'static [&'static str] {
             "slow_start",
             "max_tunnels_per_node",
             "discover",
+            "leave",
+            "rebalance",
         ],
+        ["upstreams", _, "leave"] => &["spread"],
+        ["upstreams", _, "rebalance"] => &["max_skew", "moves_per_second"],
+        ["upstreams", _, "nodes", "drain"] => &["close_after", "spread"],
         ["upstreams", _, "discover"] => &["dns", "port", "refresh", "resolver"],
-        ["upstreams", _, "nodes"] => &["id", "address", "weight"],
+        ["upstreams", _, "nodes"] => &["id", "address", "weight", "drain"],
         ["upstreams", _, "affinity"] => &["mode", "cookie", "engineio", "key", "fallback"],
         ["upstreams", _, "affinity", "cookie"] => &[
             "name",
@@ -369,7 +399,12 @@ pub fn expected_keys(keys: &[&str]) -> &'static [&'static str] {
         ],
         ["upstreams", _, "passive"] => &["max_fails", "fail_timeout"],
         ["routes"] => &["hosts", "path_prefix", "upstream", "websocket"],
-        ["routes", "websocket"] => &["allowed_origins", "require_origin"],
+        ["routes", "websocket"] => &[
+            "allowed_origins",
+            "require_origin",
+            "ping_interval",
+            "ping_timeout",
+        ],
         _ => &[],
     }
 }

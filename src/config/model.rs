@@ -143,6 +143,29 @@ pub struct Upstream {
     pub slow_start: Duration,
     /// Open tunnels allowed per node; 0: no limit.
     pub max_tunnels_per_node: u32,
+    /// A leaving node's tunnels are closed evenly over this window.
+    pub leave_spread: Duration,
+    /// Moving tunnels off crowded nodes after a scale-out; `None`: off.
+    pub rebalance: Option<Rebalance>,
+}
+
+/// `rebalance:`: keep every node's open tunnels within a factor of its share.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Rebalance {
+    /// Above 1: out of balance when a node holds more than `max_skew` × its share or less
+    /// than its share ÷ `max_skew`.
+    pub max_skew: f64,
+    /// Tunnels closed per second (per replica) while out of balance.
+    pub moves_per_second: u32,
+}
+
+/// A node drained from the config (`drain:`): it takes no new clients, and with `close_after`
+/// its tunnels close after that long, spread over `spread` (the upstream's `leave.spread` when
+/// omitted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Drain {
+    pub close_after: Option<Duration>,
+    pub spread: Option<Duration>,
 }
 
 /// Active health checks of every node of an upstream.
@@ -196,6 +219,8 @@ pub struct Node {
     pub address: SocketAddr,
     /// Relative share of new clients, 1..=1000.
     pub weight: u32,
+    /// Drained by the config.
+    pub drain: Option<Drain>,
 }
 
 /// DNS discovery of an upstream's nodes: every A and AAAA record of every name is a node.
@@ -445,13 +470,17 @@ impl std::fmt::Display for HostPattern {
 ///
 /// Browsers send cookies on a cross-site WebSocket handshake and CORS does not apply to
 /// `ws:`/`wss:`, so the `Origin` header is the proxy's only signal of who opened the socket.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WebsocketPolicy {
     /// Empty: any origin. Otherwise `scheme://host[:port]`, or `scheme://*.domain[:port]` for any
     /// subdomain (not the bare domain).
     pub allowed_origins: Vec<OriginPattern>,
     /// Refuse upgrades that carry no `Origin` (non-browser clients usually send none).
     pub require_origin: bool,
+    /// Ping a client that has sent nothing for this long; zero: tether sends no Pings.
+    pub ping_interval: Duration,
+    /// A pinged client that sends nothing at all for this long is half-open: closed.
+    pub ping_timeout: Duration,
 }
 
 /// One allowed origin, lower-cased.

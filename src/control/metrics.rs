@@ -10,8 +10,10 @@ use crate::runtime::counters::global;
 use crate::runtime::failure::{Failure, NodeFailure, Refusal};
 use crate::runtime::node::AdminState;
 use crate::runtime::placement::{Decision, Source};
-use crate::runtime::pool::{stat, DURATION_BUCKETS};
+use crate::runtime::pool::{stat, DURATION_BUCKETS, TUNNEL_BUCKETS};
+use crate::runtime::tunnel_end::{End, SIDES};
 use crate::runtime::Shared;
+use crate::ws;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::{self, LabelPair, MetricFamily, MetricType};
 use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
@@ -80,7 +82,7 @@ impl Metrics {
 }
 
 /// The families read off the runtime at scrape time: (name, help, type).
-const FAMILIES: [(&str, &str, MetricType); 16] = [
+const FAMILIES: [(&str, &str, MetricType); 23] = [
     (
         "tether_requests_total",
         "Requests answered, by upstream, node and status class.",
@@ -167,6 +169,45 @@ const FAMILIES: [(&str, &str, MetricType); 16] = [
         MetricType::COUNTER,
     ),
     (
+        "tether_websocket_frames_total",
+        "WebSocket frames by upstream and direction (up: client to node, down: node to client), \
+         tether's own Pings and Closes not included.",
+        MetricType::COUNTER,
+    ),
+    (
+        "tether_websocket_bytes_total",
+        "Bytes through WebSocket tunnels by upstream and direction.",
+        MetricType::COUNTER,
+    ),
+    (
+        "tether_websocket_closes_total",
+        "Closed WebSockets by upstream, the side that closed first (client, node, tether) and \
+         the close code (1006: closed without a Close frame; 4xxx: an application's own).",
+        MetricType::COUNTER,
+    ),
+    (
+        "tether_tunnel_ends_total",
+        "Closed tunnels by how they ended: client, node, idle, or tether's reason \
+         (ping_timeout, leave, rebalance, shutdown, protocol_error).",
+        MetricType::COUNTER,
+    ),
+    (
+        "tether_tunnel_duration_seconds",
+        "How long tunnels were open, by upstream.",
+        MetricType::HISTOGRAM,
+    ),
+    (
+        "tether_rebalance_moves_total",
+        "Tunnels a rebalance asked to move off crowded nodes, by upstream.",
+        MetricType::COUNTER,
+    ),
+    (
+        "tether_node_leaving",
+        "1 while a node's tunnels are being closed because it leaves (drained with a deadline, \
+         disabled, or removed with tunnels still open), 0 otherwise.",
+        MetricType::GAUGE,
+    ),
+    (
         "tether_refusals_total",
         "Requests tether answered itself without a node, by reason (bad_request, head_timeout, \
          client_body_timeout, uri_too_long, head_too_large, no_route, origin_not_allowed, \
@@ -228,6 +269,33 @@ fn gauge(pairs: &[(&str, &str)], value: f64) -> proto::Metric {
     m
 }
 
+/// A histogram of `upstream` from per-bucket counts (not cumulative): `bucket(i)` for each of
+/// `bounds`, then the total count and sum.
+fn histogram(
+    upstream: &str,
+    bounds: &[f64],
+    bucket: impl Fn(usize) -> u64,
+    count: u64,
+    sum: f64,
+) -> proto::Metric {
+    let mut h = proto::Histogram::default();
+    let mut cumulative = 0;
+    let mut buckets = Vec::new();
+    for (i, bound) in bounds.iter().enumerate() {
+        cumulative += bucket(i);
+        let mut b = proto::Bucket::default();
+        b.set_upper_bound(*bound);
+        b.set_cumulative_count(cumulative);
+        buckets.push(b);
+    }
+    h.set_bucket(buckets);
+    h.set_sample_count(count);
+    h.set_sample_sum(sum);
+    let mut m = proto::Metric::from_label(labels(&[("upstream", upstream)]));
+    m.set_histogram(h);
+    m
+}
+
 impl Collector for RuntimeCollector {
     fn desc(&self) -> Vec<&Desc> {
         self.descs.iter().collect()
@@ -269,23 +337,14 @@ impl Collector for RuntimeCollector {
                 };
                 families[7].push(gauge(&[("upstream", up), ("node", id)], admin));
             }
-            // The histogram: buckets are kept apart per worker, cumulated here.
-            let mut h = proto::Histogram::default();
-            let mut cumulative = 0;
-            let mut buckets = Vec::new();
-            for (i, bound) in DURATION_BUCKETS.iter().enumerate() {
-                cumulative += s.sum(stat::DURATION + i);
-                let mut b = proto::Bucket::default();
-                b.set_upper_bound(*bound);
-                b.set_cumulative_count(cumulative);
-                buckets.push(b);
-            }
-            h.set_bucket(buckets);
-            h.set_sample_count(s.sum(stat::DURATION_COUNT));
-            h.set_sample_sum(s.sum(stat::DURATION_SUM_US) as f64 / 1e6);
-            let mut m = proto::Metric::from_label(labels(&[("upstream", up)]));
-            m.set_histogram(h);
-            families[1].push(m);
+            // The histograms: buckets are kept apart per worker, cumulated here.
+            families[1].push(histogram(
+                up,
+                &DURATION_BUCKETS,
+                |i| s.sum(stat::DURATION + i),
+                s.sum(stat::DURATION_COUNT),
+                s.sum(stat::DURATION_SUM_US) as f64 / 1e6,
+            ));
             for (result, i) in [("ok", stat::UPGRADE_OK), ("failed", stat::UPGRADE_FAILED)] {
                 families[3].push(counter(&[("upstream", up), ("result", result)], s.sum(i)));
             }
@@ -300,6 +359,48 @@ impl Collector for RuntimeCollector {
             for source in Source::ALL {
                 let n = s.sum(stat::SOURCES + source as usize);
                 families[10].push(counter(&[("upstream", up), ("source", source.name())], n));
+            }
+            for (dir, frames, bytes) in [
+                ("up", stat::WS_FRAMES_UP, stat::WS_BYTES_UP),
+                ("down", stat::WS_FRAMES_DOWN, stat::WS_BYTES_DOWN),
+            ] {
+                families[15].push(counter(
+                    &[("upstream", up), ("direction", dir)],
+                    s.sum(frames),
+                ));
+                families[16].push(counter(
+                    &[("upstream", up), ("direction", dir)],
+                    s.sum(bytes),
+                ));
+            }
+            for (si, side) in SIDES.iter().enumerate() {
+                for (ci, code) in ws::CODES.iter().enumerate() {
+                    let n = s.sum(stat::WS_CLOSES + si * ws::CODES.len() + ci);
+                    if n > 0 {
+                        families[17].push(counter(
+                            &[("upstream", up), ("side", side), ("code", code)],
+                            n,
+                        ));
+                    }
+                }
+            }
+            for end in End::all() {
+                let n = s.sum(stat::TUNNEL_ENDS + end.index());
+                families[18].push(counter(&[("upstream", up), ("by", end.by())], n));
+            }
+            families[19].push(histogram(
+                up,
+                &TUNNEL_BUCKETS,
+                |i| s.sum(stat::TUNNEL_DURATION + i),
+                s.sum(stat::TUNNEL_DURATION_COUNT),
+                s.sum(stat::TUNNEL_DURATION_SUM_MS) as f64 / 1e3,
+            ));
+            families[20].push(counter(&[("upstream", up)], s.sum(stat::REBALANCE_MOVES)));
+            for node in &pool.nodes {
+                families[21].push(gauge(
+                    &[("upstream", up), ("node", node.id.as_str())],
+                    f64::from(u8::from(node.leaving().is_some())),
+                ));
             }
             for f in NodeFailure::ALL {
                 let n = s.sum(stat::FAILURES + f as usize);
@@ -327,7 +428,7 @@ impl Collector for RuntimeCollector {
         families[13].push(counter(&[], global::COUNTERS.sum(global::POOL_SWEPT)));
         for r in Refusal::ALL {
             let n = global::COUNTERS.sum(global::REFUSALS + r as usize);
-            families[15].push(counter(&[("reason", r.name())], n));
+            families[22].push(counter(&[("reason", r.name())], n));
         }
         FAMILIES
             .iter()

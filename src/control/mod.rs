@@ -18,9 +18,11 @@ pub mod discovery;
 pub mod found;
 pub mod health;
 pub mod metrics;
+pub mod rebalance;
 pub mod signals;
 
 use crate::config::{self, Config, ConfigError, Discover};
+use crate::runtime::node::{now_ms, AdminState, LeaveReason, NodeState};
 use crate::runtime::{Runtime, Shared};
 use arc_swap::ArcSwap;
 use found::Found;
@@ -46,6 +48,9 @@ pub struct Control {
     pub metrics: metrics::Metrics,
     /// Which process this is: shown by `/status` and the start log.
     pub process: Process,
+    /// Nodes that left the runtime (a reload, DNS) with tunnels still open: their tunnels are
+    /// being closed over `leave.spread`; `/status` shows them until the last one is gone.
+    departed: Mutex<Vec<(String, Arc<NodeState>)>>,
 }
 
 /// The running process, so an operator can tell which one answers (during a binary upgrade two
@@ -74,6 +79,7 @@ impl Control {
     pub fn new(config: Config, process: Process) -> Control {
         let runtime: &'static Shared =
             Box::leak(Box::new(ArcSwap::from_pointee(Runtime::new(&config, None))));
+        apply_drains(&runtime.load(), None, &config);
         Control {
             runtime,
             process,
@@ -86,6 +92,7 @@ impl Control {
             generation: watch::Sender::new(0),
             config_generation: watch::Sender::new(0),
             reloads: AtomicU64::new(0),
+            departed: Mutex::new(Vec::new()),
         }
     }
 
@@ -126,6 +133,7 @@ impl Control {
         state.found.retain_for(&config);
         let before = std::mem::replace(&mut state.config, config);
         let summary = self.rebuild(&state);
+        apply_drains(&self.runtime.load(), Some(&before), &state.config);
         self.config_generation.send_modify(|g| *g += 1);
         self.reloads.fetch_add(1, Ordering::Relaxed);
         tracing::info!(config = %self.source.display(), %summary, "config reloaded");
@@ -193,15 +201,116 @@ impl Control {
     }
 
     /// Build a runtime from the file and what discovery found, carrying node state over by
-    /// id, swap it in, and say which nodes came and went.
+    /// id, swap it in, and say which nodes came and went. A node that left (gone from the
+    /// file or from DNS, or moved to another address) starts leaving: its tunnels close over
+    /// its upstream's `leave.spread`.
     fn rebuild(&self, state: &State) -> String {
         let config = state.found.merged(&state.config);
         let old = self.runtime.load_full();
         let new = Runtime::new(&config, Some(&old));
         let summary = changes(&old, &new);
+        let mut departed = self.departed();
+        for pool in &old.pools {
+            let now_there = new.pool(&pool.name);
+            for node in &pool.nodes {
+                let stays = now_there.is_some_and(|p| {
+                    p.nodes
+                        .iter()
+                        .any(|n| n.id == node.id && n.address == node.address)
+                });
+                if !stays {
+                    node.leave(LeaveReason::Removed, now_ms(), pool.leave_spread);
+                    if node.open_tunnels() > 0 {
+                        departed.push((pool.name.clone(), Arc::clone(node)));
+                    }
+                }
+            }
+        }
+        drop(departed);
         self.runtime.store(Arc::new(new));
         self.generation.send_modify(|g| *g += 1);
         summary
+    }
+
+    /// Nodes that left the runtime with tunnels still open (the list pruned of those done).
+    pub fn departed(&self) -> MutexGuard<'_, Vec<(String, Arc<NodeState>)>> {
+        let mut d = self.departed.lock().unwrap_or_else(|p| p.into_inner());
+        d.retain(|(_, n)| n.open_tunnels() > 0);
+        d
+    }
+
+    /// Drain `node` of `upstream`: no new clients; with `close_after`, its tunnels close after
+    /// that long, spread over `spread` (the upstream's `leave.spread` when `None`).
+    pub fn drain(
+        &self,
+        upstream: &crate::runtime::pool::Pool,
+        node: &NodeState,
+        close_after: Option<std::time::Duration>,
+        spread: Option<std::time::Duration>,
+    ) {
+        node.set_admin(AdminState::Draining);
+        match close_after {
+            Some(after) => node.leave(
+                LeaveReason::Drained,
+                now_ms() + after.as_millis() as u64,
+                spread.unwrap_or(upstream.leave_spread),
+            ),
+            None => node.stay(),
+        }
+    }
+
+    /// Disable `node`: its tunnels close over the upstream's `leave.spread`.
+    pub fn disable(&self, upstream: &crate::runtime::pool::Pool, node: &NodeState) {
+        node.set_admin(AdminState::Disabled);
+        node.leave(LeaveReason::Disabled, now_ms(), upstream.leave_spread);
+    }
+
+    /// Enable `node`: it takes clients again and keeps the tunnels it still has.
+    pub fn enable(&self, node: &NodeState) {
+        node.set_admin(AdminState::Active);
+        node.stay();
+    }
+}
+
+/// Apply the file's `drain:` settings to the runtime's nodes: a node drained in the file is
+/// drained (with its deadline), one whose `drain:` was taken out on a reload is active again.
+/// Only changes since `before` act, so a reload does not restart a drain's clock.
+fn apply_drains(rt: &Runtime, before: Option<&Config>, after: &Config) {
+    for up in &after.upstreams {
+        let Some(pool) = rt.pool(&up.name) else {
+            continue;
+        };
+        for n in &up.nodes {
+            let old = before
+                .and_then(|b| b.upstreams.iter().find(|u| u.name == up.name))
+                .and_then(|u| u.nodes.iter().find(|m| m.id == n.id))
+                .and_then(|m| m.drain);
+            if old == n.drain {
+                continue;
+            }
+            let Some(state) = pool.nodes.iter().find(|s| s.id == n.id) else {
+                continue;
+            };
+            match n.drain {
+                Some(d) => {
+                    state.set_admin(AdminState::Draining);
+                    match d.close_after {
+                        Some(after) => state.leave(
+                            LeaveReason::Drained,
+                            now_ms() + after.as_millis() as u64,
+                            d.spread.unwrap_or(up.leave_spread),
+                        ),
+                        None => state.stay(),
+                    }
+                    tracing::warn!(upstream = %up.name, node = %n.id, close_after = ?d.close_after, "node drained by the config");
+                }
+                None => {
+                    state.set_admin(AdminState::Active);
+                    state.stay();
+                    tracing::warn!(upstream = %up.name, node = %n.id, "node no longer drained by the config: active");
+                }
+            }
+        }
     }
 }
 
@@ -275,6 +384,7 @@ pub async fn run(
     upgrades: Option<tokio::sync::mpsc::Sender<UpgradeRequest>>,
 ) {
     tokio::spawn(health::supervise(control.runtime, control.generation()));
+    tokio::spawn(rebalance::run(control.runtime));
     tokio::spawn(discovery::run(Arc::clone(&control)));
     if let Some(admin) = admin {
         tokio::spawn(admin::serve(

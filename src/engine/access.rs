@@ -17,8 +17,9 @@
 //! `bad_request`, ... as `/metrics` names them; `status` is then 499 for a client that went
 //! away, else what the client got: tether's own status, or the node's when its head had gone
 //! out before the failure); a tunnel
-//! line has `kind=tunnel`, `bytes_up`, `bytes_down`, `duration_ms` and `closed_by` (client, node,
-//! idle, shutdown). The timestamp is when the log thread wrote the batch: at most
+//! line has `kind=tunnel`, `bytes_up`, `bytes_down`, `frames_up`, `frames_down`, `close_code`
+//! (`-` for a byte tunnel), `duration_ms` and `closed_by` (client, node, idle, or tether's
+//! reason: ping_timeout, leave, rebalance, shutdown, protocol_error). The timestamp is when the log thread wrote the batch: at most
 //! [`FLUSH_EVERY`] after the request ended.
 
 use crate::config::LogFormat;
@@ -70,6 +71,12 @@ pub struct Tunnel<'a> {
     pub node: &'a str,
     pub bytes_up: u64,
     pub bytes_down: u64,
+    /// WebSocket frames each way (0 for a byte tunnel).
+    pub frames_up: u64,
+    pub frames_down: u64,
+    /// The close code (the first Close frame's, or tether's own; 1006 without one); `None`
+    /// for a byte tunnel.
+    pub close_code: Option<u16>,
     pub duration: Duration,
     pub closed_by: &'a str,
 }
@@ -147,6 +154,10 @@ pub fn tunnel(t: &Tunnel<'_>) {
         b.extend_from_slice(&t.bytes_down.to_le_bytes());
         b.extend_from_slice(&(t.duration.as_micros() as u64).to_le_bytes());
         put(&mut b, t.closed_by.as_bytes());
+        b.extend_from_slice(&t.frames_up.to_le_bytes());
+        b.extend_from_slice(&t.frames_down.to_le_bytes());
+        // 0: no code (a byte tunnel).
+        b.extend_from_slice(&t.close_code.unwrap_or(0).to_le_bytes());
         full(&mut b);
     });
 }
@@ -290,6 +301,11 @@ fn emit_one(kind: u8, r: &mut Reader<'_>, w: &mut Lines<'_>) -> Option<()> {
             let (client, path, upstream, node) = (r.ip()?, r.str()?, r.str()?, r.str()?);
             let (bytes_up, bytes_down, us) = (r.u64()?, r.u64()?, r.u64()?);
             let closed_by = r.str()?;
+            let (frames_up, frames_down, code) = (r.u64()?, r.u64()?, r.u16()?);
+            let code = match code {
+                0 => V::Str("-"),
+                c => V::Num(u64::from(c)),
+            };
             w.line(
                 "tunnel closed",
                 &[
@@ -300,6 +316,9 @@ fn emit_one(kind: u8, r: &mut Reader<'_>, w: &mut Lines<'_>) -> Option<()> {
                     ("node", V::Str(&node)),
                     ("bytes_up", V::Num(bytes_up)),
                     ("bytes_down", V::Num(bytes_down)),
+                    ("frames_up", V::Num(frames_up)),
+                    ("frames_down", V::Num(frames_down)),
+                    ("close_code", code),
                     ("duration_ms", V::Ms(us)),
                     ("closed_by", V::Str(&closed_by)),
                 ],
@@ -448,6 +467,10 @@ mod tests {
             b.extend_from_slice(&v.to_le_bytes());
         }
         put(&mut b, b"client");
+        for v in [3u64, 4] {
+            b.extend_from_slice(&v.to_le_bytes());
+        }
+        b.extend_from_slice(&1000u16.to_le_bytes());
         b
     }
 
@@ -484,6 +507,8 @@ mod tests {
         assert_eq!(v[1]["kind"], "tunnel");
         assert_eq!(v[1]["client"], "::1");
         assert_eq!(v[1]["closed_by"], "client");
+        assert_eq!(v[1]["frames_up"], 3);
+        assert_eq!(v[1]["close_code"], 1000);
         assert_eq!(v[1]["duration_ms"].as_f64(), Some(2000.042));
     }
 

@@ -109,7 +109,7 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             Next::KeepAlive => continue,
             Next::Close => return None,
             // The connection's buffers go with `c`; the tunnel keeps only its sockets.
-            Next::Tunnel(handover) => return Some(handover.with_client(c.client, c.shutdown)),
+            Next::Tunnel(handover) => return Some(handover.with_client(c.client)),
         }
     }
 }

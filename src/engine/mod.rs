@@ -127,6 +127,7 @@ fn worker(
         }
         tokio::spawn(pool::sweeper(runtime));
         tokio::spawn(access::flusher());
+        tokio::spawn(tunnel::registry::supervise(shutdown.clone()));
         let mut shutdown = shutdown;
         let mut ticker = tokio::time::interval(RECONCILE_EVERY);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -128,6 +128,33 @@ pub fn read_query(target: &[u8], method: &[u8], tags: &SidTags) -> Query {
     query
 }
 
+/// Does a request start a session rather than continue one? A WebSocket upgrade does unless it
+/// carries an engine.io `sid` (socket.io's upgrade of a polling session); a polling `GET` with
+/// `EIO` and no `sid` is an engine.io handshake. Read without tags (any upstream).
+pub fn starts_session(target: &[u8], method: &[u8], upgrade: bool) -> bool {
+    let Some(q) = target.iter().position(|&b| b == b'?') else {
+        return upgrade;
+    };
+    let (mut eio, mut polling, mut sid) = (false, false, false);
+    for param in target[q + 1..].split(|&b| b == b'&') {
+        let (name, value) = match param.iter().position(|&b| b == b'=') {
+            Some(i) => (&param[..i], &param[i + 1..]),
+            None => (param, &param[..0]),
+        };
+        match form_decoded(name).as_slice() {
+            b"EIO" => eio = true,
+            b"transport" => polling = form_decoded(value) == b"polling",
+            b"sid" => sid = !value.is_empty(),
+            _ => {}
+        }
+    }
+    if upgrade {
+        !sid
+    } else {
+        eio && polling && !sid && method == b"GET"
+    }
+}
+
 /// Where the tag of a raw (still percent-encoded) `sid` value starts: at its **last**
 /// separator, `~` or its encoding `%7E`, and only when what follows is exactly a tag's worth
 /// of base64url characters. A session id may hold separators of its own (socket.io lets an

@@ -24,6 +24,7 @@ pub mod policy;
 pub mod pool;
 pub mod request;
 pub mod route;
+pub mod tunnel_end;
 pub mod websocket;
 
 use crate::config::Config;

@@ -6,7 +6,7 @@
 
 use super::counters::global;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -64,6 +64,50 @@ pub fn now_ms() -> u64 {
     EPOCH.elapsed().as_millis() as u64
 }
 
+/// The instant `ms` on the [`now_ms`] clock.
+pub fn instant_at_ms(ms: u64) -> Instant {
+    *EPOCH + Duration::from_millis(ms)
+}
+
+/// Why a node leaves: its tunnels are then closed, spread over a window, and its clients move.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LeaveReason {
+    /// Drained with a deadline (the admin API's `close_after`, or `drain` in the config).
+    Drained,
+    /// Gone from the config (a reload) or from DNS.
+    Removed,
+    /// Disabled by the admin API.
+    Disabled,
+}
+
+impl LeaveReason {
+    fn code(self) -> u8 {
+        match self {
+            LeaveReason::Drained => 1,
+            LeaveReason::Removed => 2,
+            LeaveReason::Disabled => 3,
+        }
+    }
+    fn from_code(c: u8) -> Option<LeaveReason> {
+        match c {
+            1 => Some(LeaveReason::Drained),
+            2 => Some(LeaveReason::Removed),
+            3 => Some(LeaveReason::Disabled),
+            _ => None,
+        }
+    }
+}
+
+/// A leave in progress: from `start_ms` (on the [`now_ms`] clock) the node's tunnels are closed
+/// evenly over `spread_ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Leaving {
+    pub reason: LeaveReason,
+    pub start_ms: u64,
+    pub spread_ms: u64,
+}
+
 /// Per-node counters, one line per worker (see [`super::counters`]).
 pub mod stat {
     /// Answered requests by status class: `REQUESTS + 0` is 1xx ... `REQUESTS + 4` is 5xx.
@@ -103,6 +147,17 @@ pub struct NodeState {
     /// Until when a passively failed node counts as down without an active checker (`now_ms`).
     passive_down_until_ms: AtomicU64,
     last_check: Mutex<Option<CheckResult>>,
+    /// A leave: its reason (0: none), when its closes start and over how long (`now_ms`).
+    leave_reason: AtomicU8,
+    leave_start_ms: AtomicU64,
+    leave_spread_ms: AtomicU64,
+    /// Tunnels a rebalance asked to move off this node, not yet taken by a worker.
+    moves: AtomicU64,
+    /// A rebalance is on and this node holds more than its share: a client starting a session
+    /// here is placed elsewhere (control thread writes, session starts read).
+    over_share: AtomicBool,
+    /// A rebalance is on and this node holds less than its share ÷ `max_skew`.
+    under_bound: AtomicBool,
 }
 
 impl NodeState {
@@ -122,7 +177,100 @@ impl NodeState {
             passive_window_ms: AtomicU64::new(0),
             passive_down_until_ms: AtomicU64::new(0),
             last_check: Mutex::new(None),
+            leave_reason: AtomicU8::new(0),
+            leave_start_ms: AtomicU64::new(0),
+            leave_spread_ms: AtomicU64::new(0),
+            moves: AtomicU64::new(0),
+            over_share: AtomicBool::new(false),
+            under_bound: AtomicBool::new(false),
         }
+    }
+
+    /// Start closing this node's tunnels at `start_ms` (`now_ms` clock), spread over `spread`.
+    /// A later call moves the window (a drain given a new deadline); a node that was removed
+    /// stays removed.
+    pub fn leave(&self, reason: LeaveReason, start_ms: u64, spread: Duration) {
+        if self
+            .leaving()
+            .is_some_and(|l| l.reason == LeaveReason::Removed)
+        {
+            return;
+        }
+        self.leave_start_ms
+            .store(start_ms.max(1), Ordering::Relaxed);
+        self.leave_spread_ms
+            .store(spread.as_millis() as u64, Ordering::Relaxed);
+        self.leave_reason.store(reason.code(), Ordering::Relaxed);
+    }
+
+    /// The node stays after all (enabled again, a drain without a deadline): closes not yet
+    /// made are called off. A removed node cannot stay.
+    pub fn stay(&self) {
+        if self
+            .leaving()
+            .is_some_and(|l| l.reason != LeaveReason::Removed)
+        {
+            self.leave_reason.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// The leave in progress, if any.
+    pub fn leaving(&self) -> Option<Leaving> {
+        let reason = LeaveReason::from_code(self.leave_reason.load(Ordering::Relaxed))?;
+        Some(Leaving {
+            reason,
+            start_ms: self.leave_start_ms.load(Ordering::Relaxed),
+            spread_ms: self.leave_spread_ms.load(Ordering::Relaxed),
+        })
+    }
+
+    /// Ask for `n` more of this node's tunnels to move (a rebalance).
+    pub fn add_moves(&self, n: u64) {
+        self.moves.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Moves asked for and not yet taken.
+    pub fn moves_pending(&self) -> u64 {
+        self.moves.load(Ordering::Relaxed)
+    }
+
+    /// Take up to `up_to` of the moves asked for (a worker that has that many tunnels here).
+    pub fn claim_moves(&self, up_to: u64) -> u64 {
+        let mut have = self.moves.load(Ordering::Relaxed);
+        loop {
+            let take = have.min(up_to);
+            if take == 0 {
+                return 0;
+            }
+            match self.moves.compare_exchange_weak(
+                have,
+                have - take,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return take,
+                Err(now) => have = now,
+            }
+        }
+    }
+
+    /// Moves not taken are dropped (the rebalance is over, or the node is no source any more).
+    pub fn cancel_moves(&self) {
+        self.moves.store(0, Ordering::Relaxed);
+    }
+
+    /// Set by a rebalance's check every second.
+    pub fn set_balance(&self, over_share: bool, under_bound: bool) {
+        self.over_share.store(over_share, Ordering::Relaxed);
+        self.under_bound.store(under_bound, Ordering::Relaxed);
+    }
+
+    pub fn over_share(&self) -> bool {
+        self.over_share.load(Ordering::Relaxed)
+    }
+
+    pub fn under_bound(&self) -> bool {
+        self.under_bound.load(Ordering::Relaxed)
     }
 
     /// Current in-flight requests plus open tunnels.
@@ -286,6 +434,9 @@ impl NodeState {
     /// weight): admin state, health, slow start, the last check, and the counters themselves.
     pub fn inherit(mut self, old: &NodeState) -> NodeState {
         self.set_admin(old.admin());
+        if let Some(l) = old.leaving().filter(|l| l.reason != LeaveReason::Removed) {
+            self.leave(l.reason, l.start_ms, Duration::from_millis(l.spread_ms));
+        }
         let health = old.health.load(Ordering::Relaxed);
         self.health.store(health, Ordering::Relaxed);
         self.usable_since_ms.store(
@@ -312,6 +463,11 @@ pub struct LoadGuard {
 
 impl LoadGuard {
     pub fn node(&self) -> &NodeState {
+        &self.node
+    }
+
+    /// The node's shared state itself (a tunnel registers with it).
+    pub fn node_arc(&self) -> &Arc<NodeState> {
         &self.node
     }
 

@@ -85,6 +85,11 @@ pub struct Placement {
     pub client: Option<u64>,
     /// Key affinity: where the request's key falls on the ring ([`Ring::hash`] of its value).
     pub key: Option<u64>,
+    /// The request starts a session (a WebSocket upgrade that continues no engine.io session,
+    /// or an engine.io handshake): it is not kept on a node that is leaving, nor, while a
+    /// rebalance wants it, on a node above its share. Requests that continue a session keep
+    /// their pin.
+    pub starts_session: bool,
 }
 
 impl Placement {
@@ -162,7 +167,16 @@ impl Placement {
         let tried = &self.tried;
         let cap = u64::from(pool.max_tunnels_per_node);
         let room = |i: usize| !upgrade || cap == 0 || pool.nodes[i].open_tunnels() < cap;
-        let fresh = |i: usize| !tried.contains(&i) && room(i);
+        // A session does not start on a node that leaves, nor, while a rebalance has a node
+        // under its bounds, on one above its share: the same rule on every replica, read from
+        // what each sees, so a moved client is placed alike wherever it reconnects.
+        let rebalancing = self.starts_session && pool.rebalancing();
+        let moves_off = |i: usize| {
+            self.starts_session
+                && (pool.nodes[i].leaving().is_some()
+                    || (rebalancing && pool.nodes[i].over_share()))
+        };
+        let fresh = |i: usize| !tried.contains(&i) && room(i) && !moves_off(i);
         if let Some(n) = self.node {
             if !room(n) && self.decision == Some(Decision::Hit) && tried.is_empty() {
                 return None;
@@ -178,29 +192,37 @@ impl Placement {
         // the ring owner; it stays there while the owner serves pinned clients (draining
         // included) and moves to the successor otherwise, so only a leaving node's keys move.
         let on_ring = self.ring_key(pool, client_ip);
-        let pick = match on_ring {
-            Some((ring, h)) => ring.get_hashed(h, |i| fresh(i) && pool.nodes[i].serves_pinned(now)),
-            // A client with a cookie whose node is gone, down or refused is re-pinned to the
-            // node its key ranks first, so its concurrent requests agree (the balancer would
-            // spread them, and the last Set-Cookie would win); the key doubles as its
-            // slow-start ticket. Anyone else gets the balance policy's pick.
-            None => {
-                let (slow, repin) = (
-                    pool.slow_start,
-                    self.client.map(|c| repin_key(c, client_ip)),
-                );
-                let chance = || repin.unwrap_or_else(ticket);
-                pick(pool, repin, |i| {
-                    fresh(i) && pool.nodes[i].takes_new(now, slow, chance())
-                })
-                // Slow start shapes the share; it never turns a client away.
-                .or_else(|| {
+        // `avoid`: keep sessions off leaving and (while rebalancing) crowded nodes; if that
+        // leaves no node at all, a place anywhere beats a 503.
+        let select = |avoid: bool| {
+            let usable = |i: usize| !tried.contains(&i) && room(i) && (!avoid || !moves_off(i));
+            match on_ring {
+                Some((ring, h)) => {
+                    ring.get_hashed(h, |i| usable(i) && pool.nodes[i].serves_pinned(now))
+                }
+                // A client with a cookie whose node is gone, down or refused is re-pinned to the
+                // node its key ranks first, so its concurrent requests agree (the balancer would
+                // spread them, and the last Set-Cookie would win); the key doubles as its
+                // slow-start ticket. Anyone else gets the balance policy's pick.
+                None => {
+                    let (slow, repin) = (
+                        pool.slow_start,
+                        self.client.map(|c| repin_key(c, client_ip)),
+                    );
+                    let chance = || repin.unwrap_or_else(ticket);
                     pick(pool, repin, |i| {
-                        fresh(i) && pool.nodes[i].takes_new(now, Duration::ZERO, 0)
+                        usable(i) && pool.nodes[i].takes_new(now, slow, chance())
                     })
-                })
+                    // Slow start shapes the share; it never turns a client away.
+                    .or_else(|| {
+                        pick(pool, repin, |i| {
+                            usable(i) && pool.nodes[i].takes_new(now, Duration::ZERO, 0)
+                        })
+                    })
+                }
             }
-        }?;
+        };
+        let pick = select(true).or_else(|| select(false))?;
         let was_pinned = self.decision == Some(Decision::Hit) || self.stale;
         let first_choice = self.tried.is_empty();
         // No stickiness at all: no affinity, or key affinity without its key and no fallback.

@@ -26,6 +26,9 @@ pub struct Plan<'rt> {
     pub websocket: &'rt WebsocketPolicy,
     pub placement: Placement,
     pub client_ip: IpAddr,
+    /// The request is a WebSocket handshake (`Upgrade: websocket`, checked): after a `101` for
+    /// `websocket`, its tunnel follows frames.
+    pub websocket_upgrade: bool,
     /// What engine.io's query said (nothing, for an upstream without engine.io affinity).
     pub engineio: engineio::Query,
 }
@@ -55,6 +58,7 @@ pub fn plan<'rt, R: RequestView>(
         .ok_or(Refusal::NoRoute)?;
     let pool = &rt.pools[pool_index];
     let client_ip = client_ip::resolve(peer, &rt.trusted_proxies, req.values(Field::XForwardedFor));
+    let mut websocket_upgrade = false;
     if req.upgrade() {
         let handshake = Handshake {
             method: req.method(),
@@ -63,6 +67,7 @@ pub fn plan<'rt, R: RequestView>(
             key: req.first(Field::SecWebSocketKey),
             origin: req.first(Field::Origin),
         };
+        websocket_upgrade = handshake.is_websocket();
         if let Err(refusal) = websocket::check(&handshake, ws) {
             if refusal == Refusal::OriginNotAllowed {
                 global::COUNTERS.inc(global::ORIGIN_REJECTED);
@@ -85,11 +90,17 @@ pub fn plan<'rt, R: RequestView>(
         Some(Tagged::Invalid) => pool.stats.inc(stat::ENGINEIO_INVALID_TAGS),
         None => {}
     }
+    placement.starts_session = match (&pool.engineio, &engineio.role) {
+        (Some(_), Role::Handshake { .. }) => true,
+        (Some(_), Role::Session) => false,
+        _ => engineio::starts_session(req.target(), req.method(), req.upgrade()),
+    };
     Ok(Plan {
         pool,
         websocket: ws,
         placement,
         client_ip,
+        websocket_upgrade,
         engineio,
     })
 }

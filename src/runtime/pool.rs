@@ -77,7 +77,24 @@ pub mod stat {
     pub const FAILURES: usize = ENGINEIO_INVALID_TAGS + 1;
     /// Exchanges whose client went away before they ended (logged as 499).
     pub const CLIENT_GONE: usize = FAILURES + NodeFailure::ALL.len();
-    pub const LEN: usize = CLIENT_GONE + 1;
+    /// WebSocket frames and bytes each way (client → node is up), counted as tunnels run.
+    pub const WS_FRAMES_UP: usize = CLIENT_GONE + 1;
+    pub const WS_FRAMES_DOWN: usize = WS_FRAMES_UP + 1;
+    pub const WS_BYTES_UP: usize = WS_FRAMES_DOWN + 1;
+    pub const WS_BYTES_DOWN: usize = WS_BYTES_UP + 1;
+    /// WebSocket close codes by side (client, node, tether) then code, in `ws::CODES` order.
+    pub const WS_CLOSES: usize = WS_BYTES_DOWN + 1;
+    /// Tunnels by how they ended: client, node, idle, then tether's reasons in `Reason` order.
+    pub const TUNNEL_ENDS: usize = WS_CLOSES + 3 * crate::ws::CODES.len();
+    /// Tunnel durations: one counter per bucket of [`TUNNEL_BUCKETS`], then `+Inf`, count, sum.
+    pub const TUNNEL_DURATION: usize = TUNNEL_ENDS + 3 + TETHER_REASONS;
+    pub const TUNNEL_DURATION_COUNT: usize = TUNNEL_DURATION + super::TUNNEL_BUCKETS.len() + 1;
+    pub const TUNNEL_DURATION_SUM_MS: usize = TUNNEL_DURATION_COUNT + 1;
+    /// Tunnels a rebalance asked to move (control thread).
+    pub const REBALANCE_MOVES: usize = TUNNEL_DURATION_SUM_MS + 1;
+    pub const LEN: usize = REBALANCE_MOVES + 1;
+    /// Reasons tether closes a tunnel for (`engine::tunnel::Reason`).
+    pub const TETHER_REASONS: usize = 5;
 }
 
 /// Request duration buckets, seconds: from loopback-fast answers to held long-polls.
@@ -85,6 +102,23 @@ pub const DURATION_BUCKETS: [f64; 17] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
     60.0, 120.0,
 ];
+
+/// Tunnel duration buckets, seconds: from a WebSocket that fails at once to one held a day.
+pub const TUNNEL_BUCKETS: [f64; 12] = [
+    1.0, 10.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0, 28800.0, 43200.0, 86400.0,
+];
+
+/// Count one tunnel's lifetime in the pool's histogram.
+pub fn observe_tunnel(stats: &PoolStats, lived: Duration) {
+    let secs = lived.as_secs_f64();
+    let bucket = TUNNEL_BUCKETS
+        .iter()
+        .position(|&b| secs <= b)
+        .unwrap_or(TUNNEL_BUCKETS.len());
+    stats.inc(stat::TUNNEL_DURATION + bucket);
+    stats.inc(stat::TUNNEL_DURATION_COUNT);
+    stats.add(stat::TUNNEL_DURATION_SUM_MS, lived.as_millis() as u64);
+}
 
 /// An upstream's counters, kept by upstream name across reloads.
 pub type PoolStats = Counters<{ stat::LEN }>;
@@ -119,6 +153,10 @@ pub struct Pool {
     pub passive: Passive,
     pub slow_start: Duration,
     pub max_tunnels_per_node: u32,
+    /// A leaving node's tunnels close evenly over this window.
+    pub leave_spread: Duration,
+    /// Moving tunnels off crowded nodes after a scale-out; `None`: off.
+    pub rebalance: Option<config::Rebalance>,
     pub stats: Arc<PoolStats>,
 }
 
@@ -179,6 +217,8 @@ impl Pool {
             passive: up.passive,
             slow_start: up.slow_start,
             max_tunnels_per_node: up.max_tunnels_per_node,
+            leave_spread: up.leave_spread,
+            rebalance: up.rebalance,
             stats: previous.map_or_else(Arc::default, |p| Arc::clone(&p.stats)),
         }
     }
@@ -193,6 +233,12 @@ impl Pool {
     /// by weight across keys. Used for re-pins; `None` when no node is usable.
     pub fn rendezvous(&self, client: u64, usable: impl Fn(usize) -> bool) -> Option<usize> {
         super::balance::rendezvous(&self.nodes, client, usable)
+    }
+
+    /// A rebalance is on and some node holds less than its share ÷ `max_skew`: sessions that
+    /// start on a node above its share are placed elsewhere.
+    pub fn rebalancing(&self) -> bool {
+        self.rebalance.is_some() && self.nodes.iter().any(|n| n.under_bound())
     }
 
     /// A connection to node `node` failed or timed out: count it toward passive health.

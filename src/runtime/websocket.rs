@@ -81,6 +81,7 @@ mod tests {
         let policy = WebsocketPolicy {
             allowed_origins: vec![OriginPattern::parse("https://app.example").unwrap()],
             require_origin: true,
+            ..WebsocketPolicy::default()
         };
         let ok = Some(b"https://app.example".as_slice());
         assert_eq!(check(&hs(b"GET", b"13", ok), &policy), Ok(()));

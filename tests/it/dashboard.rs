@@ -510,11 +510,19 @@ async fn every_metric_the_dashboard_names_is_in_a_live_tethers_metrics() {
     }
     let (ws, _, _) = c.ws("/ws").await;
     Client::new(proxy.addr).get("/found/whoami").await;
-
-    let exposition = Client::new(proxy.admin.expect("admin"))
-        .get("/metrics")
-        .await
-        .body;
+    // One WebSocket closed (its close code is counted), one still open (a tunnel gauge).
+    let (mut closed, _, _) = c.ws("/ws").await;
+    closed.close(None).await.unwrap();
+    drop(closed);
+    let admin = proxy.admin.expect("admin");
+    let start = std::time::Instant::now();
+    let exposition = loop {
+        let body = Client::new(admin).get("/metrics").await.body;
+        if body.contains("tether_websocket_closes_total{") || start.elapsed().as_secs() > 10 {
+            break body;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
     let d = dashboard();
     let used = used_metrics(&d);
     let unknown = unknown_metrics(&used, &exposition);

@@ -584,6 +584,35 @@ fn matches_forward(f: &Fwd, seen: &Seen, case: &Case) -> Result<(), String> {
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| format!("after the upgrade the node saw {e}"))?
             .concat();
+        if f.frames {
+            // The frames, then tether's masked Close 1002 (any mask), and nothing after it.
+            let close = data
+                .strip_prefix(t.as_slice())
+                .filter(|c| c.len() >= 8 && c[0] == 0x88 && c[1] & 0x80 != 0)
+                .ok_or_else(|| {
+                    format!(
+                        "tunnel carried {}, frames then a Close meant",
+                        escape(&data, 80)
+                    )
+                })?;
+            let len = usize::from(close[1] & 0x7f);
+            let key = &close[2..6];
+            let payload: Vec<u8> = close[6..]
+                .iter()
+                .enumerate()
+                .map(|(i, b)| b ^ key[i % 4])
+                .collect();
+            if close.len() != 6 + len || payload.get(..2) != Some(&[0x03, 0xea][..]) {
+                return Err(format!(
+                    "after the frames: {}, a Close 1002 meant",
+                    escape(close, 80)
+                ));
+            }
+            if finals.first().is_none_or(|r| r.status != 101) {
+                return Err("the client got no 101".into());
+            }
+            return Ok(());
+        }
         let want = [
             t.as_slice(),
             format!("GET {probe} HTTP/1.1\r\nHost: p\r\n\r\n").as_bytes(),

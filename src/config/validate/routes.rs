@@ -3,6 +3,7 @@
 
 use super::{items, join, Checker};
 use crate::config::defaults::DEFAULT_ROUTE_PREFIX;
+use crate::config::defaults::*;
 use crate::config::file::{FileConfig, FileWebsocket, OneOrMany};
 use crate::config::model::{HostPattern, OriginPattern, Route, WebsocketPolicy};
 
@@ -116,9 +117,22 @@ impl Checker<'_> {
                 }
             }
         }
+        let interval = self.span(
+            &format!("{route}.websocket.ping_interval"),
+            w.ping_interval.as_ref(),
+            DEFAULT_PING_INTERVAL,
+        );
+        let timeout = self.timeout(
+            &format!("{route}.websocket.ping_timeout"),
+            w.ping_timeout.as_ref(),
+            DEFAULT_PING_TIMEOUT,
+        );
+        let (ping_interval, ping_timeout) = (interval?, timeout?);
         ok.then(|| WebsocketPolicy {
             allowed_origins,
             require_origin: w.require_origin.unwrap_or(false),
+            ping_interval,
+            ping_timeout,
         })
     }
 }

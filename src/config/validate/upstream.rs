@@ -5,8 +5,13 @@ use std::net::{IpAddr, SocketAddr};
 
 use super::{items, join, Checker};
 use crate::config::defaults::*;
-use crate::config::file::{FileConfig, FileDiscover, FileNode, FileTimeouts, FileUpstream};
-use crate::config::model::{is_dns_name, Balance, Discover, DnsName, Node, Timeouts, Upstream};
+use crate::config::file::{
+    FileConfig, FileDiscover, FileDrain, FileNode, FileRebalance, FileTimeouts, FileUpstream,
+};
+use crate::config::model::{
+    is_dns_name, Affinity, Balance, Discover, DnsName, Drain, EngineIo, Node, Rebalance, Timeouts,
+    Upstream,
+};
 
 const NODE_EXAMPLE: &str = "e.g. `- { id: node-a, address: \"127.0.0.1:3001\" }`";
 
@@ -68,8 +73,21 @@ impl Checker<'_> {
             (0, 10_000_000, DEFAULT_MAX_TUNNELS_PER_NODE),
             "open tunnels per node, 0 (no limit) or more",
         );
+        let leave_spread = self.span(
+            &join(path, "leave.spread"),
+            up.leave.as_ref().and_then(|l| l.spread.as_ref()),
+            DEFAULT_LEAVE_SPREAD,
+        );
+        let rebalance = match &up.rebalance {
+            None => Some(None),
+            Some(r) => self
+                .rebalance(&join(path, "rebalance"), r, affinity.as_ref())
+                .map(Some),
+        };
         let (affinity, engineio) = affinity?;
         Some(Upstream {
+            leave_spread: leave_spread?,
+            rebalance: rebalance?,
             max_tunnels_per_node: max_tunnels_per_node?,
             name: name.to_string(),
             nodes: nodes?,
@@ -141,17 +159,66 @@ impl Checker<'_> {
                     self.bad(&join(&p, "weight"), msg)
                 }
             };
-            out.push(match (id, address, weight) {
-                (Some(id), Some(address), Some(weight)) => Some(Node {
+            let drain = match &n.drain {
+                None => Some(None),
+                Some(d) => self.drain(&join(&p, "drain"), d).map(Some),
+            };
+            out.push(match (id, address, weight, drain) {
+                (Some(id), Some(address), Some(weight), Some(drain)) => Some(Node {
                     id,
                     address,
                     weight,
+                    drain,
                 }),
                 _ => None,
             });
         }
         // Every node has been checked; only now give up if any of them failed.
         out.into_iter().collect()
+    }
+
+    /// A node's `drain:`: when its tunnels start closing, and over how long.
+    fn drain(&mut self, path: &str, d: &FileDrain) -> Option<Drain> {
+        let close_after = match &d.close_after {
+            None => Some(None),
+            Some(t) => self.duration(&join(path, "close_after"), t).map(Some),
+        };
+        let spread = match &d.spread {
+            None => Some(None),
+            Some(t) => self.duration(&join(path, "spread"), t).map(Some),
+        };
+        Some(Drain {
+            close_after: close_after?,
+            spread: spread?,
+        })
+    }
+
+    /// `rebalance:`: a skew above 1 and a rate; a ring (ip_hash, key) decides where each client
+    /// belongs, so moving its clients would fight it.
+    fn rebalance(
+        &mut self,
+        path: &str,
+        r: &FileRebalance,
+        affinity: Option<&(Affinity, Option<EngineIo>)>,
+    ) -> Option<Rebalance> {
+        if let Some((Affinity::IpHash | Affinity::Key { .. }, _)) = affinity {
+            return self.bad(path, "with ip_hash or key affinity the ring decides each client's node, so moving clients would fight it; rebalance works with cookie affinity or none (remove `rebalance`, or change affinity.mode)");
+        }
+        let max_skew = match r.max_skew {
+            None => Some(DEFAULT_MAX_SKEW),
+            Some(s) if s > 1.0 && s <= MAX_MAX_SKEW => Some(s),
+            Some(s) => self.bad(&join(path, "max_skew"), format_args!("{s} is out of range; give a factor above 1 and at most {MAX_MAX_SKEW} (1.5: a node may hold between 2/3 and 1.5 times its share)")),
+        };
+        let moves_per_second = self.count(
+            &join(path, "moves_per_second"),
+            r.moves_per_second,
+            (1, 10_000, DEFAULT_MOVES_PER_SECOND),
+            "tunnels moved per second, 1 to 10000",
+        );
+        Some(Rebalance {
+            max_skew: max_skew?,
+            moves_per_second: moves_per_second?,
+        })
     }
 
     /// `discover:`: names (each with its port), refresh interval and resolver.

@@ -7,7 +7,7 @@
 //! | `GET /healthz` | the proxy's own liveness (never needs the token, for probes) |
 //! | `GET /status` | JSON: every upstream and node with health, admin state, load, last check, and DNS discovery's progress |
 //! | `GET /metrics` | Prometheus text format (`super::metrics`) |
-//! | `POST /upstreams/{name}/nodes/{id}/drain`, `/disable`, `/enable` | change a node's admin state |
+//! | `POST /upstreams/{name}/nodes/{id}/drain`, `/disable`, `/enable` | change a node's admin state; `drain?close_after=60s&spread=30s` also closes its tunnels after `close_after`, spread over `spread` |
 //! | `POST /reload` | re-read the config file (like SIGHUP) |
 //!
 //! With a token configured every route but `/` and `/healthz` needs `Authorization: Bearer <token>`.
@@ -19,7 +19,8 @@
 mod page;
 
 use super::Control;
-use crate::runtime::node::AdminState;
+use crate::runtime::node::{now_ms, AdminState, NodeState};
+use crate::runtime::unix_now;
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
@@ -283,11 +284,32 @@ async fn handle(
                     json!({"error": format!("no node {id} in upstream {name}")}),
                 );
             };
-            let before = node.set_admin(state);
+            let before = node.admin();
+            match state {
+                AdminState::Draining => {
+                    // `?close_after=60s&spread=30s`: the drain's deadline and its spread.
+                    let query = req.uri().query().unwrap_or("");
+                    let (close_after, spread) = match (
+                        duration_param(query, "close_after"),
+                        duration_param(query, "spread"),
+                    ) {
+                        (Ok(a), Ok(s)) => (a, s),
+                        (Err(e), _) | (_, Err(e)) => {
+                            return json_reply(StatusCode::BAD_REQUEST, json!({ "error": e }))
+                        }
+                    };
+                    control.drain(pool, node, close_after, spread);
+                }
+                AdminState::Disabled => control.disable(pool, node),
+                AdminState::Active => control.enable(node),
+            }
             tracing::warn!(upstream = %name, node = %id, from = ?before, to = ?state, "node admin state changed");
             json_reply(
                 StatusCode::OK,
-                json!({"upstream": name, "node": id, "admin_state": state, "previous": before}),
+                json!({
+                    "upstream": name, "node": id, "admin_state": state, "previous": before,
+                    "leaving": leaving_json(node, unix_now()),
+                }),
             )
         }
         _ => json_reply(
@@ -297,8 +319,40 @@ async fn handle(
     }
 }
 
+/// A duration query parameter (`close_after=60s`); `Ok(None)` when absent.
+fn duration_param(query: &str, name: &str) -> Result<Option<std::time::Duration>, String> {
+    let Some(value) = query
+        .split('&')
+        .filter_map(|p| p.split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+    else {
+        return Ok(None);
+    };
+    crate::config::duration::parse_duration(&decode_segment(value))
+        .map(Some)
+        .map_err(|e| format!("{name}: {e}"))
+}
+
+/// A node's leave in progress for `/status`: why, and when its closes start and end (Unix
+/// seconds); `null` when it is not leaving.
+fn leaving_json(node: &NodeState, now_unix: u64) -> serde_json::Value {
+    let Some(l) = node.leaving() else {
+        return serde_json::Value::Null;
+    };
+    let now = now_ms();
+    let unix = |ms: u64| (now_unix as i64 + (ms as i64 - now as i64) / 1000).max(0);
+    json!({
+        "reason": l.reason,
+        "closes_from": unix(l.start_ms),
+        "closes_until": unix(l.start_ms + l.spread_ms),
+        "open_tunnels": node.open_tunnels(),
+    })
+}
+
 fn status(control: &Control) -> serde_json::Value {
     let rt = control.runtime.load();
+    let now = unix_now();
     let discovering = control.discovering();
     let upstreams: Vec<_> = rt
         .pools
@@ -324,6 +378,8 @@ fn status(control: &Control) -> serde_json::Value {
                             "4xx": classes[3], "5xx": classes[4],
                         },
                         "last_check": n.last_check(),
+                        "leaving": leaving_json(n, now),
+                        "over_share": pool.rebalance.is_some() && n.over_share(),
                     })
                 })
                 .collect();
@@ -336,12 +392,31 @@ fn status(control: &Control) -> serde_json::Value {
                         .map(|n| format!("{}:{}", n.name, n.port))
                         .collect::<Vec<_>>()
                 });
+            // Nodes gone from the runtime whose tunnels are still closing.
+            let departed: Vec<_> = control
+                .departed()
+                .iter()
+                .filter(|(up, _)| *up == pool.name)
+                .map(|(_, n)| {
+                    json!({
+                        "id": n.id,
+                        "address": n.address.to_string(),
+                        "open_tunnels": n.open_tunnels(),
+                        "leaving": leaving_json(n, now),
+                    })
+                })
+                .collect();
             json!({
                 "name": pool.name,
                 "health_check": pool.health_check.is_some(),
                 "discover": discover,
                 "discovery": control.discovery_status(&pool.name),
+                "rebalance": pool.rebalance.map(|r| json!({
+                    "max_skew": r.max_skew, "moves_per_second": r.moves_per_second,
+                    "moves": pool.stats.sum(crate::runtime::pool::stat::REBALANCE_MOVES),
+                })),
                 "nodes": nodes,
+                "departed": departed,
             })
         })
         .collect();

@@ -112,6 +112,36 @@ impl RequestView for H1<'_> {
     }
 }
 
+/// For a `101` to `websocket`, the RSV bits its negotiated extensions allow: RSV1 for
+/// `permessage-deflate` alone, all three for an extension tether does not know (it cannot judge
+/// them), none without extensions. `None`: another protocol, relayed as bytes.
+fn websocket_of(buf: &[u8], fields: &[head::Field]) -> Option<u8> {
+    let is = |f: &head::Field, name: &[u8]| f.name(buf).eq_ignore_ascii_case(name);
+    let websocket = fields.iter().any(|f| {
+        f.kind == Kind::Upgrade
+            && f.value(buf)
+                .split(|&b| b == b',')
+                .any(|p| p.trim_ascii().eq_ignore_ascii_case(b"websocket"))
+    });
+    if !websocket {
+        return None;
+    }
+    let mut rsv = 0;
+    for f in fields.iter().filter(|f| is(f, b"sec-websocket-extensions")) {
+        for ext in f.value(buf).split(|&b| b == b',') {
+            let name = ext.split(|&b| b == b';').next().unwrap_or(b"").trim_ascii();
+            rsv |= if name.eq_ignore_ascii_case(b"permessage-deflate") {
+                0x40
+            } else if name.is_empty() {
+                0
+            } else {
+                0x70
+            };
+        }
+    }
+    Some(rsv)
+}
+
 impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     /// One request/response exchange (or the start of a tunnel), from its head to its outcome.
     pub(in crate::engine) async fn exchange(&mut self, req: head::Request, rt: &Runtime) -> Next {
@@ -288,12 +318,31 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             body_length: None,
         };
         self.write_response_head(resp, &how);
-        // Anything the node sent after its 101 belongs to the new protocol.
-        self.out.extend_from_slice(&self.ubuf[resp.len..]);
+        let websocket = websocket_of(&self.ubuf, &self.ufields)
+            .filter(|_| x.plan.websocket_upgrade)
+            .map(|rsv| tunnel::WsSettings {
+                rsv,
+                ping_interval: x.plan.websocket.ping_interval,
+                ping_timeout: x.plan.websocket.ping_timeout,
+            });
+        // Bytes each side sent after its head belong to the new protocol. A byte tunnel sends
+        // them on here; a WebSocket tunnel reads them as its first frames (they are checked
+        // like any other).
+        let early_down = &self.ubuf[resp.len..];
+        let early = if websocket.is_some() && (!early_down.is_empty() || !self.cbuf.is_empty()) {
+            Some(Box::new(tunnel::Early {
+                up: self.cbuf.to_vec(),
+                down: early_down.to_vec(),
+            }))
+        } else {
+            None
+        };
+        if websocket.is_none() {
+            self.out.extend_from_slice(early_down);
+        }
         self.flush_out().await?;
         x.sent = Some(101);
-        // Anything the client sent after its request head (early frames) goes to the node.
-        if !self.cbuf.is_empty() {
+        if websocket.is_none() && !self.cbuf.is_empty() {
             upstream::send(
                 &mut self.deadline,
                 &mut up.stream,
@@ -316,7 +365,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             client_ip: x.plan.client_ip,
             path: self.log_target[..path_end].into(),
             upstream: pool.name.as_str().into(),
+            stats: std::sync::Arc::clone(&pool.stats),
             started: x.started,
+            websocket,
+            early,
         }))
     }
 

@@ -44,6 +44,10 @@ pub struct Fwd {
     /// An upgrade: the node gets `reqs[0]` as an upgrade, then these bytes and the probe through
     /// the tunnel.
     pub tunnel: Option<Vec<u8>>,
+    /// The tunnel follows WebSocket frames (a `websocket` handshake): the bytes in `tunnel` are
+    /// frames, and what follows them that is not (the probe, a smuggled request) ends the
+    /// tunnel with tether's Close 1002 to the node instead of reaching it.
+    pub frames: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -159,6 +163,7 @@ impl Req {
             reqs: vec![self],
             then,
             tunnel: None,
+            frames: false,
         }
     }
     fn probe(self) -> Fwd {
@@ -171,6 +176,7 @@ fn fwd(reqs: Vec<Req>, then: Then) -> Fwd {
         reqs,
         then,
         tunnel: None,
+        frames: false,
     }
 }
 
@@ -1394,9 +1400,11 @@ fn upgrade(out: &mut Vec<Case>) {
             reqs: vec![Req::new("GET", "/ws", b"")],
             then: Then::Probe,
             tunnel: Some(frames.to_vec()),
+            frames: true,
         },
     ));
-    // A WebSocket handshake with an HTTP request behind it: tunnelled as bytes, never parsed.
+    // A WebSocket handshake with an HTTP request behind it: never parsed as a request; not a
+    // frame either, so the node gets tether's Close 1002 and nothing of it.
     out.push(Case::must(
         C,
         "WebSocket upgrade with a request behind it",
@@ -1409,7 +1417,8 @@ fn upgrade(out: &mut Vec<Case>) {
         Fwd {
             reqs: vec![Req::new("GET", "/ws", b"")],
             then: Then::Probe,
-            tunnel: Some(smuggled.to_vec()),
+            tunnel: Some(Vec::new()),
+            frames: true,
         },
     ));
     // Upgrade without `Connection: upgrade` is no upgrade: two plain requests.
@@ -1446,6 +1455,7 @@ fn upgrade(out: &mut Vec<Case>) {
                     reqs: vec![Req::new("GET", "/up", b"")],
                     then: Then::Probe,
                     tunnel: Some(smuggled.to_vec()),
+                    frames: false,
                 },
             )
             .or(fwd(
@@ -1482,6 +1492,7 @@ fn upgrade(out: &mut Vec<Case>) {
                 reqs: vec![Req::new("GET", "/ws", b"")],
                 then: Then::Probe,
                 tunnel: Some(smuggled.to_vec()),
+                frames: false,
             },
         ));
     }
