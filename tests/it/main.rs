@@ -3,6 +3,9 @@
 //! Modules, each named after the promise it guards:
 //! - `sticky_cookie`: many clients each stay on one node; bad cookies are ignored, never an error.
 //! - `tls`: https:// and wss:// terminated by tether, cookie affinity across the TLS upgrade.
+//! - `tunnels`: WebSocket frames followed both ways unchanged (every length class, headers
+//!   split at every byte, fragments), every §5 rule closing both sides with 1002, tether's
+//!   Close waiting for the frame in flight, half-open clients found by Ping.
 //! - `upgrade`: plain request, long-poll and WebSocket Upgrade share one node; tunnels, streaming,
 //!   timeouts and forwarded headers.
 //! - `http1`: raw HTTP/1.1 through the engine: bodies, 100-continue, pipelining, bad framing.
@@ -22,6 +25,9 @@
 //! - `outcomes`: every exchange ends in one access-log line, one failure count and the passive
 //!   health it deserves, whatever step a scripted node fails it at; a client that goes away is
 //!   a 499 counted apart, never a 400 written to a closed socket.
+//! - `moves`: a node that leaves (drained with a deadline, removed by a reload, gone from DNS)
+//!   hands its socket.io clients over, spread over the window, none lost; a rebalance after a
+//!   scale-out fills the new node to its bounds and no further (two replicas).
 //! - `operations`: health checks, drain, admin API, metrics, reload under load, graceful shutdown.
 //! - `admin_page`: the admin status page in a real headless Chromium: live node states, drain
 //!   from the page, the token asked once, cross-site form POSTs refused, 0 to 100 nodes drawn.
@@ -72,6 +78,7 @@ mod key_affinity;
 mod limits;
 mod load;
 mod logs;
+mod moves;
 mod operations;
 mod outcomes;
 mod pool;
@@ -79,4 +86,5 @@ mod security;
 mod socketio;
 mod sticky_cookie;
 mod tls;
+mod tunnels;
 mod upgrade;

@@ -2,9 +2,11 @@
 
 use crate::support::admin_status as status;
 use crate::support::{self, echo_many, Client, Proxy, ADMIN_INTENT as INTENT, COOKIE_AFFINITY};
+use futures_util::StreamExt;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 use tether::demo::Node;
+use tokio_tungstenite::tungstenite::Message;
 
 const HEALTH: &str =
     "health_check:\n  path: /healthz\n  interval: 100ms\n  timeout: 50ms\n  rise: 2\n  fall: 2";
@@ -338,10 +340,12 @@ async fn metrics_parse_as_prometheus_text_and_move_with_traffic() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reload_under_load_adds_and_removes_nodes_without_dropping_tunnels() {
+async fn reload_under_load_adds_and_removes_nodes_keeping_the_other_nodes_tunnels() {
     let mut nodes = support::nodes(4).await;
     let node_d = nodes.pop().unwrap();
-    let proxy = Proxy::start(&with_admin(support::config(&nodes, COOKIE_AFFINITY, "")));
+    // A short leave window, so node-c's tunnels close within the test.
+    let leave = "leave: { spread: 1s }";
+    let proxy = Proxy::start(&with_admin(support::config(&nodes, COOKIE_AFFINITY, leave)));
     let admin = proxy.admin.unwrap();
 
     // 200 WebSockets open, spread over a, b and c.
@@ -379,7 +383,7 @@ async fn reload_under_load_adds_and_removes_nodes_without_dropping_tunnels() {
         ));
     }
     yaml.push_str(&format!(
-        "    affinity:\n      {}\n",
+        "    affinity:\n      {}\n    {leave}\n",
         COOKIE_AFFINITY.replace('\n', "\n      ")
     ));
     proxy.rewrite_config(&yaml);
@@ -391,9 +395,23 @@ async fn reload_under_load_adds_and_removes_nodes_without_dropping_tunnels() {
         traffic.await.unwrap().iter().all(|s| *s == 200),
         "a request failed during the reload"
     );
-    // Every tunnel is still open, including node-c's (a removed node's tunnels stay until they close).
-    for (ws, _) in sockets.iter_mut() {
-        echo_many(ws, 2).await;
+    // Every tunnel of a node that stays is still open; node-c's are moved off it: each gets a
+    // Close 1012 (over `leave.spread`), so its clients reconnect elsewhere.
+    for (ws, node) in sockets.iter_mut() {
+        if node == "node-c" {
+            loop {
+                match ws.next().await {
+                    Some(Ok(Message::Close(Some(c)))) => {
+                        assert_eq!(u16::from(c.code), 1012, "moved off a removed node");
+                        break;
+                    }
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                    other => panic!("node-c's tunnel: {other:?}"),
+                }
+            }
+        } else {
+            echo_many(ws, 2).await;
+        }
     }
     // New clients reach the added node; metrics show it.
     let fresh = pinned_clients(&proxy, 40).await;

@@ -46,9 +46,9 @@ pub struct Carried {
     pub down: u64,
     pub frames_up: u64,
     pub frames_down: u64,
-    /// The code of the first Close frame (or tether's own); 1006 when the connection closed
-    /// without one; `None` for a byte tunnel.
-    pub close_code: Option<u16>,
+    /// Who sent the first Close frame (0 client, 1 node, 2 tether; see [`SIDES`]) and its
+    /// code; 1006 when the connection closed without one; `None` for a byte tunnel.
+    pub close: Option<(usize, u16)>,
 }
 
 /// A WebSocket tunnel's settings: the reserved bits its extensions allow, and liveness.
@@ -127,8 +127,8 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Tunnel<C> {
         let duration = h.started.elapsed();
         let s = &h.stats;
         observe_tunnel(s, duration);
-        if let Some(code) = carried.close_code {
-            let side = carried.end.side() * crate::ws::CODES.len();
+        if let Some((side, code)) = carried.close {
+            let side = side * crate::ws::CODES.len();
             s.inc(stat::WS_CLOSES + side + crate::ws::code_index(code));
         }
         s.inc(stat::TUNNEL_ENDS + carried.end.index());
@@ -141,7 +141,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Tunnel<C> {
             bytes_down: carried.down,
             frames_up: carried.frames_up,
             frames_down: carried.frames_down,
-            close_code: carried.close_code,
+            close_code: carried.close.map(|(_, code)| code),
             duration,
             closed_by: carried.end.by(),
         });

@@ -54,6 +54,10 @@ struct Half {
     tracker: Tracker,
     /// The code of the first Close frame the source sent.
     close: Option<u16>,
+    /// A frame of tether's own for the destination, waiting for the next frame boundary.
+    own: Option<Own>,
+    /// The destination is the node (frames tether writes there are masked).
+    to_node: bool,
 }
 
 /// What a pump saw that the relay acts on.
@@ -64,6 +68,8 @@ struct Seen {
     read: bool,
     /// A Pong answering tether's Ping (dropped).
     pong: bool,
+    /// tether's Ping went out (between two of the node's frames).
+    pinged: bool,
     violation: Option<Violation>,
 }
 
@@ -74,9 +80,6 @@ struct Ws {
     heard: Instant,
     /// A Ping went out at this time and nothing has come back since.
     pinged: Option<Instant>,
-    /// Frames of tether's waiting for a frame boundary: for the client, for the node.
-    to_client: Option<Own>,
-    to_node: Option<Own>,
 }
 
 /// A frame of tether's own.
@@ -106,14 +109,15 @@ pub(super) async fn run<C: AsyncRead + AsyncWrite + Unpin>(
 ) -> Carried {
     let now = Instant::now();
     let mut r = Relay {
-        up: Half::default(),
+        up: Half {
+            to_node: true,
+            ..Half::default()
+        },
         down: Half::default(),
         ws: h.websocket.map(|settings| Ws {
             settings,
             heard: now,
             pinged: None,
-            to_client: None,
-            to_node: None,
         }),
         idle: h.idle,
         last_activity: now,
@@ -121,8 +125,11 @@ pub(super) async fn run<C: AsyncRead + AsyncWrite + Unpin>(
         order: None,
         closing: None,
         first: None,
+        first_close: None,
         flushed: [0; 4],
     };
+    let first = r.next_deadline();
+    r.timer.as_mut().reset(first);
     if let (Some(early), Some(ws)) = (early, r.ws.as_ref()) {
         let rules = Rules {
             from_client: true,
@@ -146,9 +153,18 @@ pub(super) async fn run<C: AsyncRead + AsyncWrite + Unpin>(
     }
     let end = poll_fn(|cx| r.poll(cx, client, node, h, ticket)).await;
     r.flush_counts(h);
-    let close_code = h.websocket.map(|_| match end {
-        End::Tether(reason) => tether_code(reason),
-        _ => r.up.close.or(r.down.close).unwrap_or(code::ABNORMAL),
+    // Who closed, for the counters: tether, or the side whose Close came first, or (none
+    // came) the side that ended the connection, with 1006.
+    let close = h.websocket.map(|_| match end {
+        End::Tether(reason) => (2, tether_code(reason)),
+        _ => r
+            .first_close
+            .or(match (r.up.close, r.down.close) {
+                (Some(c), _) => Some((0, c)),
+                (None, Some(c)) => Some((1, c)),
+                _ => None,
+            })
+            .unwrap_or((end.side(), code::ABNORMAL)),
     });
     Carried {
         end,
@@ -156,7 +172,7 @@ pub(super) async fn run<C: AsyncRead + AsyncWrite + Unpin>(
         down: r.down.bytes,
         frames_up: r.up.frames,
         frames_down: r.down.frames,
-        close_code,
+        close,
     }
 }
 
@@ -182,6 +198,8 @@ struct Relay {
     closing: Option<(Reason, Instant)>,
     /// Which side closed first: that is who ended the tunnel.
     first: Option<End>,
+    /// The first Close frame seen: from the client (0) or the node (1), and its code.
+    first_close: Option<(usize, u16)>,
     /// Frames and bytes counted into the upstream's stats so far (frames up, down, bytes up,
     /// down).
     flushed: [u64; 4],
@@ -228,6 +246,13 @@ impl Relay {
             // A broken connection ends the tunnel; a closing one was expected to end.
             _ => return Poll::Ready(self.closed_as()),
         };
+        if self.first_close.is_none() {
+            self.first_close = match (self.up.close, self.down.close) {
+                (Some(c), _) => Some((0, c)),
+                (None, Some(c)) => Some((1, c)),
+                _ => None,
+            };
+        }
         if self.up.done && self.down.done {
             return Poll::Ready(self.closed_as());
         }
@@ -242,6 +267,9 @@ impl Relay {
             if up.read || up.pong {
                 ws.heard = now;
                 ws.pinged = None;
+            }
+            if down.pinged {
+                self.pinged(Instant::now());
             }
         }
         if let Some(v) = up.violation.or(down.violation) {
@@ -277,9 +305,9 @@ impl Relay {
                     }
                     None if !s.ping_interval.is_zero()
                         && now.duration_since(ws.heard) >= s.ping_interval
-                        && ws.to_client.is_none() =>
+                        && self.down.own.is_none() =>
                     {
-                        ws.to_client = Some(Own::Ping);
+                        self.down.own = Some(Own::Ping);
                     }
                     _ => {}
                 }
@@ -307,7 +335,7 @@ impl Relay {
             match ws.pinged {
                 Some(at) => next = next.min(at + s.ping_timeout),
                 // A Ping waiting for a frame boundary goes out when bytes move: no wake-up.
-                None if !s.ping_interval.is_zero() && ws.to_client.is_none() => {
+                None if !s.ping_interval.is_zero() && self.down.own.is_none() => {
                     next = next.min(ws.heard + s.ping_interval)
                 }
                 None => {}
@@ -324,16 +352,16 @@ impl Relay {
         }
         self.closing = Some((reason, Instant::now() + LINGER));
         self.timer.as_mut().reset(Instant::now() + LINGER);
-        if let Some(ws) = &mut self.ws {
+        if self.ws.is_some() {
             // A half-open client gets no Close: nothing would read it.
-            ws.to_client =
-                (reason != Reason::PingTimeout).then_some(Own::Close(tether_code(reason)));
+            self.down.own = (reason != Reason::PingTimeout && !self.down.sealed)
+                .then_some(Own::Close(tether_code(reason)));
             let to_node = if reason == Reason::ProtocolError {
                 code::PROTOCOL_ERROR
             } else {
                 code::GOING_AWAY
             };
-            ws.to_node = Some(Own::Close(to_node));
+            self.up.own = (!self.up.sealed).then_some(Own::Close(to_node));
             if reason == Reason::PingTimeout {
                 self.down.stopped = true;
                 self.down.sealed = true;
@@ -350,39 +378,24 @@ impl Relay {
         client: &mut C,
         node: &mut TcpStream,
     ) -> Option<End> {
-        let ws = self.ws.as_mut()?;
-        if self.down.tracker.at_boundary() && !self.down.sealed {
-            if let Some(own) = ws.to_client.take() {
-                match own {
-                    Own::Ping => {
-                        ws::ping_frame(PING, &mut self.down.pending);
-                        ws.pinged = Some(Instant::now());
-                    }
-                    Own::Close(c) => {
-                        ws::close_frame(c, reason_text(c), None, &mut self.down.pending);
-                        self.down.stopped = true;
-                        self.down.sealed = true;
-                    }
-                }
-                if flush(cx, client, &mut self.down).is_err() {
-                    return Some(self.closed_as());
-                }
+        self.ws.as_ref()?;
+        if self.down.tracker.at_boundary() && self.down.own.is_some() {
+            if put_own(&mut self.down) {
+                self.pinged(Instant::now());
+            }
+            if flush(cx, client, &mut self.down).is_err() {
+                return Some(self.closed_as());
             }
         }
-        if self.up.tracker.at_boundary() && !self.up.sealed {
-            if let Some(Own::Close(c)) = ws.to_node.take() {
-                let key: [u8; 4] = rand::random();
-                ws::close_frame(c, reason_text(c), Some(key), &mut self.up.pending);
-                self.up.stopped = true;
-                self.up.sealed = true;
-                if flush(cx, node, &mut self.up).is_err() {
-                    return Some(self.closed_as());
-                }
+        if self.up.tracker.at_boundary() && self.up.own.is_some() {
+            put_own(&mut self.up);
+            if flush(cx, node, &mut self.up).is_err() {
+                return Some(self.closed_as());
             }
         }
         let (reason, _) = self.closing?;
         // Both Closes out (or none due), both written: shut the write sides; the peers close.
-        let sent = ws.to_client.is_none() && ws.to_node.is_none();
+        let sent = self.down.own.is_none() && self.up.own.is_none();
         if sent && self.up.pending.is_empty() && self.down.pending.is_empty() {
             let _ = Pin::new(&mut *client).poll_shutdown(cx);
             let _ = Pin::new(&mut *node).poll_shutdown(cx);
@@ -391,6 +404,16 @@ impl Relay {
             }
         }
         None
+    }
+
+    /// tether's Ping went out at `now`: the answer is due before the timer would next fire.
+    fn pinged(&mut self, now: Instant) {
+        if let Some(ws) = &mut self.ws {
+            ws.pinged = Some(now);
+            let due = now + ws.settings.ping_timeout;
+            let armed = self.timer.deadline();
+            self.timer.as_mut().reset(due.min(armed));
+        }
     }
 
     /// How the tunnel ended, once a side closed or broke.
@@ -457,9 +480,55 @@ fn flush<T: AsyncWrite + Unpin>(
     Ok(())
 }
 
+/// Append the half's own frame to what its destination gets (it is at a frame boundary).
+/// A Close seals the direction: nothing more goes after it. `true`: it was tether's Ping.
+fn put_own(half: &mut Half) -> bool {
+    let Some(own) = half.own.take() else {
+        return false;
+    };
+    match own {
+        Own::Ping => {
+            ws::ping_frame(PING, &mut half.pending);
+            true
+        }
+        Own::Close(c) => {
+            // To a node tether speaks for the client: masked.
+            let mask = half.to_node.then(rand::random::<[u8; 4]>);
+            ws::close_frame(c, reason_text(c), mask, &mut half.pending);
+            half.stopped = true;
+            half.sealed = true;
+            false
+        }
+    }
+}
+
+/// Write `data` to `to` after whatever is pending for it (in order): what it cannot take now
+/// waits in `pending`.
+fn emit<T: AsyncWrite + Unpin>(
+    cx: &mut Context<'_>,
+    to: &mut T,
+    half: &mut Half,
+    data: &[u8],
+) -> std::io::Result<()> {
+    if !half.pending.is_empty() {
+        half.pending.extend_from_slice(data);
+        return Ok(());
+    }
+    let written = match Pin::new(&mut *to).poll_write(cx, data) {
+        Poll::Ready(Ok(n)) => n,
+        Poll::Ready(Err(e)) => return Err(e),
+        Poll::Pending => 0,
+    };
+    if written < data.len() {
+        half.pending.extend_from_slice(&data[written..]);
+    }
+    Ok(())
+}
+
 /// Move bytes `from` → `to` until `from` would block, `to` is full, or the budget is spent.
 /// With `rules`, RFC 6455 frames are followed: a Pong carrying `ping` (tether's) is dropped, a
-/// frame that breaks the rules stops the direction (the bytes before it went through).
+/// frame that breaks the rules stops the direction (the bytes before it went through), and a
+/// frame of tether's own goes out at the first boundary the bytes reach.
 fn pump<F: AsyncRead + Unpin, T: AsyncWrite + Unpin>(
     cx: &mut Context<'_>,
     from: &mut F,
@@ -497,18 +566,29 @@ fn pump<F: AsyncRead + Unpin, T: AsyncWrite + Unpin>(
                 return Poll::Ready(Ok(n));
             }
             let len = held + n;
-            let out = match rules {
-                None => len,
-                Some(rules) => frames(&mut scratch[..len], half, rules, ping, &mut seen),
+            let Some(rules) = rules else {
+                return Poll::Ready(emit(cx, to, half, &scratch[..len]).map(|()| n));
             };
-            let data = &scratch[..out];
-            let written = match Pin::new(&mut *to).poll_write(cx, data) {
-                Poll::Ready(Ok(n)) => n,
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Pending => 0,
-            };
-            if written < data.len() {
-                half.pending.extend_from_slice(&data[written..]);
+            // Frame by frame; at the first boundary where tether has a frame of its own for
+            // this peer, it goes out there, and the rest follows (unless it was a Close).
+            let mut start = 0;
+            loop {
+                let (out, used, stop) =
+                    frames(&mut scratch[start..len], half, rules, ping, &mut seen);
+                if let Err(e) = emit(cx, to, half, &scratch[start..start + out]) {
+                    return Poll::Ready(Err(e));
+                }
+                if !stop {
+                    break;
+                }
+                seen.pinged |= put_own(half);
+                if let Err(e) = flush(cx, to, half) {
+                    return Poll::Ready(Err(e));
+                }
+                start += used;
+                if half.stopped || start >= len {
+                    break;
+                }
             }
             Poll::Ready(Ok(n))
         });
@@ -544,32 +624,37 @@ fn prime(half: &mut Half, mut data: Vec<u8>, rules: Rules, seen: &mut Seen) {
         return;
     }
     half.bytes += data.len() as u64;
-    let out = frames(&mut data, half, rules, None, seen);
+    let (out, _, _) = frames(&mut data, half, rules, None, seen);
     data.truncate(out);
     half.pending = data;
 }
 
 /// Follow the frames in `data` (held bytes first, then what was just read), compacting in
-/// place what goes on; returns how many bytes of `data` go on. A header or control frame cut
-/// off at the end is held for the next read; a Pong answering tether's Ping is dropped.
+/// place what goes on. Returns how many bytes of `data` go on, how many were used, and whether
+/// it stopped at a frame boundary for a frame of tether's own (`half.own`). A header or
+/// control frame cut off at the end is held for the next read; a Pong answering tether's Ping
+/// is dropped.
 fn frames(
     data: &mut [u8],
     half: &mut Half,
     rules: Rules,
     ping: Option<&[u8; 8]>,
     seen: &mut Seen,
-) -> usize {
+) -> (usize, usize, bool) {
     let (mut r, mut w) = (0, 0);
     while r < data.len() {
+        if half.own.is_some() && half.tracker.at_boundary() {
+            return (w, r, true);
+        }
         let keep = match half.tracker.next(&data[r..], rules) {
             Err(v) => {
                 seen.violation = Some(v);
                 half.stopped = true;
-                break;
+                return (w, data.len(), false);
             }
             Ok(Event::NeedMore) => {
                 half.held.extend_from_slice(&data[r..]);
-                break;
+                return (w, data.len(), false);
             }
             Ok(Event::Data { n, header }) => {
                 if header.is_some() {
@@ -600,5 +685,6 @@ fn frames(
         }
         r += n;
     }
-    w
+    let stop = half.own.is_some() && half.tracker.at_boundary();
+    (w, r, stop)
 }

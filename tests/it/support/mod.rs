@@ -8,6 +8,7 @@ pub mod proxy;
 pub mod recorder;
 pub mod strict;
 pub mod tls;
+pub mod wsnode;
 
 pub use client::{echo_many, Client};
 pub use proxy::Proxy;
@@ -134,4 +135,16 @@ pub fn counter(samples: &[prometheus_parse::Sample], name: &str, labels: &[(&str
             _ => 0,
         })
         .sum()
+}
+
+/// Wait (bounded, 10 s, polling) until `pred` holds; fails the test with `what` otherwise.
+pub async fn until(pred: impl Fn() -> bool, what: &str) {
+    let start = std::time::Instant::now();
+    while !pred() {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(10),
+            "not within 10 s: {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }
