@@ -128,8 +128,27 @@ fn assert_moved_off(done: &serde_json::Value, gone: &str, on_gone: u64) {
     );
 }
 
-const CLIENTS: usize = 150;
-const SPREAD: u64 = 3;
+/// `TETHER_MOVES_FULL=1` (what `make soak` sets) runs the full sizes: 600 clients over a 10 s
+/// window, and 3,000 clients for the rebalance.
+fn full() -> bool {
+    std::env::var("TETHER_MOVES_FULL").is_ok_and(|v| v == "1")
+}
+
+fn clients() -> usize {
+    if full() {
+        600
+    } else {
+        150
+    }
+}
+
+fn spread() -> u64 {
+    if full() {
+        10
+    } else {
+        3
+    }
+}
 
 fn sio_config(nodes: &[&SioNode], extra: &str) -> String {
     let mut y = String::from(
@@ -143,7 +162,8 @@ fn sio_config(nodes: &[&SioNode], extra: &str) -> String {
         ));
     }
     y.push_str(&format!(
-        "    affinity: {{ mode: cookie, cookie: {{ secret_env: TETHER_SECRET }} }}\n    leave: {{ spread: {SPREAD}s }}\n{extra}"
+        "    affinity: {{ mode: cookie, cookie: {{ secret_env: TETHER_SECRET }} }}\n    leave: {{ spread: {}s }}\n{extra}",
+        spread()
     ));
     y
 }
@@ -152,22 +172,39 @@ fn sio_config(nodes: &[&SioNode], extra: &str) -> String {
 async fn a_drained_node_hands_its_clients_over_spread_over_the_window() {
     let nodes = crate::socketio::cluster_of("socketio");
     let proxy = Proxy::start(&sio_config(&nodes.iter().collect::<Vec<_>>(), ""));
-    let hold = Hold::start(&proxy.url(""), CLIENTS, Duration::from_secs(SPREAD + 5));
+    let hold = Hold::start(&proxy.url(""), clients(), Duration::from_secs(spread() + 5));
     let ready = hold.wait("READY");
     let on_b = ready["firstNodes"]["node-b"].as_u64().unwrap_or(0);
     assert!(on_b > 0, "{ready}");
     let r = Client::new(proxy.admin.unwrap())
         .post(
-            &format!("/upstreams/realtime/nodes/node-b/drain?close_after=0s&spread={SPREAD}s"),
+            &format!(
+                "/upstreams/realtime/nodes/node-b/drain?close_after=0s&spread={}s",
+                spread()
+            ),
             &[ADMIN_INTENT],
         )
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
+    // /status shows the leave: why, how many tunnels are left, when the last will close.
+    let status = support::admin_status(&proxy).await;
+    let b = status["upstreams"][0]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["id"] == "node-b")
+        .cloned()
+        .unwrap();
+    assert_eq!(b["leaving"]["reason"], "drained", "{b}");
+    let until = b["leaving"]["closes_until"].as_u64().unwrap();
+    let now = status["now"].as_u64().unwrap();
+    assert!(until >= now && until <= now + spread() + 1, "{b}");
+    assert!(b["leaving"]["open_tunnels"].as_u64() > Some(0), "{b}");
     let done = hold.wait("DONE");
     assert_moved_off(&done, "node-b", on_b);
     assert_eq!(open_tunnels(&proxy, "realtime", "node-b").await, 0);
     let (most, all) = closes_per_second(&proxy, "leave");
-    let bound = 2 * (CLIENTS as u64).div_ceil(SPREAD) as usize;
+    let bound = 2 * (clients() as u64).div_ceil(spread()) as usize;
     assert_eq!(
         all as u64, on_b,
         "every tunnel of node-b closed by the leave"
@@ -187,7 +224,7 @@ async fn a_drained_node_hands_its_clients_over_spread_over_the_window() {
 async fn a_drain_without_a_deadline_moves_nobody() {
     let nodes = crate::socketio::cluster_of("socketio");
     let proxy = Proxy::start(&sio_config(&nodes.iter().collect::<Vec<_>>(), ""));
-    let hold = Hold::start(&proxy.url(""), 60, Duration::from_secs(SPREAD + 2));
+    let hold = Hold::start(&proxy.url(""), 60, Duration::from_secs(spread() + 2));
     let ready = hold.wait("READY");
     let on_b = ready["firstNodes"]["node-b"].as_u64().unwrap_or(0);
     let r = Client::new(proxy.admin.unwrap())
@@ -204,7 +241,7 @@ async fn a_node_removed_by_a_reload_hands_its_clients_over() {
     let nodes = crate::socketio::cluster_of("socketio");
     let all: Vec<&SioNode> = nodes.iter().collect();
     let proxy = Proxy::start(&sio_config(&all, ""));
-    let hold = Hold::start(&proxy.url(""), CLIENTS, Duration::from_secs(SPREAD + 5));
+    let hold = Hold::start(&proxy.url(""), clients(), Duration::from_secs(spread() + 5));
     let ready = hold.wait("READY");
     let on_c = ready["firstNodes"]["node-c"].as_u64().unwrap_or(0);
     assert!(on_c > 0, "{ready}");
@@ -217,7 +254,7 @@ async fn a_node_removed_by_a_reload_hands_its_clients_over() {
     let (most, total) = closes_per_second(&proxy, "leave");
     assert_eq!(total as u64, on_c);
     assert!(
-        most <= 2 * (CLIENTS as u64).div_ceil(SPREAD) as usize,
+        most <= 2 * (clients() as u64).div_ceil(spread()) as usize,
         "{most}"
     );
 }
@@ -250,12 +287,13 @@ async fn a_node_gone_from_dns_hands_its_clients_over() {
     let ip = |i: u8| IpAddr::from([127, 0, 0, i]);
     dns.set("rt.test", &[ip(2), ip(3), ip(4)]);
     let yaml = format!(
-        "listen: [{{ address: \"{{listen}}\" }}]\nadmin: {{ address: \"{{admin}}\" }}\nlog: {{ format: json }}\nupstreams:\n  realtime:\n    discover: {{ dns: rt.test, port: {port}, refresh: 200ms, resolver: \"{}\" }}\n    affinity: {{ mode: cookie, cookie: {{ secret_env: TETHER_SECRET }} }}\n    leave: {{ spread: {SPREAD}s }}\n",
-        dns.addr
+        "listen: [{{ address: \"{{listen}}\" }}]\nadmin: {{ address: \"{{admin}}\" }}\nlog: {{ format: json }}\nupstreams:\n  realtime:\n    discover: {{ dns: rt.test, port: {port}, refresh: 200ms, resolver: \"{}\" }}\n    affinity: {{ mode: cookie, cookie: {{ secret_env: TETHER_SECRET }} }}\n    leave: {{ spread: {}s }}\n",
+        dns.addr,
+        spread()
     );
     let proxy = Proxy::start(&yaml);
     support::wait_for_nodes(&proxy, "realtime", 3).await;
-    let hold = Hold::start(&proxy.url(""), CLIENTS, Duration::from_secs(SPREAD + 5));
+    let hold = Hold::start(&proxy.url(""), clients(), Duration::from_secs(spread() + 5));
     let ready = hold.wait("READY");
     // A discovered node's id is its address; socket.io's node event names it node-c.
     let gone_id = format!("127.0.0.4:{port}");
@@ -284,7 +322,7 @@ async fn without_rebalance_a_new_node_stays_empty() {
 /// Three nodes hold the clients (through two replicas taking connections in turn); a fourth
 /// is added by a reload of both.
 async fn scale_out(rebalance: bool) {
-    const N: usize = 240;
+    let n = if full() { 3000 } else { 240 };
     let nodes: Vec<SioNode> = ["node-a", "node-b", "node-c", "node-d"]
         .iter()
         .map(|id| SioNode::start("socketio", id))
@@ -301,13 +339,11 @@ async fn scale_out(rebalance: bool) {
         Proxy::start(&sio_config(&three, extra)),
     ];
     let front = Front::start([replicas[0].addr, replicas[1].addr]).await;
-    let hold = Hold::start(
-        &format!("http://{}", front.addr),
-        N,
-        Duration::from_secs(14),
-    );
+    // 20 moves a second a replica: the new node's lower bound is n/6, half from each replica.
+    let hold_for = Duration::from_secs(8 + (n as u64 / 6 / 2 / 20) + 10);
+    let hold = Hold::start(&format!("http://{}", front.addr), n, hold_for);
     let ready = hold.wait("READY");
-    assert_eq!(ready["connected"], N as u64, "{ready}");
+    assert_eq!(ready["connected"], n as u64, "{ready}");
     for p in &replicas {
         p.rewrite_config(&sio_config(&four, extra));
         p.signal("HUP");
@@ -321,18 +357,23 @@ async fn scale_out(rebalance: bool) {
         assert_eq!(on_d, 0, "nobody moves to the new node by itself");
         return;
     }
-    // Every node within its bounds: share 60, bounds 40..90 (over both replicas).
-    let share = N as f64 / 4.0;
-    for n in ["node-a", "node-b", "node-c", "node-d"] {
-        let k = done["finalNodes"][n].as_u64().unwrap_or(0) as f64;
+    // Every node within its bounds: share n/4, bounds n/6..3n/8 (over both replicas; 240
+    // clients: 60, 40..90).
+    let share = n as f64 / 4.0;
+    for id in ["node-a", "node-b", "node-c", "node-d"] {
+        let k = done["finalNodes"][id].as_u64().unwrap_or(0) as f64;
         assert!(
             k >= share / 1.5 - 2.0 && k <= share * 1.5,
-            "{n}: {k} of {N}"
+            "{id}: {k} of {n}"
         );
     }
-    // Moves stop at the bounds: about 40 (20 a replica), not 60 (to the share).
-    let moves = done["moves"].as_u64().unwrap_or(0);
-    assert!((35..=50).contains(&moves), "{moves} moves");
+    // Moves stop at the bounds: about n/6 (240: 40; 3,000: 500), not n/4 (to the share).
+    let moves = done["moves"].as_u64().unwrap_or(0) as f64;
+    let want = n as f64 / 6.0;
+    assert!(
+        moves >= want * 0.85 && moves <= want * 1.25,
+        "{moves} moves, about {want}"
+    );
     assert_eq!(done["movedTwice"], 0, "no client moved twice");
     for p in &replicas {
         let m = support::metrics(p).await;
