@@ -112,6 +112,32 @@ impl RequestView for H1<'_> {
     }
 }
 
+/// The node's bytes behind its `101` as whole RFC 6455 frames ending between two (its greeting,
+/// usually), and how many; `None` when they break off inside a frame or break a rule (the
+/// tunnel then reads them as its first bytes).
+fn whole_frames(data: &[u8], rsv: u8) -> Option<u32> {
+    let rules = crate::ws::Rules {
+        from_client: false,
+        rsv,
+    };
+    let mut t = crate::ws::Tracker::default();
+    let (mut at, mut frames) = (0, 0u32);
+    while at < data.len() {
+        match t.next(&data[at..], rules).ok()? {
+            crate::ws::Event::Data { n, header } => {
+                frames += u32::from(header.is_some());
+                at += n;
+            }
+            crate::ws::Event::Control(c) => {
+                frames += 1;
+                at += c.len;
+            }
+            crate::ws::Event::NeedMore => return None,
+        }
+    }
+    (t == crate::ws::Tracker::default()).then_some(frames)
+}
+
 /// For a `101` to `websocket`, the RSV bits its negotiated extensions allow: RSV1 for
 /// `permessage-deflate` alone, all three for an extension tether does not know (it cannot judge
 /// them), none without extensions. `None`: another protocol, relayed as bytes.
@@ -329,15 +355,26 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         // them on here; a WebSocket tunnel reads them as its first frames (they are checked
         // like any other).
         let early_down = &self.ubuf[resp.len..];
-        let early = if websocket.is_some() && (!early_down.is_empty() || !self.cbuf.is_empty()) {
-            Some(Box::new(tunnel::Early {
-                up: self.cbuf.to_vec(),
-                down: early_down.to_vec(),
-            }))
-        } else {
-            None
+        // The node's greeting is usually whole frames: it goes out with the 101, counted.
+        let greeting = websocket.and_then(|w| whole_frames(early_down, w.rsv));
+        let early = match websocket {
+            Some(_) if greeting.is_none() || !self.cbuf.is_empty() => {
+                Some(Box::new(tunnel::Early {
+                    up: self.cbuf.to_vec(),
+                    down: if greeting.is_some() {
+                        Vec::new()
+                    } else {
+                        early_down.to_vec()
+                    },
+                }))
+            }
+            _ => None,
         };
-        if websocket.is_none() {
+        let sent_down = match greeting {
+            Some(frames) if frames > 0 => [early_down.len() as u32, frames],
+            _ => [0, 0],
+        };
+        if websocket.is_none() || greeting.is_some() {
             self.out.extend_from_slice(early_down);
         }
         self.flush_out().await?;
@@ -361,14 +398,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         Ok(Next::Tunnel(tunnel::Handover {
             node: up.stream,
             guard: up.guard,
-            idle: pool.timeouts.tunnel_idle,
             client_ip: x.plan.client_ip,
             path: self.log_target[..path_end].into(),
-            upstream: pool.name.as_str().into(),
-            stats: std::sync::Arc::clone(&pool.stats),
             started: x.started,
-            websocket,
+            settings: tunnel::Settings {
+                idle: pool.timeouts.tunnel_idle,
+                websocket,
+                stats: std::sync::Arc::clone(&pool.stats),
+                upstream: pool.name.as_str().into(),
+            },
             early,
+            sent_down,
         }))
     }
 

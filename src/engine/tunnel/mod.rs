@@ -68,19 +68,27 @@ pub struct Handover {
     pub node: TcpStream,
     /// Counts the tunnel against its node (least_conn, tunnel caps, gauges) until it closes.
     pub guard: LoadGuard,
-    /// `timeouts.tunnel_idle` of the upstream.
-    pub idle: Duration,
     pub client_ip: std::net::IpAddr,
     /// The request's path without its query (a query may carry tokens).
     pub path: Box<[u8]>,
-    pub upstream: Box<str>,
-    /// The upstream's counters (frames, bytes, closes, tunnel durations).
-    pub stats: Arc<PoolStats>,
     pub started: std::time::Instant,
-    /// RFC 6455 frames are followed: a `websocket` upgrade. `None`: a byte tunnel.
-    pub websocket: Option<WsSettings>,
+    /// What the relay reads.
+    pub settings: Settings,
     /// Bytes each side sent right behind its head, for a WebSocket tunnel to read first.
     pub early: Option<Box<Early>>,
+    /// The node's bytes and frames that went to the client with the `101` (its greeting).
+    pub sent_down: [u32; 2],
+}
+
+/// What the relay reads of its tunnel besides the sockets.
+pub struct Settings {
+    /// `timeouts.tunnel_idle` of the upstream.
+    pub idle: Duration,
+    /// RFC 6455 frames are followed: a `websocket` upgrade. `None`: a byte tunnel.
+    pub websocket: Option<WsSettings>,
+    /// The upstream's counters (frames, bytes, closes, tunnel durations).
+    pub stats: Arc<PoolStats>,
+    pub upstream: Box<str>,
 }
 
 /// Bytes that came with the heads of a WebSocket upgrade: the client's first frames behind its
@@ -113,19 +121,21 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Tunnel<C> {
     pub async fn relay(mut self) {
         let h = &mut self.handover;
         let node = h.guard.node().id.as_str();
-        tracing::debug!(upstream = %h.upstream, node, "tunnel open");
+        tracing::debug!(upstream = %h.settings.upstream, node, "tunnel open");
         let ticket = registry::enter(h.guard.node_arc());
-        let params = relay::Params {
-            idle: h.idle,
-            websocket: h.websocket,
-            stats: &h.stats,
-            upstream: &h.upstream,
-        };
         let early = h.early.take();
-        let carried = relay::run(&mut self.client, &mut h.node, &params, &ticket, early).await;
+        if h.settings.websocket.is_some() {
+            let s = &h.settings.stats;
+            s.add(stat::WS_BYTES_DOWN, u64::from(h.sent_down[0]));
+            s.add(stat::WS_FRAMES_DOWN, u64::from(h.sent_down[1]));
+        }
+        let mut carried =
+            relay::run(&mut self.client, &mut h.node, &h.settings, &ticket, early).await;
+        carried.down += u64::from(h.sent_down[0]);
+        carried.frames_down += u64::from(h.sent_down[1]);
         drop(ticket);
         let duration = h.started.elapsed();
-        let s = &h.stats;
+        let s = &h.settings.stats;
         observe_tunnel(s, duration);
         if let Some((side, code)) = carried.close {
             let side = side * crate::ws::CODES.len();
@@ -135,7 +145,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Tunnel<C> {
         access::tunnel(&access::Tunnel {
             client: h.client_ip,
             target: &h.path,
-            upstream: &h.upstream,
+            upstream: &h.settings.upstream,
             node,
             bytes_up: carried.up,
             bytes_down: carried.down,
@@ -145,7 +155,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Tunnel<C> {
             duration,
             closed_by: carried.end.by(),
         });
-        tracing::debug!(upstream = %h.upstream, node, end = ?carried.end, secs = duration.as_secs(), "tunnel closed");
+        tracing::debug!(upstream = %h.settings.upstream, node, end = ?carried.end, secs = duration.as_secs(), "tunnel closed");
     }
 }
 
@@ -153,6 +163,44 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Tunnel<C> {
 mod tests {
     use super::*;
     use crate::config::Shutdown;
+    use crate::runtime::node::NodeState;
+
+    /// Every open WebSocket keeps its relay task for hours: its future's size is what each
+    /// one costs (with its sockets and its timer), so it is held to a bound here.
+    #[tokio::test]
+    async fn a_relay_task_stays_small() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (client, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
+        let node_state = Arc::new(NodeState::new("a", addr, 1));
+        let handover = Handover {
+            node: client.unwrap(),
+            guard: node_state.acquire(),
+            client_ip: addr.ip(),
+            path: Box::from(&b"/ws"[..]),
+            started: std::time::Instant::now(),
+            settings: Settings {
+                idle: Duration::from_secs(3600),
+                websocket: Some(WsSettings {
+                    rsv: 0,
+                    ping_interval: Duration::from_secs(30),
+                    ping_timeout: Duration::from_secs(15),
+                }),
+                stats: Arc::default(),
+                upstream: "up".into(),
+            },
+            early: None,
+            sent_down: [0, 0],
+        };
+        let tunnel = handover.with_client(accepted.unwrap().0);
+        let relay = tunnel.relay();
+        let size = std::mem::size_of_val(&relay);
+        eprintln!("relay future: {size} bytes");
+        assert!(size <= RELAY_FUTURE_MAX, "{size} bytes");
+    }
+
+    /// The bound of [`a_relay_task_stays_small`] (bytes, in the test build).
+    const RELAY_FUTURE_MAX: usize = 2048;
 
     #[test]
     fn tunnels_close_spread_over_the_window_after_grace() {

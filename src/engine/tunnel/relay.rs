@@ -2,13 +2,18 @@
 //! frame tracking, liveness and ordered closes of a WebSocket tunnel.
 //!
 //! Each wake-up moves what is readable each way (a bounded number of reads), then looks at its
-//! one timer. Frames of tether's own (a Ping for the client, the Closes it sends) wait in the
-//! relay until their direction is between two frames, then go out in order behind whatever is
-//! still queued for that peer.
+//! one timer. Frames of tether's own (a Ping for the client, the Closes it sends) go out at the
+//! first frame boundary of their direction, in order behind whatever is still queued there.
+//!
+//! Every open WebSocket pays for this state for hours, so it is kept small: times are
+//! milliseconds since the tunnel began (4 bytes, not 16), the buffers a direction needs only
+//! while bytes wait (what the peer cannot take yet, a header cut across reads) live behind one
+//! pointer that is empty when the tunnel is quiet, and frames and bytes are counted straight
+//! into the upstream's per-worker counters as they pass.
 
 use super::registry::{Command, Ticket};
-use super::{Carried, End, Reason, WsSettings};
-use crate::runtime::pool::{stat, PoolStats};
+use super::{Carried, Early, End, Reason, Settings};
+use crate::runtime::pool::stat;
 use crate::ws::{self, code, opcode, Event, Rules, Tracker, Violation};
 use std::cell::RefCell;
 use std::future::{poll_fn, Future};
@@ -24,7 +29,7 @@ const SCRATCH: usize = 16 * 1024;
 /// Reads per direction per wake-up before yielding, so one busy tunnel cannot starve others.
 const BUDGET: usize = 16;
 /// After tether sent its Closes, how long the peers have to close their sides.
-const LINGER: Duration = Duration::from_secs(2);
+const LINGER_MS: u32 = 2_000;
 /// The payload of tether's Pings: the answering Pong carries it back, and is not forwarded.
 const PING: &[u8; 8] = b"tether\x00\x00";
 
@@ -32,14 +37,36 @@ thread_local! {
     static SCRATCH_BUF: RefCell<Box<[u8]>> = RefCell::new(vec![0u8; SCRATCH].into_boxed_slice());
 }
 
+/// A frame of tether's own, waiting for its direction's next frame boundary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+enum Own {
+    #[default]
+    None,
+    Ping,
+    Close(u16),
+}
+
+/// Bytes a direction holds only while they wait.
+#[derive(Default)]
+struct Bufs {
+    /// To write: what the destination could not take yet, and tether's own frames.
+    pending: Vec<u8>,
+    /// The start of a header or control frame cut off at the end of a read (at most 139
+    /// bytes), read again in front of the next bytes.
+    held: Vec<u8>,
+}
+
 /// One direction's state.
 #[derive(Default)]
 struct Half {
-    /// Bytes to write that the destination could not take yet (and tether's own frames).
-    pending: Vec<u8>,
-    /// The start of a header or control frame split across reads (at most 139 bytes), read
-    /// again in front of the next bytes.
-    held: Vec<u8>,
+    bufs: Option<Box<Bufs>>,
+    tracker: Tracker,
+    /// Bytes read from the source, and frames seen.
+    bytes: u64,
+    frames: u64,
+    /// The code of the first Close frame the source sent (0: none yet).
+    close: u16,
+    own: Own,
     /// The source has reached EOF (and the destination's write side was shut down).
     done: bool,
     /// No more of the source is forwarded (a Close of tether's went this way, or the source
@@ -48,16 +75,33 @@ struct Half {
     /// Nothing more is written to the destination: tether's Close went to it (or a half-open
     /// client gets nothing at all).
     sealed: bool,
-    /// Bytes read from the source, and frames seen.
-    bytes: u64,
-    frames: u64,
-    tracker: Tracker,
-    /// The code of the first Close frame the source sent.
-    close: Option<u16>,
-    /// A frame of tether's own for the destination, waiting for the next frame boundary.
-    own: Option<Own>,
     /// The destination is the node (frames tether writes there are masked).
     to_node: bool,
+}
+
+impl Half {
+    fn pending_len(&self) -> usize {
+        self.bufs.as_ref().map_or(0, |b| b.pending.len())
+    }
+
+    fn held(&self) -> &[u8] {
+        self.bufs.as_ref().map_or(&[], |b| &b.held)
+    }
+
+    fn bufs(&mut self) -> &mut Bufs {
+        self.bufs.get_or_insert_with(Box::default)
+    }
+
+    /// Give the buffers back once nothing waits in them: a quiet tunnel owns none.
+    fn settle(&mut self) {
+        if self
+            .bufs
+            .as_ref()
+            .is_some_and(|b| b.pending.is_empty() && b.held.is_empty())
+        {
+            self.bufs = None;
+        }
+    }
 }
 
 /// What a pump saw that the relay acts on.
@@ -73,28 +117,20 @@ struct Seen {
     violation: Option<Violation>,
 }
 
-/// A WebSocket tunnel's liveness and the frames tether sends.
+/// A WebSocket tunnel's liveness (milliseconds since the tunnel began).
 struct Ws {
-    settings: WsSettings,
+    rsv: u8,
+    interval_ms: u32,
+    timeout_ms: u32,
     /// When the client last sent anything.
-    heard: Instant,
+    heard_ms: u32,
     /// A Ping went out at this time and nothing has come back since.
-    pinged: Option<Instant>,
+    pinged_ms: Option<u32>,
 }
 
-/// A frame of tether's own.
-#[derive(Debug, Clone, Copy)]
-enum Own {
-    Ping,
-    Close(u16),
-}
-
-/// What the relay needs of its handover besides the sockets.
-pub(super) struct Params<'a> {
-    pub idle: Duration,
-    pub websocket: Option<WsSettings>,
-    pub stats: &'a PoolStats,
-    pub upstream: &'a str,
+/// Milliseconds as a tunnel counts them (49 days fit; a tunnel idle longer is closed anyway).
+fn ms(d: Duration) -> u32 {
+    d.as_millis().min(u128::from(u32::MAX)) as u32
 }
 
 /// Relay until both sides are done, `idle` passes with no bytes moved either way, or tether
@@ -103,67 +139,57 @@ pub(super) struct Params<'a> {
 pub(super) async fn run<C: AsyncRead + AsyncWrite + Unpin>(
     client: &mut C,
     node: &mut TcpStream,
-    h: &Params<'_>,
+    s: &Settings,
     ticket: &Ticket,
-    early: Option<Box<super::Early>>,
+    early: Option<Box<Early>>,
 ) -> Carried {
-    let now = Instant::now();
+    let base = Instant::now();
     let mut r = Relay {
         up: Half {
             to_node: true,
             ..Half::default()
         },
         down: Half::default(),
-        ws: h.websocket.map(|settings| Ws {
-            settings,
-            heard: now,
-            pinged: None,
+        ws: s.websocket.map(|w| Ws {
+            rsv: w.rsv,
+            interval_ms: ms(w.ping_interval),
+            timeout_ms: ms(w.ping_timeout),
+            heard_ms: 0,
+            pinged_ms: None,
         }),
-        idle: h.idle,
-        last_activity: now,
-        timer: Box::pin(sleep_until(now + h.idle)),
+        base,
+        idle_ms: ms(s.idle),
+        last_ms: 0,
+        timer: Box::pin(sleep_until(base + s.idle)),
         order: None,
         closing: None,
         first: None,
         first_close: None,
-        flushed: [0; 4],
     };
     let first = r.next_deadline();
-    r.timer.as_mut().reset(first);
-    if let (Some(early), Some(ws)) = (early, r.ws.as_ref()) {
-        let rules = Rules {
-            from_client: true,
-            rsv: ws.settings.rsv,
-        };
+    r.reset(first);
+    if let (Some(early), Some(rules)) = (early, r.rules(true)) {
         let mut seen = Seen::default();
         prime(&mut r.up, early.up, rules, &mut seen);
-        prime(
-            &mut r.down,
-            early.down,
-            Rules {
-                from_client: false,
-                ..rules
-            },
-            &mut seen,
-        );
+        let from_node = Rules {
+            from_client: false,
+            ..rules
+        };
+        prime(&mut r.down, early.down, from_node, &mut seen);
         if let Some(v) = seen.violation {
-            tracing::debug!(upstream = %h.upstream, violation = ?v, "WebSocket frame broke RFC 6455; closing both sides with 1002");
+            tracing::debug!(upstream = %s.upstream, violation = ?v, "WebSocket frame broke RFC 6455; closing both sides with 1002");
             r.begin_close(Reason::ProtocolError);
         }
     }
-    let end = poll_fn(|cx| r.poll(cx, client, node, h, ticket)).await;
-    r.flush_counts(h);
+    let end = poll_fn(|cx| r.poll(cx, client, node, s, ticket)).await;
     // Who closed, for the counters: tether, or the side whose Close came first, or (none
     // came) the side that ended the connection, with 1006.
-    let close = h.websocket.map(|_| match end {
+    let close = s.websocket.map(|_| match end {
         End::Tether(reason) => (2, tether_code(reason)),
         _ => r
             .first_close
-            .or(match (r.up.close, r.down.close) {
-                (Some(c), _) => Some((0, c)),
-                (None, Some(c)) => Some((1, c)),
-                _ => None,
-            })
+            .map(|(side, c)| (usize::from(side), c))
+            .or_else(|| r.closes())
             .unwrap_or((end.side(), code::ABNORMAL)),
     });
     Carried {
@@ -189,51 +215,83 @@ struct Relay {
     up: Half,
     down: Half,
     ws: Option<Ws>,
-    idle: Duration,
-    last_activity: Instant,
+    /// When the relay began: every time below counts from it.
+    base: Instant,
+    idle_ms: u32,
+    /// Bytes last moved either way.
+    last_ms: u32,
     timer: Pin<Box<Sleep>>,
     /// When to close, and why (the supervisor's order).
-    order: Option<(Instant, Reason)>,
+    order: Option<(u32, Reason)>,
     /// tether is closing: why, and until when the peers may take to close.
-    closing: Option<(Reason, Instant)>,
+    closing: Option<(Reason, u32)>,
     /// Which side closed first: that is who ended the tunnel.
     first: Option<End>,
     /// The first Close frame seen: from the client (0) or the node (1), and its code.
-    first_close: Option<(usize, u16)>,
-    /// Frames and bytes counted into the upstream's stats so far (frames up, down, bytes up,
-    /// down).
-    flushed: [u64; 4],
+    first_close: Option<(u8, u16)>,
 }
 
 impl Relay {
+    fn now_ms(&self) -> u32 {
+        ms(self.base.elapsed())
+    }
+
+    fn at(&self, ms: u32) -> Instant {
+        self.base + Duration::from_millis(u64::from(ms))
+    }
+
+    /// Arm the timer for `ms`, only when that is sooner than it is armed for.
+    fn reset_sooner(&mut self, ms: u32) {
+        let at = self.at(ms);
+        if at < self.timer.deadline() {
+            self.timer.as_mut().reset(at);
+        }
+    }
+
+    fn reset(&mut self, ms: u32) {
+        let at = self.at(ms);
+        self.timer.as_mut().reset(at);
+    }
+
+    /// The frame rules of a direction (`None`: a byte tunnel).
+    fn rules(&self, from_client: bool) -> Option<Rules> {
+        self.ws.as_ref().map(|w| Rules {
+            from_client,
+            rsv: w.rsv,
+        })
+    }
+
+    /// A Close each way, client's first, for a tunnel that ended without anyone noting one.
+    fn closes(&self) -> Option<(usize, u16)> {
+        match (self.up.close, self.down.close) {
+            (0, 0) => None,
+            (0, c) => Some((1, c)),
+            (c, _) => Some((0, c)),
+        }
+    }
+
     fn poll<C: AsyncRead + AsyncWrite + Unpin>(
         &mut self,
         cx: &mut Context<'_>,
         client: &mut C,
         node: &mut TcpStream,
-        h: &Params<'_>,
+        s: &Settings,
         ticket: &Ticket,
     ) -> Poll<End> {
         match ticket.poll(cx) {
             Some(Command::Close { at, reason }) => {
-                self.order = Some((at, reason));
-                let armed = self.timer.deadline();
-                self.timer.as_mut().reset(at.min(armed));
+                let at_ms = ms(at.saturating_duration_since(self.base));
+                self.order = Some((at_ms, reason));
+                self.reset_sooner(at_ms);
             }
             Some(Command::Cancel) => self.order = None,
             None => {}
         }
-        let from_client = self.ws.as_ref().map(|w| Rules {
-            from_client: true,
-            rsv: w.settings.rsv,
-        });
-        let from_node = from_client.map(|r| Rules {
-            from_client: false,
-            ..r
-        });
-        let ping = self.ws.as_ref().and(Some(PING));
-        let up = pump(cx, client, node, &mut self.up, from_client, ping);
-        let down = pump(cx, node, client, &mut self.down, from_node, None);
+        let (from_client, from_node) = (self.rules(true), self.rules(false));
+        let ping = self.ws.as_ref().map(|_| PING);
+        let counting = self.ws.is_some().then_some(&*s.stats);
+        let up = pump(cx, client, node, &mut self.up, from_client, ping, counting);
+        let down = pump(cx, node, client, &mut self.down, from_node, None, counting);
         if self.first.is_none() {
             if up.is_err() || self.up.done {
                 self.first = Some(End::ClientClosed);
@@ -247,33 +305,26 @@ impl Relay {
             _ => return Poll::Ready(self.closed_as()),
         };
         if self.first_close.is_none() {
-            self.first_close = match (self.up.close, self.down.close) {
-                (Some(c), _) => Some((0, c)),
-                (None, Some(c)) => Some((1, c)),
-                _ => None,
-            };
+            self.first_close = self.closes().map(|(side, c)| (side as u8, c));
         }
         if self.up.done && self.down.done {
             return Poll::Ready(self.closed_as());
         }
-        let now = if up.moved || down.moved {
-            let now = Instant::now();
-            self.last_activity = now;
-            now
-        } else {
-            self.last_activity
-        };
+        if up.moved || down.moved {
+            self.last_ms = self.now_ms();
+        }
+        let now_ms = self.last_ms;
         if let Some(ws) = &mut self.ws {
             if up.read || up.pong {
-                ws.heard = now;
-                ws.pinged = None;
-            }
-            if down.pinged {
-                self.pinged(Instant::now());
+                ws.heard_ms = now_ms;
+                ws.pinged_ms = None;
             }
         }
+        if down.pinged {
+            self.pinged();
+        }
         if let Some(v) = up.violation.or(down.violation) {
-            tracing::debug!(upstream = %h.upstream, violation = ?v, "WebSocket frame broke RFC 6455; closing both sides with 1002");
+            tracing::debug!(upstream = %s.upstream, violation = ?v, "WebSocket frame broke RFC 6455; closing both sides with 1002");
             self.begin_close(Reason::ProtocolError);
         }
         if let Some(end) = self.send_own(cx, client, node) {
@@ -281,8 +332,7 @@ impl Relay {
         }
         // The timer is only re-armed when it fires, not on every message.
         while self.timer.as_mut().poll(cx).is_ready() {
-            let now = Instant::now();
-            self.flush_counts(h);
+            let now = self.now_ms();
             if let Some((_, until)) = self.closing {
                 if now >= until {
                     return Poll::Ready(self.closed_as());
@@ -294,20 +344,19 @@ impl Relay {
                     return Poll::Ready(End::Tether(reason));
                 }
                 self.begin_close(reason);
-            } else if now.duration_since(self.last_activity) >= self.idle {
+            } else if now.saturating_sub(self.last_ms) >= self.idle_ms {
                 return Poll::Ready(End::Idle);
-            } else if let Some(ws) = &mut self.ws {
-                let s = ws.settings;
-                match ws.pinged {
-                    Some(at) if now.duration_since(at) >= s.ping_timeout => {
+            } else if let Some(ws) = &self.ws {
+                match ws.pinged_ms {
+                    Some(at) if now.saturating_sub(at) >= ws.timeout_ms => {
                         // Half-open: the node hears 1001, the client side just closes.
                         self.begin_close(Reason::PingTimeout);
                     }
-                    None if !s.ping_interval.is_zero()
-                        && now.duration_since(ws.heard) >= s.ping_interval
-                        && self.down.own.is_none() =>
+                    None if ws.interval_ms > 0
+                        && now.saturating_sub(ws.heard_ms) >= ws.interval_ms
+                        && self.down.own == Own::None =>
                     {
-                        self.down.own = Some(Own::Ping);
+                        self.down.own = Own::Ping;
                     }
                     _ => {}
                 }
@@ -316,27 +365,26 @@ impl Relay {
                 return Poll::Ready(end);
             }
             let next = self.next_deadline();
-            self.timer.as_mut().reset(next);
+            self.reset(next);
         }
         Poll::Pending
     }
 
     /// When the timer must fire next.
-    fn next_deadline(&self) -> Instant {
+    fn next_deadline(&self) -> u32 {
         if let Some((_, until)) = self.closing {
             return until;
         }
-        let mut next = self.last_activity + self.idle;
+        let mut next = self.last_ms.saturating_add(self.idle_ms);
         if let Some((at, _)) = self.order {
             next = next.min(at);
         }
         if let Some(ws) = &self.ws {
-            let s = ws.settings;
-            match ws.pinged {
-                Some(at) => next = next.min(at + s.ping_timeout),
+            match ws.pinged_ms {
+                Some(at) => next = next.min(at.saturating_add(ws.timeout_ms)),
                 // A Ping waiting for a frame boundary goes out when bytes move: no wake-up.
-                None if !s.ping_interval.is_zero() && self.down.own.is_none() => {
-                    next = next.min(ws.heard + s.ping_interval)
+                None if ws.interval_ms > 0 && self.down.own == Own::None => {
+                    next = next.min(ws.heard_ms.saturating_add(ws.interval_ms))
                 }
                 None => {}
             }
@@ -345,27 +393,38 @@ impl Relay {
     }
 
     /// tether closes the tunnel: a Close to each side that gets one, at its next frame
-    /// boundary; then the peers have [`LINGER`] to close theirs.
+    /// boundary; then the peers have [`LINGER_MS`] to close theirs.
     fn begin_close(&mut self, reason: Reason) {
         if self.closing.is_some() {
             return;
         }
-        self.closing = Some((reason, Instant::now() + LINGER));
-        self.timer.as_mut().reset(Instant::now() + LINGER);
-        if self.ws.is_some() {
-            // A half-open client gets no Close: nothing would read it.
-            self.down.own = (reason != Reason::PingTimeout && !self.down.sealed)
-                .then_some(Own::Close(tether_code(reason)));
-            let to_node = if reason == Reason::ProtocolError {
-                code::PROTOCOL_ERROR
-            } else {
-                code::GOING_AWAY
-            };
-            self.up.own = (!self.up.sealed).then_some(Own::Close(to_node));
-            if reason == Reason::PingTimeout {
-                self.down.stopped = true;
-                self.down.sealed = true;
-                self.down.pending.clear();
+        let until = self.now_ms().saturating_add(LINGER_MS);
+        self.closing = Some((reason, until));
+        self.reset(until);
+        if self.ws.is_none() {
+            return;
+        }
+        // A half-open client gets no Close: nothing would read it.
+        self.down.own = if reason == Reason::PingTimeout || self.down.sealed {
+            Own::None
+        } else {
+            Own::Close(tether_code(reason))
+        };
+        let to_node = if reason == Reason::ProtocolError {
+            code::PROTOCOL_ERROR
+        } else {
+            code::GOING_AWAY
+        };
+        self.up.own = if self.up.sealed {
+            Own::None
+        } else {
+            Own::Close(to_node)
+        };
+        if reason == Reason::PingTimeout {
+            self.down.stopped = true;
+            self.down.sealed = true;
+            if let Some(b) = &mut self.down.bufs {
+                b.pending.clear();
             }
         }
     }
@@ -379,15 +438,15 @@ impl Relay {
         node: &mut TcpStream,
     ) -> Option<End> {
         self.ws.as_ref()?;
-        if self.down.tracker.at_boundary() && self.down.own.is_some() {
+        if self.down.tracker.at_boundary() && self.down.own != Own::None {
             if put_own(&mut self.down) {
-                self.pinged(Instant::now());
+                self.pinged();
             }
             if flush(cx, client, &mut self.down).is_err() {
                 return Some(self.closed_as());
             }
         }
-        if self.up.tracker.at_boundary() && self.up.own.is_some() {
+        if self.up.tracker.at_boundary() && self.up.own != Own::None {
             put_own(&mut self.up);
             if flush(cx, node, &mut self.up).is_err() {
                 return Some(self.closed_as());
@@ -395,8 +454,8 @@ impl Relay {
         }
         let (reason, _) = self.closing?;
         // Both Closes out (or none due), both written: shut the write sides; the peers close.
-        let sent = self.down.own.is_none() && self.up.own.is_none();
-        if sent && self.up.pending.is_empty() && self.down.pending.is_empty() {
+        let sent = self.down.own == Own::None && self.up.own == Own::None;
+        if sent && self.up.pending_len() == 0 && self.down.pending_len() == 0 {
             let _ = Pin::new(&mut *client).poll_shutdown(cx);
             let _ = Pin::new(&mut *node).poll_shutdown(cx);
             if reason == Reason::PingTimeout || (self.up.done && self.down.done) {
@@ -406,14 +465,15 @@ impl Relay {
         None
     }
 
-    /// tether's Ping went out at `now`: the answer is due before the timer would next fire.
-    fn pinged(&mut self, now: Instant) {
-        if let Some(ws) = &mut self.ws {
-            ws.pinged = Some(now);
-            let due = now + ws.settings.ping_timeout;
-            let armed = self.timer.deadline();
-            self.timer.as_mut().reset(due.min(armed));
-        }
+    /// tether's Ping went out now: the answer is due before the timer would next fire.
+    fn pinged(&mut self) {
+        let now = self.now_ms();
+        let Some(ws) = &mut self.ws else {
+            return;
+        };
+        ws.pinged_ms = Some(now);
+        let due = now.saturating_add(ws.timeout_ms);
+        self.reset_sooner(due);
     }
 
     /// How the tunnel ended, once a side closed or broke.
@@ -422,32 +482,6 @@ impl Relay {
             Some((reason, _)) => End::Tether(reason),
             None => self.first.unwrap_or(End::ClientClosed),
         }
-    }
-
-    /// Count frames and bytes seen since the last count into the upstream's stats.
-    fn flush_counts(&mut self, h: &Params<'_>) {
-        if h.websocket.is_none() {
-            return;
-        }
-        let s = &h.stats;
-        let now = [
-            self.up.frames,
-            self.down.frames,
-            self.up.bytes,
-            self.down.bytes,
-        ];
-        for (i, counter) in [
-            stat::WS_FRAMES_UP,
-            stat::WS_FRAMES_DOWN,
-            stat::WS_BYTES_UP,
-            stat::WS_BYTES_DOWN,
-        ]
-        .into_iter()
-        .enumerate()
-        {
-            s.add(counter, now[i] - self.flushed[i]);
-        }
-        self.flushed = now;
     }
 }
 
@@ -466,35 +500,38 @@ fn flush<T: AsyncWrite + Unpin>(
     to: &mut T,
     half: &mut Half,
 ) -> std::io::Result<()> {
-    while !half.pending.is_empty() {
-        match Pin::new(&mut *to).poll_write(cx, &half.pending) {
+    let Some(bufs) = &mut half.bufs else {
+        return Ok(());
+    };
+    while !bufs.pending.is_empty() {
+        match Pin::new(&mut *to).poll_write(cx, &bufs.pending) {
             Poll::Ready(Ok(0)) => return Err(std::io::ErrorKind::WriteZero.into()),
             Poll::Ready(Ok(n)) => {
-                half.pending.drain(..n);
+                bufs.pending.drain(..n);
             }
             Poll::Ready(Err(e)) => return Err(e),
             Poll::Pending => return Ok(()),
         }
     }
-    half.pending = Vec::new();
+    bufs.pending = Vec::new();
+    half.settle();
     Ok(())
 }
 
 /// Append the half's own frame to what its destination gets (it is at a frame boundary).
 /// A Close seals the direction: nothing more goes after it. `true`: it was tether's Ping.
 fn put_own(half: &mut Half) -> bool {
-    let Some(own) = half.own.take() else {
-        return false;
-    };
+    let own = std::mem::take(&mut half.own);
     match own {
+        Own::None => false,
         Own::Ping => {
-            ws::ping_frame(PING, &mut half.pending);
+            ws::ping_frame(PING, &mut half.bufs().pending);
             true
         }
         Own::Close(c) => {
             // To a node tether speaks for the client: masked.
             let mask = half.to_node.then(rand::random::<[u8; 4]>);
-            ws::close_frame(c, reason_text(c), mask, &mut half.pending);
+            ws::close_frame(c, reason_text(c), mask, &mut half.bufs().pending);
             half.stopped = true;
             half.sealed = true;
             false
@@ -510,8 +547,11 @@ fn emit<T: AsyncWrite + Unpin>(
     half: &mut Half,
     data: &[u8],
 ) -> std::io::Result<()> {
-    if !half.pending.is_empty() {
-        half.pending.extend_from_slice(data);
+    if data.is_empty() {
+        return Ok(());
+    }
+    if half.pending_len() > 0 {
+        half.bufs().pending.extend_from_slice(data);
         return Ok(());
     }
     let written = match Pin::new(&mut *to).poll_write(cx, data) {
@@ -520,15 +560,16 @@ fn emit<T: AsyncWrite + Unpin>(
         Poll::Pending => 0,
     };
     if written < data.len() {
-        half.pending.extend_from_slice(&data[written..]);
+        half.bufs().pending.extend_from_slice(&data[written..]);
     }
     Ok(())
 }
 
 /// Move bytes `from` → `to` until `from` would block, `to` is full, or the budget is spent.
 /// With `rules`, RFC 6455 frames are followed: a Pong carrying `ping` (tether's) is dropped, a
-/// frame that breaks the rules stops the direction (the bytes before it went through), and a
-/// frame of tether's own goes out at the first boundary the bytes reach.
+/// frame that breaks the rules stops the direction (the bytes before it went through), a frame
+/// of tether's own goes out at the first boundary the bytes reach, and frames and bytes are
+/// counted into `stats` as they pass.
 fn pump<F: AsyncRead + Unpin, T: AsyncWrite + Unpin>(
     cx: &mut Context<'_>,
     from: &mut F,
@@ -536,20 +577,29 @@ fn pump<F: AsyncRead + Unpin, T: AsyncWrite + Unpin>(
     half: &mut Half,
     rules: Option<Rules>,
     ping: Option<&[u8; 8]>,
+    stats: Option<&crate::runtime::pool::PoolStats>,
 ) -> std::io::Result<Seen> {
     let mut seen = Seen::default();
     // Drain what the destination could not take last time before reading more (back-pressure).
-    let before = half.pending.len();
+    let before = half.pending_len();
     flush(cx, to, half)?;
-    seen.moved = half.pending.len() < before;
-    if !half.pending.is_empty() || half.done {
+    seen.moved = half.pending_len() < before;
+    if half.pending_len() > 0 || half.done {
         return Ok(seen);
     }
+    let (bytes_stat, frames_stat) = if half.to_node {
+        (stat::WS_BYTES_UP, stat::WS_FRAMES_UP)
+    } else {
+        (stat::WS_BYTES_DOWN, stat::WS_FRAMES_DOWN)
+    };
     for round in 0..BUDGET {
+        let frames_before = half.frames;
         let step = SCRATCH_BUF.with(|scratch| {
             let mut scratch = scratch.borrow_mut();
-            let held = half.held.len();
-            scratch[..held].copy_from_slice(&half.held);
+            let held = half.held().len();
+            if held > 0 {
+                scratch[..held].copy_from_slice(half.held());
+            }
             let mut rb = ReadBuf::new(&mut scratch[held..]);
             match Pin::new(&mut *from).poll_read(cx, &mut rb) {
                 Poll::Pending => return Poll::Pending,
@@ -560,9 +610,12 @@ fn pump<F: AsyncRead + Unpin, T: AsyncWrite + Unpin>(
             if n == 0 {
                 return Poll::Ready(Ok(0));
             }
-            half.held.clear();
+            if let Some(b) = &mut half.bufs {
+                b.held.clear();
+            }
             if half.stopped {
                 // Read and dropped: tether closed this way, or it broke the protocol.
+                half.settle();
                 return Poll::Ready(Ok(n));
             }
             let len = held + n;
@@ -590,6 +643,7 @@ fn pump<F: AsyncRead + Unpin, T: AsyncWrite + Unpin>(
                     break;
                 }
             }
+            half.settle();
             Poll::Ready(Ok(n))
         });
         match step {
@@ -605,7 +659,11 @@ fn pump<F: AsyncRead + Unpin, T: AsyncWrite + Unpin>(
                 seen.moved = true;
                 seen.read = true;
                 half.bytes += n as u64;
-                if !half.pending.is_empty() || seen.violation.is_some() {
+                if let Some(s) = stats {
+                    s.add(bytes_stat, n as u64);
+                    s.add(frames_stat, half.frames - frames_before);
+                }
+                if half.pending_len() > 0 || seen.violation.is_some() {
                     return Ok(seen);
                 }
                 if round + 1 == BUDGET {
@@ -626,7 +684,8 @@ fn prime(half: &mut Half, mut data: Vec<u8>, rules: Rules, seen: &mut Seen) {
     half.bytes += data.len() as u64;
     let (out, _, _) = frames(&mut data, half, rules, None, seen);
     data.truncate(out);
-    half.pending = data;
+    half.bufs().pending = data;
+    half.settle();
 }
 
 /// Follow the frames in `data` (held bytes first, then what was just read), compacting in
@@ -643,17 +702,17 @@ fn frames(
 ) -> (usize, usize, bool) {
     let (mut r, mut w) = (0, 0);
     while r < data.len() {
-        if half.own.is_some() && half.tracker.at_boundary() {
+        if half.own != Own::None && half.tracker.at_boundary() {
             return (w, r, true);
         }
-        let keep = match half.tracker.next(&data[r..], rules) {
+        let (n, forward) = match half.tracker.next(&data[r..], rules) {
             Err(v) => {
                 seen.violation = Some(v);
                 half.stopped = true;
                 return (w, data.len(), false);
             }
             Ok(Event::NeedMore) => {
-                half.held.extend_from_slice(&data[r..]);
+                half.bufs().held.extend_from_slice(&data[r..]);
                 return (w, data.len(), false);
             }
             Ok(Event::Data { n, header }) => {
@@ -670,13 +729,12 @@ fn frames(
                 if ours {
                     seen.pong = true;
                 }
-                if c.opcode == opcode::CLOSE && half.close.is_none() {
-                    half.close = Some(ws::close_code(&payload[..len]));
+                if c.opcode == opcode::CLOSE && half.close == 0 {
+                    half.close = ws::close_code(&payload[..len]);
                 }
                 (c.len, !ours)
             }
         };
-        let (n, forward) = keep;
         if forward {
             if w != r {
                 data.copy_within(r..r + n, w);
@@ -685,6 +743,6 @@ fn frames(
         }
         r += n;
     }
-    let stop = half.own.is_some() && half.tracker.at_boundary();
+    let stop = half.own != Own::None && half.tracker.at_boundary();
     (w, r, stop)
 }
