@@ -49,8 +49,11 @@ fuzz:
 ## soak: 10 minutes of mixed load through tether while its DNS-discovered nodes are replaced
 ## every 5 s and its config reloaded every 30 s: descriptors, RSS and stickiness must hold.
 ## SOAK_ARGS=--quick for a 90-second run (or --duration 30m).
+## Then the tunnel-move tests at the sizes `make test` scales down: 600 socket.io clients moved
+## off a drained, removed and undiscovered node over 10 s, and 3,000 rebalanced over 4 nodes.
 soak: deps-system deps-node
 	$(CARGO) bench --bench soak -- $(SOAK_ARGS)
+	TETHER_MOVES_FULL=1 $(CARGO) test --release --test it moves:: -- --test-threads 1 --nocapture
 
 lint:
 	$(CARGO) fmt --check

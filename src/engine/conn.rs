@@ -27,8 +27,10 @@ pub(super) enum Next {
     KeepAlive,
     /// Close the client connection.
     Close,
-    /// The connection became a tunnel: the caller relays it (in a task of its own).
-    Tunnel(super::tunnel::Handover),
+    /// The connection became a tunnel: the caller relays it (in a task of its own). Boxed: it
+    /// is three times the size of the other answers, and every exchange step's future would
+    /// carry that size; one allocation per upgrade, freed when the relay starts.
+    Tunnel(Box<super::tunnel::Handover>),
 }
 
 /// A client connection and the buffers its exchanges reuse.
@@ -109,7 +111,7 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             Next::KeepAlive => continue,
             Next::Close => return None,
             // The connection's buffers go with `c`; the tunnel keeps only its sockets.
-            Next::Tunnel(handover) => return Some(handover.with_client(c.client)),
+            Next::Tunnel(handover) => return Some((*handover).with_client(c.client)),
         }
     }
 }

@@ -110,6 +110,50 @@ async function mainScenarios(context) {
     return c.map((n) => n.id + ': ' + n.state + ', ' + n.health + ' (' + n.check + ')').join('; ');
   });
 
+  await check('a node drained with a deadline shows its open tunnels and when the last closes', async () => {
+    // The node holding the most of the test's WebSockets, drained through the API with a
+    // deadline far enough away that nothing closes while the page is read.
+    const all = await Promise.all(m.nodes.map((id) => nodeStatus(m.admin, m.upstream, id)));
+    const busiest = all.reduce((a, b) => (b.open_tunnels > a.open_tunnels ? b : a));
+    assert(busiest.open_tunnels > 0, 'no node holds a tunnel: ' + JSON.stringify(all.map((n) => n.open_tunnels)));
+    const id = busiest.id;
+    const drained = await api(m.admin, 'POST', '/upstreams/' + m.upstream + '/nodes/' + id + '/drain?close_after=300s&spread=60s', { 'X-Tether-Admin': '1' });
+    assert(drained.status === 200 && drained.json.leaving && drained.json.leaving.reason === 'drained', JSON.stringify(drained.json));
+    const leavingText = () => page.$$eval('article.node', (cards, id) => {
+      const c = cards.find((a) => a.dataset.node === id);
+      const l = c && c.querySelector('.leaving');
+      return l && !l.hidden ? l.textContent : null;
+    }, id);
+    let text = null;
+    const begun = Date.now();
+    while (Date.now() - begun < 5000 && !(text = await leavingText())) await new Promise((r) => setTimeout(r, 100));
+    assert(text, 'the page shows no leave for ' + id);
+    const want = 'leaving (drained): ' + busiest.open_tunnels + (busiest.open_tunnels === 1 ? ' tunnel' : ' tunnels') + ' open';
+    assert(text.startsWith(want), 'shown: "' + text + '", want "' + want + '…"');
+    const s = await nodeStatus(m.admin, m.upstream, id);
+    assert(s.leaving && s.leaving.closes_until - s.leaving.closes_from === 60, '/status leaving: ' + JSON.stringify(s.leaving));
+    await shot(page, 'leaving', { fullPage: true });
+    // Enabled again: the leave is called off and the page stops showing it.
+    const enabled = await api(m.admin, 'POST', '/upstreams/' + m.upstream + '/nodes/' + id + '/enable', { 'X-Tether-Admin': '1' });
+    assert(enabled.status === 200, JSON.stringify(enabled.json));
+    const gone = Date.now();
+    while (Date.now() - gone < 5000 && (await leavingText())) await new Promise((r) => setTimeout(r, 100));
+    assert(!(await leavingText()), 'still shown as leaving after enable');
+    const after = await nodeStatus(m.admin, m.upstream, id);
+    assert(after.leaving === null && after.open_tunnels === busiest.open_tunnels, 'after enable: ' + JSON.stringify(after));
+    return id + ': "' + text + '"; gone after enable, its ' + after.open_tunnels + ' tunnel(s) kept';
+  });
+
+  await check('the upstream shows its WebSocket frames each way', async () => {
+    const s = await api(m.admin, 'GET', '/status', {});
+    const w = s.json.upstreams.find((x) => x.name === m.upstream).websocket;
+    // Each of the test's WebSockets got its node's greeting: frames down.
+    assert(w && w.frames_down >= 2 && typeof w.ends.ping_timeout === 'number', '/status websocket: ' + JSON.stringify(w));
+    const text = await page.$eval('section.upstream[data-upstream="' + m.upstream + '"] .websocket', (e) => (e.hidden ? null : e.textContent));
+    assert(text && /^WebSocket frames [0-9.]+\/s up, [0-9.]+\/s down/.test(text), 'shown: ' + text);
+    return '/status: ' + w.frames_up + ' up, ' + w.frames_down + ' down; page: "' + text + '"';
+  });
+
   await check('drain from the page: /status says draining and the page shows it without a reload', async () => {
     await page.evaluate(() => { window.__sameDocument = true; });
     await press(page, m.upstream, m.drain, 'drain');

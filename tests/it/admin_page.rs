@@ -2,7 +2,10 @@
 //! `/usr/bin/chromium` driven by `tests/browser/admin.js` (puppeteer-core, pinned by
 //! `tests/browser/package-lock.json`), against real tethers in front of demo nodes.
 //!
-//! One browser run covers: every node and its state on the page; drain pressed on the page
+//! One browser run covers: every node and its state on the page; a node drained with a deadline
+//! shown leaving with its open tunnels and when the last closes, and no longer once enabled; the
+//! upstream's WebSocket frames each way;
+//! drain pressed on the page
 //! (`/status` agrees, the page follows without a reload); a stopped node shown unhealthy within
 //! fall x interval plus one poll; a token asked once and kept in `sessionStorage`, calls without
 //! it refused; a plain cross-site form POST (from a page on another host and port) refused with
@@ -161,6 +164,6 @@ async fn the_admin_page_shows_every_node_live_and_refuses_cross_site_posts() {
     drop(sockets);
 
     eprintln!("browser run in {:?}:", started.elapsed());
-    browser::assert_passed(&report, 12);
+    browser::assert_passed(&report, 14);
     drop(silent);
 }

@@ -350,6 +350,29 @@ fn leaving_json(node: &NodeState, now_unix: u64) -> serde_json::Value {
     })
 }
 
+/// An upstream's WebSocket traffic for `/status`: frames and bytes each way, and how its tunnels
+/// ended (the same counts as `/metrics`, for the admin page).
+fn websocket_json(pool: &crate::runtime::pool::Pool) -> serde_json::Value {
+    use crate::runtime::pool::stat;
+    use crate::runtime::tunnel_end::End;
+    let s = &pool.stats;
+    let ends: serde_json::Map<String, serde_json::Value> = End::all()
+        .map(|e| {
+            (
+                e.by().to_string(),
+                s.sum(stat::TUNNEL_ENDS + e.index()).into(),
+            )
+        })
+        .collect();
+    json!({
+        "frames_up": s.sum(stat::WS_FRAMES_UP),
+        "frames_down": s.sum(stat::WS_FRAMES_DOWN),
+        "bytes_up": s.sum(stat::WS_BYTES_UP),
+        "bytes_down": s.sum(stat::WS_BYTES_DOWN),
+        "ends": ends,
+    })
+}
+
 fn status(control: &Control) -> serde_json::Value {
     let rt = control.runtime.load();
     let now = unix_now();
@@ -415,6 +438,7 @@ fn status(control: &Control) -> serde_json::Value {
                     "max_skew": r.max_skew, "moves_per_second": r.moves_per_second,
                     "moves": pool.stats.sum(crate::runtime::pool::stat::REBALANCE_MOVES),
                 })),
+                "websocket": websocket_json(pool),
                 "nodes": nodes,
                 "departed": departed,
             })

@@ -395,7 +395,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             .iter()
             .position(|&b| b == b'?')
             .unwrap_or(self.log_target.len());
-        Ok(Next::Tunnel(tunnel::Handover {
+        Ok(Next::Tunnel(Box::new(tunnel::Handover {
             node: up.stream,
             guard: up.guard,
             client_ip: x.plan.client_ip,
@@ -409,7 +409,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             },
             early,
             sent_down,
-        }))
+        })))
     }
 
     /// Step 5b: the body step, then the tail. An engine.io handshake's answer is read whole
