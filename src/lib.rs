@@ -5,7 +5,7 @@
 //! only from layers below it; `tests/layers.rs` checks it):
 //!
 //! 1. `config`, `affinity`, `nginx`, `http1`, `ws`: pure cores (no IO but reading files, no
-//!    clock, no threads).
+//!    clock, no threads); `h2stream`, an adapter over the `h2` crate's stream halves.
 //! 2. `runtime`: the snapshot one request reads and the request policy; synchronous.
 //! 3. `engine` (sockets: the request path) and `control` (what changes the snapshot), side by side.
 //! 4. `server`: the running process, wiring engine and control together.
@@ -24,8 +24,11 @@ pub mod config;
 pub mod control;
 /// Demo realtime nodes (for `tether demo`, `tether node`, tests and benches).
 pub mod demo;
-/// The HTTP/1.1 request path: listeners, connections, exchanges, tunnels, the upstream pool.
+/// The request path: listeners, connections (HTTP/1.1 and HTTP/2), exchanges, tunnels, the
+/// upstream pool.
 pub mod engine;
+/// An HTTP/2 stream as a byte stream, for WebSockets over extended CONNECT (RFC 8441).
+pub mod h2stream;
 /// The HTTP/1 codec: heads, body framing, chunked bodies, PROXY headers (pure).
 pub mod http1;
 /// `tether load`: the realtime load tool.

@@ -17,10 +17,11 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("nginx", &["config"]),
     ("http1", &[]),
     ("ws", &[]),
+    ("h2stream", &[]),
     // The snapshot a request reads, and the request policy.
     ("runtime", &["config", "affinity", "ws"]),
     // Sockets, and what changes the snapshot: side by side, neither imports the other.
-    ("engine", &["config", "runtime", "http1", "ws"]),
+    ("engine", &["config", "runtime", "http1", "ws", "h2stream"]),
     ("control", &["config", "runtime", "ws"]),
     // The running process.
     ("server", &["config", "runtime", "engine", "control"]),
@@ -28,13 +29,15 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("demo", &[]),
     (
         "load",
-        &["config", "affinity", "runtime", "http1", "ws", "demo"],
+        &[
+            "config", "affinity", "runtime", "http1", "ws", "h2stream", "demo",
+        ],
     ),
     (
         "cli",
         &[
-            "config", "affinity", "nginx", "http1", "ws", "runtime", "engine", "control", "server",
-            "demo", "load",
+            "config", "affinity", "nginx", "http1", "ws", "h2stream", "runtime", "engine",
+            "control", "server", "demo", "load",
         ],
     ),
 ];

@@ -113,6 +113,8 @@ fn demo_config(
             address: listen,
             tls: None,
             proxy_protocol: false,
+            http2: false,
+            h2c: false,
         }],
         upstreams: vec![Upstream {
             name: "demo".into(),

@@ -58,6 +58,8 @@ pub struct FileListener {
     pub address: Option<String>,
     pub tls: Option<FileTls>,
     pub proxy_protocol: Option<bool>,
+    pub http2: Option<bool>,
+    pub h2c: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -351,7 +353,7 @@ pub fn expected_keys(keys: &[&str]) -> &'static [&'static str] {
             "write_timeout",
             "max_connections_per_ip",
         ],
-        ["listen"] => &["address", "tls", "proxy_protocol"],
+        ["listen"] => &["address", "tls", "proxy_protocol", "http2", "h2c"],
         ["listen", "tls"] => &["cert", "key"],
         ["admin"] => &["address", "token_env"],
         ["shutdown"] => &["grace", "close_window", "upgrade_timeout"],

@@ -101,10 +101,17 @@ pub struct Listener {
     /// Every connection starts with a PROXY protocol (v1 or v2) header naming the client; a
     /// connection without a valid one is closed.
     pub proxy_protocol: bool,
+    /// A TLS listener offers HTTP/2 in ALPN (`h2` before `http/1.1`), with WebSockets over
+    /// extended CONNECT (RFC 8441).
+    pub http2: bool,
+    /// A plain listener also takes HTTP/2 with prior knowledge (h2c): a connection whose first
+    /// bytes are the HTTP/2 preface, from a TLS terminator in front that speaks h2 to its
+    /// targets.
+    pub h2c: bool,
 }
 
 /// A certificate chain and key, already loaded and checked to match, as a ready rustls config
-/// (ALPN offers HTTP/1.1, which WebSocket upgrades need).
+/// (ALPN offers `h2` when the listener has `http2`, and `http/1.1`).
 #[derive(Clone)]
 pub struct TlsIdentity {
     pub cert: PathBuf,

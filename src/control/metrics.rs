@@ -82,7 +82,7 @@ impl Metrics {
 }
 
 /// The families read off the runtime at scrape time: (name, help, type).
-const FAMILIES: [(&str, &str, MetricType); 23] = [
+const FAMILIES: [(&str, &str, MetricType); 25] = [
     (
         "tether_requests_total",
         "Requests answered, by upstream, node and status class.",
@@ -212,6 +212,18 @@ const FAMILIES: [(&str, &str, MetricType); 23] = [
         "Requests tether answered itself without a node, by reason (bad_request, head_timeout, \
          client_body_timeout, uri_too_long, head_too_large, no_route, origin_not_allowed, \
          websocket_version, too_many_connections).",
+        MetricType::COUNTER,
+    ),
+    (
+        "tether_http2_connections_total",
+        "HTTP/2 client connections (ALPN h2, or the h2c preface on a listener with h2c).",
+        MetricType::COUNTER,
+    ),
+    (
+        "tether_http2_streams_total",
+        "HTTP/2 streams by kind: request, websocket (extended CONNECT, RFC 8441), malformed \
+         (reset by tether, nothing forwarded), reset (cancelled by the client), and calm \
+         (connections ended with GOAWAY ENHANCE_YOUR_CALM for resetting most of their streams).",
         MetricType::COUNTER,
     ),
 ];
@@ -429,6 +441,16 @@ impl Collector for RuntimeCollector {
         for r in Refusal::ALL {
             let n = global::COUNTERS.sum(global::REFUSALS + r as usize);
             families[22].push(counter(&[("reason", r.name())], n));
+        }
+        families[23].push(counter(&[], global::COUNTERS.sum(global::H2_CONNECTIONS)));
+        for (kind, i) in [
+            ("request", global::H2_STREAMS),
+            ("websocket", global::H2_WEBSOCKETS),
+            ("malformed", global::H2_MALFORMED),
+            ("reset", global::H2_RESETS),
+            ("calm", global::H2_CALM),
+        ] {
+            families[24].push(counter(&[("kind", kind)], global::COUNTERS.sum(i)));
         }
         FAMILIES
             .iter()

@@ -19,7 +19,8 @@
 //! out before the failure); a tunnel
 //! line has `kind=tunnel`, `bytes_up`, `bytes_down`, `frames_up`, `frames_down`, `close_code`
 //! (`-` for a byte tunnel), `duration_ms` and `closed_by` (client, node, idle, or tether's
-//! reason: ping_timeout, leave, rebalance, shutdown, protocol_error). The timestamp is when the log thread wrote the batch: at most
+//! reason: ping_timeout, leave, rebalance, shutdown, protocol_error); both end with `protocol`
+//! (`HTTP/1.0`, `HTTP/1.1`, `HTTP/2`). The timestamp is when the log thread wrote the batch: at most
 //! [`FLUSH_EVERY`] after the request ended.
 
 use crate::config::LogFormat;
@@ -46,6 +47,34 @@ thread_local! {
     static BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
+/// The protocol a client spoke, as the access log's `protocol` field names it (nginx's
+/// `$server_protocol`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Http10,
+    Http11,
+    Http2,
+}
+
+impl Protocol {
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Http10 => "HTTP/1.0",
+            Protocol::Http11 => "HTTP/1.1",
+            Protocol::Http2 => "HTTP/2",
+        }
+    }
+
+    /// The HTTP/1 protocol of a request with this minor version.
+    pub fn http1(minor: u8) -> Protocol {
+        if minor == 0 {
+            Protocol::Http10
+        } else {
+            Protocol::Http11
+        }
+    }
+}
+
 /// One finished request.
 pub struct Request<'a> {
     pub client: IpAddr,
@@ -61,6 +90,7 @@ pub struct Request<'a> {
     pub duration: Duration,
     /// What ended the exchange, `-` for a whole response.
     pub failure: &'a str,
+    pub protocol: Protocol,
 }
 
 /// One closed tunnel.
@@ -79,6 +109,7 @@ pub struct Tunnel<'a> {
     pub close_code: Option<u16>,
     pub duration: Duration,
     pub closed_by: &'a str,
+    pub protocol: Protocol,
 }
 
 /// Start the log thread, writing lines in `format`, and turn recording on (once per process;
@@ -134,6 +165,7 @@ pub fn request(r: &Request<'_>) {
         b.extend_from_slice(&r.bytes_out.to_le_bytes());
         b.extend_from_slice(&(r.duration.as_micros() as u64).to_le_bytes());
         put(&mut b, r.failure.as_bytes());
+        put(&mut b, r.protocol.name().as_bytes());
         full(&mut b);
     });
 }
@@ -158,6 +190,7 @@ pub fn tunnel(t: &Tunnel<'_>) {
         b.extend_from_slice(&t.frames_down.to_le_bytes());
         // 0: no code (a byte tunnel).
         b.extend_from_slice(&t.close_code.unwrap_or(0).to_le_bytes());
+        put(&mut b, t.protocol.name().as_bytes());
         full(&mut b);
     });
 }
@@ -279,6 +312,7 @@ fn emit_one(kind: u8, r: &mut Reader<'_>, w: &mut Lines<'_>) -> Option<()> {
             let (upstream, node, decision) = (r.str()?, r.str()?, r.str()?);
             let (bytes_in, bytes_out, us) = (r.u64()?, r.u64()?, r.u64()?);
             let failure = r.str()?;
+            let protocol = r.str()?;
             w.line(
                 "request",
                 &[
@@ -294,6 +328,7 @@ fn emit_one(kind: u8, r: &mut Reader<'_>, w: &mut Lines<'_>) -> Option<()> {
                     ("bytes_out", V::Num(bytes_out)),
                     ("duration_ms", V::Ms(us)),
                     ("failure", V::Str(&failure)),
+                    ("protocol", V::Str(&protocol)),
                 ],
             );
         }
@@ -302,6 +337,7 @@ fn emit_one(kind: u8, r: &mut Reader<'_>, w: &mut Lines<'_>) -> Option<()> {
             let (bytes_up, bytes_down, us) = (r.u64()?, r.u64()?, r.u64()?);
             let closed_by = r.str()?;
             let (frames_up, frames_down, code) = (r.u64()?, r.u64()?, r.u16()?);
+            let protocol = r.str()?;
             let code = match code {
                 0 => V::Str("-"),
                 c => V::Num(u64::from(c)),
@@ -321,6 +357,7 @@ fn emit_one(kind: u8, r: &mut Reader<'_>, w: &mut Lines<'_>) -> Option<()> {
                     ("close_code", code),
                     ("duration_ms", V::Ms(us)),
                     ("closed_by", V::Str(&closed_by)),
+                    ("protocol", V::Str(&protocol)),
                 ],
             );
         }
@@ -458,6 +495,7 @@ mod tests {
             b.extend_from_slice(&v.to_le_bytes());
         }
         put(&mut b, b"client_gone");
+        put(&mut b, Protocol::Http11.name().as_bytes());
         b.push(KIND_TUNNEL);
         put_ip(&mut b, "::1".parse().unwrap());
         put(&mut b, b"/ws");
@@ -471,6 +509,7 @@ mod tests {
             b.extend_from_slice(&v.to_le_bytes());
         }
         b.extend_from_slice(&1000u16.to_le_bytes());
+        put(&mut b, Protocol::Http2.name().as_bytes());
         b
     }
 
@@ -510,6 +549,8 @@ mod tests {
         assert_eq!(v[1]["frames_up"], 3);
         assert_eq!(v[1]["close_code"], 1000);
         assert_eq!(v[1]["duration_ms"].as_f64(), Some(2000.042));
+        assert_eq!(v[0]["protocol"], "HTTP/1.1");
+        assert_eq!(v[1]["protocol"], "HTTP/2");
     }
 
     #[test]
@@ -518,7 +559,7 @@ mod tests {
         assert_eq!(
             text.lines().next(),
             Some(
-                r#"2026-12-02T04:01:52.063528Z  INFO tether::access: request kind="request" client=10.0.0.1 method=GET path=/whoami status=200 upstream=realtime node=rack "7"\slot decision=hit bytes_in=10 bytes_out=20 duration_ms=1.500 failure=client_gone"#
+                r#"2026-12-02T04:01:52.063528Z  INFO tether::access: request kind="request" client=10.0.0.1 method=GET path=/whoami status=200 upstream=realtime node=rack "7"\slot decision=hit bytes_in=10 bytes_out=20 duration_ms=1.500 failure=client_gone protocol=HTTP/1.1"#
             )
         );
         assert!(text.lines().nth(1).is_some_and(|l| l.starts_with(

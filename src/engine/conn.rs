@@ -219,7 +219,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     /// A head that could not be read as a request: its one access-log line (no route, no
     /// node), the refusal counted, the answer sent.
     async fn refuse_head(&mut self, refusal: Refusal) {
-        super::outcome::refused_head(refusal, self.peer.ip(), self.cbuf.len() as u64);
+        // The head could not be read, so its version is not known: HTTP/1.1 is what tether speaks.
+        super::outcome::refused_head(
+            refusal,
+            self.peer.ip(),
+            self.cbuf.len() as u64,
+            super::access::Protocol::Http11,
+        );
         self.answer(refusal.answer()).await;
     }
 

@@ -228,12 +228,16 @@ async fn accept_loop(
                     .as_ref()
                     .map(|c| tokio_rustls::TlsAcceptor::from(Arc::clone(c)));
                 let proxy_protocol = spec.proxy_protocol;
+                let h2c = spec.h2c;
                 drop(rt);
                 tokio::spawn(start(
                     stream,
                     peer,
                     tls,
-                    proxy_protocol,
+                    Options {
+                        proxy_protocol,
+                        h2c,
+                    },
                     runtime,
                     limits,
                     shutdown.clone(),
@@ -262,18 +266,27 @@ pub fn out_of_descriptors(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(23) | Some(24))
 }
 
-/// One accepted connection: PROXY header, per-IP cap, TLS, then the connection loop.
+/// What a listener's connections start with besides TLS.
+#[derive(Clone, Copy)]
+struct Options {
+    proxy_protocol: bool,
+    /// HTTP/2 with prior knowledge on a plain listener.
+    h2c: bool,
+}
+
+/// One accepted connection: PROXY header, per-IP cap, TLS, then the connection loop (HTTP/1.1,
+/// or HTTP/2 when ALPN chose `h2` or a plain listener with `h2c` sees the preface).
 async fn start(
     stream: TcpStream,
     mut peer: SocketAddr,
     tls: Option<tokio_rustls::TlsAcceptor>,
-    proxy_protocol: bool,
+    options: Options,
     runtime: &'static Shared,
     limits: Limits,
     shutdown: ShutdownSignal,
 ) {
     let counted = counters::global::Connection::open();
-    if proxy_protocol {
+    if options.proxy_protocol {
         match tokio::time::timeout(limits.head_timeout, read_proxy_header(&stream)).await {
             Ok(Ok(Some(client))) => peer = client,
             Ok(Ok(None)) => {}
@@ -302,6 +315,10 @@ async fn start(
     // The connection's count and its per-IP slot go along to a tunnel it becomes.
     let held = (counted, slot);
     match tls {
+        None if options.h2c => {
+            // Boxed: the HTTP/2 path is cold on plain listeners and must not grow this task.
+            Box::pin(serve_h2c(stream, peer, runtime, limits, shutdown, held)).await;
+        }
         None => {
             if let Some(tunnel) = conn::serve(stream, peer, runtime, limits, shutdown, false).await
             {
@@ -370,8 +387,47 @@ async fn read_proxy_header(stream: &TcpStream) -> io::Result<Option<SocketAddr>>
     }
 }
 
+/// A plain connection on a listener with `h2c`: HTTP/2 when its first bytes are the preface
+/// (peeked, so they stay for h2 to read), else HTTP/1.1 as on any plain listener.
+async fn serve_h2c<H: Send + 'static>(
+    stream: TcpStream,
+    peer: SocketAddr,
+    runtime: &'static Shared,
+    limits: Limits,
+    shutdown: ShutdownSignal,
+    held: H,
+) {
+    let mut first = [0u8; super::http2::PREFACE.len()];
+    let peeked = tokio::time::timeout(limits.head_timeout, async {
+        loop {
+            let n = stream.peek(&mut first).await?;
+            // A prefix of the preface may be all that came yet: wait for the rest (bounded).
+            if n == 0 || n == first.len() || first[..n] != super::http2::PREFACE[..n] {
+                return Ok::<_, io::Error>(n);
+            }
+            stream.readable().await?;
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await;
+    match peeked {
+        Ok(Ok(n)) if n == first.len() && first == super::http2::PREFACE => {
+            super::http2::serve(stream, peer, runtime, limits, shutdown, false).await;
+            drop(held);
+        }
+        Ok(Ok(n)) if n > 0 => {
+            if let Some(tunnel) = conn::serve(stream, peer, runtime, limits, shutdown, false).await
+            {
+                relay_apart(tunnel, held);
+            }
+        }
+        _ => {}
+    }
+}
+
 /// A TLS connection: the handshake (bounded by the head limit, so a client that never finishes
-/// it cannot hold a slot), then the same connection loop as plain TCP.
+/// it cannot hold a slot), then HTTP/2 when ALPN chose it, else the same connection loop as
+/// plain TCP.
 async fn serve_tls(
     acceptor: tokio_rustls::TlsAcceptor,
     stream: TcpStream,
@@ -381,6 +437,11 @@ async fn serve_tls(
     shutdown: ShutdownSignal,
 ) -> Option<conn::Tunnel<tokio_rustls::server::TlsStream<TcpStream>>> {
     match tokio::time::timeout(limits.head_timeout, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) if tls.get_ref().1.alpn_protocol() == Some(b"h2") => {
+            // The HTTP/2 connection's tunnels are relayed in tasks of their own; its task
+            // (and the connection's counts with it) lasts as long as any stream.
+            super::http2::serve(tls, peer, runtime, limits, shutdown, true).await;
+        }
         Ok(Ok(tls)) => return conn::serve(tls, peer, runtime, limits, shutdown, true).await,
         Ok(Err(e)) => tracing::debug!(client = %peer, error = %e, "TLS handshake failed"),
         Err(_) => tracing::debug!(client = %peer, "TLS handshake timed out"),

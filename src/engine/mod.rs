@@ -1,4 +1,5 @@
-//! The engine: tether's own HTTP/1.1 request path, and the only layer that owns sockets.
+//! The engine: tether's own request path (HTTP/1.1, and HTTP/2 towards clients in
+//! [`http2`]), and the only layer that owns sockets.
 //!
 //! Thread-per-core: one current-thread tokio runtime per worker, each with its own
 //! `SO_REUSEPORT` listeners, so the kernel spreads connections and nothing is shared between
@@ -21,6 +22,7 @@ pub mod access;
 mod conn;
 mod deadline;
 mod exchange;
+pub mod http2;
 pub mod listen;
 mod outcome;
 mod per_ip;

@@ -36,6 +36,7 @@ pub(super) struct Outcome<'a> {
     pub bytes_out: u64,
     /// The one clock of the exchange: when its head had been read.
     pub started: Instant,
+    pub protocol: access::Protocol,
 }
 
 /// Record `o`: the only place an exchange is logged and counted.
@@ -94,12 +95,18 @@ pub(super) fn record(o: &Outcome<'_>) {
         bytes_out: o.bytes_out,
         duration,
         failure: o.failure.map_or("-", |f| f.name()),
+        protocol: o.protocol,
     });
 }
 
 /// A head that could not be read as a request: counted, and one access-log line with what is
 /// known (no method, target, route or node).
-pub(super) fn refused_head(refusal: Refusal, client: IpAddr, bytes_in: u64) {
+pub(super) fn refused_head(
+    refusal: Refusal,
+    client: IpAddr,
+    bytes_in: u64,
+    protocol: access::Protocol,
+) {
     record(&Outcome {
         pool: None,
         client,
@@ -114,6 +121,7 @@ pub(super) fn refused_head(refusal: Refusal, client: IpAddr, bytes_in: u64) {
         bytes_in,
         bytes_out: 0,
         started: Instant::now(),
+        protocol,
     });
 }
 

@@ -51,9 +51,22 @@ pub enum NodeFrom {
 /// Load-test a realtime cluster through any proxy (tether or not) and check stickiness.
 #[derive(clap::Args, Debug, Clone)]
 pub struct LoadArgs {
-    /// Target base URL, plain http only (WebSocket URLs are derived: ws://).
+    /// Target base URL: http://HOST:PORT or https://HOST:PORT (WebSocket URLs are derived:
+    /// ws:// or wss://).
     #[arg(long, value_name = "URL")]
     pub url: String,
+    /// Speak HTTP/2: each client keeps one connection, its requests are streams on it and its
+    /// WebSockets extended CONNECT streams (RFC 8441). Over https:// by ALPN; over http:// with
+    /// prior knowledge (h2c).
+    #[arg(long)]
+    pub http2: bool,
+    /// PEM certificates to trust for an https:// target (a test CA, a self-signed certificate).
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<std::path::PathBuf>,
+    /// Trust any certificate of an https:// target (test certificates only: who answers goes
+    /// unverified).
+    #[arg(long)]
+    pub insecure: bool,
     /// What each client does.
     #[arg(long, value_enum, default_value_t = Flow::Http)]
     pub flow: Flow,
@@ -164,6 +177,12 @@ pub(crate) struct Plan {
     pub flow: Flow,
     pub url: String,
     pub target: SocketAddr,
+    /// TLS towards the target (an https:// URL).
+    pub tls: Option<super::transport::Tls>,
+    /// HTTP/2 (--http2).
+    pub http2: bool,
+    /// `http` or `https`: the scheme of every request URI (HTTP/2's `:scheme`).
+    pub scheme: &'static str,
     /// `Host` header value (the URL's authority).
     pub host: HeaderValue,
     pub clients: usize,
@@ -175,12 +194,12 @@ pub(crate) struct Plan {
     pub timeout: Duration,
     pub http_path: Uri,
     pub poll_path: Uri,
-    /// Full ws:// URL of the ws flow.
-    pub ws_url: String,
+    /// The ws flow's WebSocket path (ws:// or wss://, or an HTTP/2 WebSocket's `:path`).
+    pub ws_path: String,
     /// `/socket.io/?EIO=4&transport=polling` (sid appended per session).
     pub sio_polling: String,
-    /// `ws://HOST/socket.io/?EIO=4&transport=websocket&sid=` (sid appended per session).
-    pub sio_ws: String,
+    /// `/socket.io/?EIO=4&transport=websocket&sid=` (sid appended per session).
+    pub sio_ws_path: String,
     /// Namespace prefix of socket.io packets: empty for `/`, else `/nsp,`.
     pub sio_nsp: String,
     pub messages: u32,
@@ -201,6 +220,18 @@ pub(crate) struct Plan {
     /// After the soft stop, how long clients get to finish their step before everything is
     /// aborted (10 s; tests shorten it).
     pub hard_grace: Duration,
+}
+
+impl Plan {
+    /// What the clients speak, for the report.
+    pub fn protocol(&self) -> &'static str {
+        match (self.http2, self.tls.is_some()) {
+            (false, false) => "HTTP/1.1",
+            (false, true) => "HTTP/1.1 over TLS",
+            (true, true) => "HTTP/2 over TLS",
+            (true, false) => "HTTP/2 (h2c)",
+        }
+    }
 }
 
 /// The hard deadline is the duration plus this.
@@ -224,30 +255,56 @@ impl Plan {
             .url
             .parse()
             .map_err(|e| bad(format!("--url {:?}: {e}", a.url)))?;
-        match uri.scheme_str() {
-            Some("http") => {}
+        let (scheme, default_port) = match uri.scheme_str() {
+            Some("http") => ("http", 80),
+            Some("https") => ("https", 443),
             Some(other) => {
                 return Err(bad(format!(
-                    "--url {:?}: only http:// is supported, not {other}://",
+                    "--url {:?}: give http:// or https://, not {other}://",
                     a.url
                 )))
             }
-            None => return Err(bad(format!("--url {:?}: give http://HOST:PORT", a.url))),
-        }
+            None => {
+                return Err(bad(format!(
+                    "--url {:?}: give http://HOST:PORT or https://HOST:PORT",
+                    a.url
+                )))
+            }
+        };
         let authority = uri
             .authority()
             .ok_or_else(|| bad(format!("--url {:?} has no host", a.url)))?;
         if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
             return Err(bad(format!(
-                "--url {:?}: give only http://HOST:PORT; paths come from --path, --ws-path, ...",
+                "--url {:?}: give only {scheme}://HOST:PORT; paths come from --path, --ws-path, ...",
                 a.url
             )));
         }
-        let port = authority.port_u16().unwrap_or(80);
+        let port = authority.port_u16().unwrap_or(default_port);
+        let tls = match scheme {
+            "https" => Some(
+                super::transport::Tls::new(
+                    authority.host().trim_matches(['[', ']']),
+                    a.ca.as_deref(),
+                    a.insecure,
+                )
+                .map_err(bad)?,
+            ),
+            _ if a.ca.is_some() || a.insecure => {
+                return Err(bad("--ca and --insecure apply to https:// targets"))
+            }
+            _ => None,
+        };
+        if a.http2 && a.new_connection {
+            return Err(bad(
+                "--new-connection measures HTTP/1.1 connections; with --http2 each client keeps one",
+            ));
+        }
         let target = (authority.host().trim_matches(['[', ']']), port)
             .to_socket_addrs()
             .map_err(|e| bad(format!("--url {:?}: cannot resolve: {e}", a.url)))?
-            .next()
+            // `localhost` may resolve to ::1 first; loopback servers listen on 127.0.0.1.
+            .min_by_key(SocketAddr::is_ipv6)
             .ok_or_else(|| bad(format!("--url {:?}: no address", a.url)))?;
         let host = HeaderValue::from_str(authority.as_str())
             .map_err(|_| bad(format!("--url {:?}: bad host", a.url)))?;
@@ -331,6 +388,9 @@ impl Plan {
             flow: a.flow,
             url: a.url.clone(),
             target,
+            tls,
+            http2: a.http2,
+            scheme,
             host,
             clients: a.clients,
             duration: a.duration,
@@ -340,12 +400,9 @@ impl Plan {
             timeout: a.timeout,
             http_path,
             poll_path,
-            ws_url: format!("ws://{authority}{}", a.ws_path),
+            ws_path: a.ws_path.clone(),
             sio_polling: format!("{}{sep}EIO=4&transport=polling", a.socketio_path),
-            sio_ws: format!(
-                "ws://{authority}{}{sep}EIO=4&transport=websocket&sid=",
-                a.socketio_path
-            ),
+            sio_ws_path: format!("{}{sep}EIO=4&transport=websocket&sid=", a.socketio_path),
             sio_nsp: if a.namespace == "/" {
                 String::new()
             } else {
@@ -420,12 +477,10 @@ mod tests {
         let p = Plan::new(&a).unwrap();
         assert_eq!(p.http_path, "/whoami");
         assert_eq!(p.poll_path, "/poll?hold=3000");
-        assert_eq!(p.ws_url, "ws://127.0.0.1:8080/ws");
+        assert_eq!(p.ws_path, "/ws");
         assert_eq!(p.sio_polling, "/socket.io/?EIO=4&transport=polling");
-        assert_eq!(
-            p.sio_ws,
-            "ws://127.0.0.1:8080/socket.io/?EIO=4&transport=websocket&sid="
-        );
+        assert_eq!(p.sio_ws_path, "/socket.io/?EIO=4&transport=websocket&sid=");
+        assert_eq!(p.scheme, "http");
         assert_eq!(p.sio_nsp, "");
         assert_eq!(p.host, "127.0.0.1:8080");
         assert_eq!(p.node_header, "x-node");
@@ -476,6 +531,7 @@ mod tests {
         }
         for url in [
             "https://127.0.0.1:1",
+            "ftp://127.0.0.1:1",
             "127.0.0.1:1",
             "http://127.0.0.1:1/base",
         ] {
@@ -483,6 +539,20 @@ mod tests {
             assert!(matches!(Plan::new(&a), Err(LoadError::BadArgs(_))), "{url}");
         }
         assert!(parse(&["--flow", "ws", "--messages", "0", "--hold-open"]).is_ok());
+        assert!(parse(&["--insecure"]).is_err(), "--insecure on http://");
+        assert!(parse(&["--http2", "--new-connection"]).is_err());
+        let a = LoadArgs::try_parse_from([
+            "load",
+            "--url",
+            "https://localhost:8443",
+            "--insecure",
+            "--http2",
+        ])
+        .unwrap();
+        let p = Plan::new(&a).unwrap();
+        assert!(p.http2 && p.tls.is_some());
+        assert_eq!(p.scheme, "https");
+        assert_eq!(p.sio_ws_path, "/socket.io/?EIO=4&transport=websocket&sid=");
         assert!(LoadArgs::try_parse_from(["load", "--url", "x", "--duration", "soon"]).is_err());
     }
 }

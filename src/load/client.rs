@@ -6,12 +6,13 @@ use super::history::{Journal, Recorder};
 use super::jar::Jar;
 use super::source;
 use super::stats::{ErrorKind, Stats};
+use super::transport::Io;
+use bytes::Bytes;
 use std::future::Future;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -124,6 +125,8 @@ pub(crate) struct Client {
     stop: watch::Receiver<bool>,
     backoff: Duration,
     next_at: Option<Instant>,
+    /// With --http2: the client's one connection, its streams sent through this handle.
+    h2: Option<h2::client::SendRequest<Bytes>>,
 }
 
 impl Client {
@@ -143,6 +146,7 @@ impl Client {
             stop,
             backoff: FIRST_BACKOFF,
             next_at: None,
+            h2: None,
         }
     }
 
@@ -198,13 +202,35 @@ impl Client {
         self.plan().timeout
     }
 
-    /// A new TCP connection to the target (counted), from this client's source address.
-    pub async fn connect(&mut self) -> Result<TcpStream, ErrorKind> {
+    /// A new connection to the target (counted), from this client's source address: TCP, and
+    /// TLS over it for an https:// target (offering `h2` in ALPN when `http2`, else HTTP/1.1).
+    pub async fn connect(&mut self) -> Result<Io, ErrorKind> {
+        self.connect_as(false).await
+    }
+
+    async fn connect_as(&mut self, http2: bool) -> Result<Io, ErrorKind> {
         let (target, source) = (self.plan().target, self.source);
+        let tls = self.plan().tls.clone();
         let result = timed(self.timeout(), async {
-            source::connect(target, source)
+            let tcp = source::connect(target, source)
                 .await
-                .map_err(|e| ErrorKind::of_io(&e, true))
+                .map_err(|e| ErrorKind::of_io(&e, true))?;
+            let Some(tls) = tls else {
+                return Ok(Io::Tcp(tcp));
+            };
+            let connector = if http2 { &tls.http2 } else { &tls.http1 };
+            let stream = connector
+                .connect(tls.name.clone(), tcp)
+                .await
+                .map_err(|e| match e.kind() {
+                    std::io::ErrorKind::InvalidData => ErrorKind::Tls,
+                    _ => ErrorKind::of_io(&e, true),
+                })?;
+            if http2 && stream.get_ref().1.alpn_protocol() != Some(b"h2") {
+                // The server would not speak HTTP/2: every stream would fail the same way.
+                return Err(ErrorKind::Protocol);
+            }
+            Ok(Io::Tls(Box::new(stream)))
         })
         .await;
         if result.is_ok() {
@@ -212,6 +238,41 @@ impl Client {
             self.backoff = FIRST_BACKOFF;
         }
         result
+    }
+
+    /// With --http2: the client's connection (made now if it has none, or its last one broke).
+    pub async fn h2(&mut self) -> Result<h2::client::SendRequest<Bytes>, ErrorKind> {
+        if let Some(send) = &self.h2 {
+            return Ok(send.clone());
+        }
+        let io = self.connect_as(true).await?;
+        let send = timed(self.timeout(), async {
+            let (send, mut conn) = h2::client::handshake(io)
+                .await
+                .map_err(|_| ErrorKind::Protocol)?;
+            let pings = conn.ping_pong();
+            tokio::spawn(async move {
+                // Its failure also surfaces on the streams, where it is counted.
+                let _ = conn.await;
+            });
+            // One round trip: the server's SETTINGS (whether it takes extended CONNECTs)
+            // arrive before its PONG.
+            if let Some(mut pings) = pings {
+                pings
+                    .ping(h2::Ping::opaque())
+                    .await
+                    .map_err(|_| ErrorKind::Protocol)?;
+            }
+            Ok(send)
+        })
+        .await?;
+        self.h2 = Some(send.clone());
+        Ok(send)
+    }
+
+    /// The HTTP/2 connection failed: the next stream opens a new one.
+    pub fn h2_broken(&mut self) {
+        self.h2 = None;
     }
 
     /// Count an error (an answer with an error status, say) without pausing.

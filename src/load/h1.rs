@@ -7,10 +7,10 @@
 
 use super::jar::Jar;
 use super::stats::ErrorKind;
+use super::transport::Io;
 use crate::http1::head;
 use http::header::HeaderName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 /// A response head larger than this is refused (protocol error) rather than buffered.
 const MAX_HEAD: usize = 64 * 1024;
@@ -38,7 +38,7 @@ impl Response {
 }
 
 pub(crate) struct Conn {
-    stream: TcpStream,
+    stream: Io,
     /// Bytes read and not yet consumed start at `pos`.
     buf: Vec<u8>,
     pos: usize,
@@ -86,7 +86,7 @@ enum Framing {
 }
 
 impl Conn {
-    pub fn new(stream: TcpStream) -> Conn {
+    pub fn new(stream: Io) -> Conn {
         Conn {
             stream,
             buf: Vec::with_capacity(READ_CHUNK),
@@ -271,7 +271,7 @@ impl Conn {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::net::TcpListener;
+    use tokio::net::{TcpListener, TcpStream};
 
     /// A server that answers each request (one per "\r\n\r\n") with the next canned response.
     async fn server(answers: Vec<&'static [u8]>) -> (TcpStream, tokio::task::JoinHandle<Vec<u8>>) {
@@ -310,7 +310,7 @@ mod tests {
             b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n",
         ];
         let (tcp, server) = server(answers).await;
-        let mut conn = Conn::new(tcp);
+        let mut conn = Conn::new(Io::Tcp(tcp));
         let mut jar = Jar::default();
         let mut resp = Response::default();
         let mut req = Vec::new();
@@ -360,7 +360,7 @@ mod tests {
     #[tokio::test]
     async fn body_until_close_and_errors() {
         let (tcp, _server) = server(vec![b"HTTP/1.0 200 OK\r\n\r\nuntil close"]).await;
-        let mut conn = Conn::new(tcp);
+        let mut conn = Conn::new(Io::Tcp(tcp));
         let (mut jar, mut resp) = (Jar::default(), Response::default());
         let node = HeaderName::from_static("x-node");
         conn.exchange(b"GET / HTTP/1.1\r\n\r\n", &node, true, &mut jar, &mut resp)
@@ -379,7 +379,7 @@ mod tests {
             b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n",
         ] {
             let (tcp, _server) = server(vec![bad]).await;
-            let mut conn = Conn::new(tcp);
+            let mut conn = Conn::new(Io::Tcp(tcp));
             let got = conn
                 .exchange(b"GET / HTTP/1.1\r\n\r\n", &node, true, &mut jar, &mut resp)
                 .await;
@@ -393,7 +393,7 @@ mod tests {
         // The server closing mid-body is an IO error, not a hang.
         let (tcp, _server) =
             server(vec![b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nshort"]).await;
-        let mut conn = Conn::new(tcp);
+        let mut conn = Conn::new(Io::Tcp(tcp));
         let got = conn
             .exchange(b"GET / HTTP/1.1\r\n\r\n", &node, true, &mut jar, &mut resp)
             .await;

@@ -32,6 +32,9 @@ pub(crate) async fn run(c: &mut Client, path: Uri, long_poll: bool) {
     let mut req = Vec::with_capacity(256);
     let mut resp = h1::Response::default();
     let mut rendered_for: Option<HeaderValue> = None;
+    if plan.http2 {
+        return run_h2(c, &path, long_poll).await;
+    }
     while c.pace().await && c.ticket() {
         let live = match &mut conn {
             Some(live) => live,
@@ -75,6 +78,35 @@ pub(crate) async fn run(c: &mut Client, path: Uri, long_poll: bool) {
                 conn = None;
                 c.fail(kind).await;
             }
+        }
+    }
+}
+
+/// The same loop over HTTP/2: every request a stream on the client's one connection.
+async fn run_h2(c: &mut Client, path: &str, long_poll: bool) {
+    let shared = Arc::clone(&c.shared);
+    let plan = &shared.plan;
+    let mut body = Vec::new();
+    while c.pace().await && c.ticket() {
+        let held = long_poll.then(|| shared.stats.hold());
+        let started = Instant::now();
+        let answer = timed(
+            plan.timeout,
+            super::h2::exchange(c, http::Method::GET, path, bytes::Bytes::new(), &mut body),
+        )
+        .await;
+        drop(held);
+        match answer {
+            Ok(a) => {
+                c.record_request(started);
+                if a.ok() {
+                    let header = a.node.as_ref().map(HeaderValue::as_bytes);
+                    c.observe(node_of(plan.node_from, header, &body));
+                } else if let Some(kind) = ErrorKind::of_status(a.status, &body) {
+                    c.error(kind);
+                }
+            }
+            Err(kind) => c.fail(kind).await,
         }
     }
 }

@@ -19,10 +19,10 @@ const MAX_KEPT_BODY: usize = 64 * 1024;
 /// Open a keep-alive HTTP/1.1 connection; hyper's connection task runs beside the client and ends
 /// when the `Sender` is dropped or the server closes.
 pub(crate) async fn open(c: &mut Client) -> Result<Sender, ErrorKind> {
-    let tcp = c.connect().await?;
+    let io = c.connect().await?;
     let (sender, conn) = timed(c.timeout(), async {
         http1::Builder::new()
-            .handshake(TokioIo::new(tcp))
+            .handshake(TokioIo::new(io))
             .await
             .map_err(|e| hyper_kind(&e))
     })
@@ -50,12 +50,6 @@ pub(crate) fn request(c: &Client, method: Method, uri: Uri, body: Bytes) -> Requ
 /// What is left of a response once read: the body (if kept) is in the caller's buffer.
 pub(crate) struct Answer {
     pub status: u16,
-}
-
-impl Answer {
-    pub fn ok(&self) -> bool {
-        (200..400).contains(&self.status)
-    }
 }
 
 /// Send `req`, store the response's cookies, and read the whole body into `body` (up to 64 KiB).

@@ -18,6 +18,7 @@ mod charts;
 mod client;
 mod engineio;
 mod h1;
+mod h2;
 mod history;
 mod html;
 mod http;
@@ -32,6 +33,7 @@ mod source;
 mod stats;
 mod svg;
 mod timeline;
+mod transport;
 mod ws;
 
 pub use args::{Flow, LoadArgs, NodeFrom};

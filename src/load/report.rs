@@ -54,6 +54,8 @@ pub struct Errors {
     pub protocol: u64,
     /// Other IO errors on established connections.
     pub io: u64,
+    /// TLS handshakes that failed.
+    pub tls: u64,
     /// No local address/port available (EADDRNOTAVAIL).
     pub eaddrnotavail: u64,
     /// Out of file descriptors (EMFILE/ENFILE).
@@ -73,6 +75,7 @@ impl Errors {
                 ErrorKind::WsClosed => &mut e.ws_closed,
                 ErrorKind::Protocol => &mut e.protocol,
                 ErrorKind::Io => &mut e.io,
+                ErrorKind::Tls => &mut e.tls,
                 ErrorKind::AddrNotAvailable => &mut e.eaddrnotavail,
                 ErrorKind::TooManyOpenFiles => &mut e.emfile,
             } += n;
@@ -81,7 +84,7 @@ impl Errors {
     }
 
     /// (name, count) of every kind, in report order.
-    pub fn by_kind(&self) -> [(&'static str, u64); 10] {
+    pub fn by_kind(&self) -> [(&'static str, u64); 11] {
         [
             ("connect", self.connect),
             ("timeout", self.timeout),
@@ -91,6 +94,7 @@ impl Errors {
             ("ws_closed", self.ws_closed),
             ("protocol", self.protocol),
             ("io", self.io),
+            ("tls", self.tls),
             ("eaddrnotavail", self.eaddrnotavail),
             ("emfile", self.emfile),
         ]
@@ -106,6 +110,9 @@ impl Errors {
 pub struct Report {
     pub flow: Flow,
     pub url: String,
+    /// What the clients spoke: `HTTP/1.1`, `HTTP/1.1 over TLS`, `HTTP/2 over TLS` or
+    /// `HTTP/2 (h2c)`.
+    pub protocol: String,
     /// Clients asked for, and clients that started before the run ended (ramp).
     pub clients: u64,
     pub clients_started: u64,
@@ -203,11 +210,12 @@ impl fmt::Display for Report {
         let flow = self.flow.name();
         writeln!(
             f,
-            "tether load: {flow} flow, {} clients ({} started{}) against {}, {:.2} s (stop at {:.2} s)",
+            "tether load: {flow} flow, {} clients ({} started{}) against {} ({}), {:.2} s (stop at {:.2} s)",
             self.clients,
             self.clients_started,
             if self.cookies { "" } else { ", no cookies" },
             self.url,
+            self.protocol,
             self.duration_s,
             self.stopped_after_s
         )?;
@@ -288,6 +296,7 @@ pub(crate) mod tests {
         Report {
             flow: Flow::Socketio,
             url: "http://127.0.0.1:8080".into(),
+            protocol: "HTTP/1.1".into(),
             clients: 30,
             clients_started: 30,
             duration_s: 2.0,

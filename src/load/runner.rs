@@ -204,6 +204,7 @@ fn report(
     Report {
         flow: plan.flow,
         url: plan.url.clone(),
+        protocol: plan.protocol().into(),
         clients: plan.clients as u64,
         clients_started: stats.clients_started.load(Relaxed),
         duration_s: round3(secs),

@@ -301,7 +301,7 @@ pub(crate) mod tests {
             requests,
             round_trips: 0,
             connections: 1,
-            errors: [0, 2, 0, 0, 1, 0, 0, 0, 0, 0],
+            errors: [0, 2, 0, 0, 1, 0, 0, 0, 0, 0, 0],
             violations: 1,
             held: 3,
             clients_started: 30,

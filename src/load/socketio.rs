@@ -28,24 +28,44 @@ pub(crate) async fn run(c: &mut Client) {
     }
 }
 
+/// How polling requests go: an HTTP/1.1 connection of their own, or (--http2) streams on the
+/// client's connection, which the WebSocket then shares.
+enum Poller {
+    Http1(Sender),
+    Http2,
+}
+
 /// One request of the polling transport, counted and timed as a request; its body is left in
 /// `buf`. An error status is an error (400 "Session ID unknown" included).
 async fn poll(
     c: &mut Client,
-    sender: &mut Sender,
+    sender: &mut Poller,
     method: Method,
     uri: Uri,
     body: Bytes,
     buf: &mut Vec<u8>,
 ) -> Result<(), ErrorKind> {
-    let req = hyper_conn::request(c, method, uri, body);
     let started = Instant::now();
-    let answer = timed(c.timeout(), hyper_conn::exchange(sender, req, c, buf)).await?;
+    let status = match sender {
+        Poller::Http1(sender) => {
+            let req = hyper_conn::request(c, method, uri, body);
+            timed(c.timeout(), hyper_conn::exchange(sender, req, c, buf))
+                .await?
+                .status
+        }
+        Poller::Http2 => {
+            let path = uri.to_string();
+            let limit = c.timeout();
+            timed(limit, super::h2::exchange(c, method, &path, body, buf))
+                .await?
+                .status
+        }
+    };
     c.record_request(started);
-    if answer.ok() {
+    if (200..400).contains(&status) {
         Ok(())
     } else {
-        Err(ErrorKind::of_status(answer.status, buf).unwrap_or(ErrorKind::Protocol))
+        Err(ErrorKind::of_status(status, buf).unwrap_or(ErrorKind::Protocol))
     }
 }
 
@@ -58,7 +78,11 @@ async fn session(c: &mut Client, buf: &mut Vec<u8>) -> Result<(), ErrorKind> {
     let shared = Arc::clone(&c.shared);
     let plan = &shared.plan;
     let nsp = plan.sio_nsp.as_str();
-    let mut sender = hyper_conn::open(c).await?;
+    let mut sender = if plan.http2 {
+        Poller::Http2
+    } else {
+        Poller::Http1(hyper_conn::open(c).await?)
+    };
 
     // Handshake: the open packet carries the session id.
     if !c.ticket() {
@@ -131,7 +155,7 @@ async fn session(c: &mut Client, buf: &mut Vec<u8>) -> Result<(), ErrorKind> {
     drop(sender);
 
     // Upgrade.
-    let (mut socket, _) = ws::connect(c, &format!("{}{sid}", plan.sio_ws)).await?;
+    let (mut socket, _) = ws::connect(c, &format!("{}{sid}", plan.sio_ws_path)).await?;
     let _held = shared.stats.hold();
     timed(plan.timeout, async {
         ws::send(&mut socket, Message::text("2probe")).await?;

@@ -27,6 +27,8 @@ pub(crate) enum ErrorKind {
     Protocol,
     /// Any other IO error on an established connection.
     Io,
+    /// The TLS handshake failed (a certificate not trusted by --ca, no common protocol).
+    Tls,
     /// No free local address/port (EADDRNOTAVAIL), usually ephemeral ports exhausted.
     AddrNotAvailable,
     /// Out of file descriptors (EMFILE / ENFILE).
@@ -34,7 +36,7 @@ pub(crate) enum ErrorKind {
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 10] = [
+    pub const ALL: [ErrorKind; 11] = [
         ErrorKind::Connect,
         ErrorKind::Timeout,
         ErrorKind::Status5xx,
@@ -43,6 +45,7 @@ impl ErrorKind {
         ErrorKind::WsClosed,
         ErrorKind::Protocol,
         ErrorKind::Io,
+        ErrorKind::Tls,
         ErrorKind::AddrNotAvailable,
         ErrorKind::TooManyOpenFiles,
     ];
@@ -58,6 +61,7 @@ impl ErrorKind {
             ErrorKind::WsClosed => "ws_closed",
             ErrorKind::Protocol => "protocol",
             ErrorKind::Io => "io",
+            ErrorKind::Tls => "tls",
             ErrorKind::AddrNotAvailable => "eaddrnotavail",
             ErrorKind::TooManyOpenFiles => "emfile",
         }

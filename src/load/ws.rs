@@ -8,14 +8,12 @@ use futures_util::{SinkExt, StreamExt};
 use http::header::{HeaderValue, COOKIE};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
-use tokio_tungstenite::WebSocketStream;
 
-pub(crate) type Ws = WebSocketStream<TcpStream>;
+pub(crate) use super::transport::Ws;
 
 /// What every echo carries; the server must send it back unchanged.
 const ECHO: Utf8Bytes = Utf8Bytes::from_static("tether load echo");
@@ -27,20 +25,26 @@ const READ_BUFFER: usize = 4096;
 /// At most this long for the server's close reply; the socket is dropped after anyway.
 const CLOSE_WAIT: Duration = Duration::from_secs(1);
 
-/// Connect a WebSocket to `url` with the jar's cookies; stores the 101's cookies and returns
-/// its --node-header value.
+/// Connect a WebSocket to `path` with the jar's cookies: an HTTP/1.1 Upgrade on a connection of
+/// its own, or with --http2 an extended CONNECT stream on the client's connection. Stores the
+/// answer's cookies and returns its --node-header value.
 pub(crate) async fn connect(
     c: &mut Client,
-    url: &str,
+    path: &str,
 ) -> Result<(Ws, Option<HeaderValue>), ErrorKind> {
-    let tcp = c.connect().await?;
+    let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER);
+    if c.plan().http2 {
+        return super::h2::websocket(c, path, config).await;
+    }
+    let io = c.connect().await?;
+    let scheme = if c.plan().tls.is_some() { "wss" } else { "ws" };
+    let url = format!("{scheme}://{}{path}", c.plan().host.to_str().unwrap_or(""));
     let mut req = url.into_client_request().map_err(|_| ErrorKind::Protocol)?;
     if let Some(cookie) = c.jar.header() {
         req.headers_mut().insert(COOKIE, cookie.clone());
     }
-    let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER);
     let (ws, resp) = timed(c.timeout(), async {
-        tokio_tungstenite::client_async_with_config(req, tcp, Some(config))
+        tokio_tungstenite::client_async_with_config(req, io, Some(config))
             .await
             .map_err(|e| handshake_kind(&e))
     })
@@ -161,7 +165,7 @@ pub(crate) async fn run(c: &mut Client) {
 async fn session(c: &mut Client) -> Result<(), ErrorKind> {
     let shared = Arc::clone(&c.shared);
     let plan = &shared.plan;
-    let (mut ws, header) = connect(c, &plan.ws_url).await?;
+    let (mut ws, header) = connect(c, &plan.ws_path).await?;
     let _held = shared.stats.hold();
     let greeting = timed(plan.timeout, recv(&mut ws)).await?;
     let node = match (plan.node_from, &header) {

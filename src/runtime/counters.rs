@@ -145,7 +145,18 @@ pub mod global {
     pub const CONNECTIONS: usize = 3;
     /// Requests tether refused itself, in [`Refusal::ALL`] order.
     pub const REFUSALS: usize = 4;
-    const LEN: usize = REFUSALS + Refusal::ALL.len();
+    /// HTTP/2 connections (ALPN `h2` or the h2c preface).
+    pub const H2_CONNECTIONS: usize = REFUSALS + Refusal::ALL.len();
+    /// HTTP/2 streams by kind: requests, extended CONNECTs for WebSockets, malformed (reset by
+    /// tether), and reset by the client.
+    pub const H2_STREAMS: usize = H2_CONNECTIONS + 1;
+    pub const H2_WEBSOCKETS: usize = H2_STREAMS + 1;
+    pub const H2_MALFORMED: usize = H2_WEBSOCKETS + 1;
+    pub const H2_RESETS: usize = H2_MALFORMED + 1;
+    /// HTTP/2 connections ended with GOAWAY `ENHANCE_YOUR_CALM` for resetting most of their
+    /// streams (rapid reset).
+    pub const H2_CALM: usize = H2_RESETS + 1;
+    const LEN: usize = H2_CALM + 1;
 
     pub static COUNTERS: LazyLock<Counters<LEN>> = LazyLock::new(Counters::default);
 

@@ -52,6 +52,8 @@ pub struct Listening {
     pub proxy_protocol: bool,
     /// TLS termination: the certificate and key as loaded (and checked) by the last good config.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// A plain listener also takes HTTP/2 with prior knowledge.
+    pub h2c: bool,
 }
 
 /// Where the current snapshot lives: written by the control plane, read by every request.
@@ -79,6 +81,7 @@ impl Runtime {
                     address: l.address,
                     proxy_protocol: l.proxy_protocol,
                     tls: l.tls.as_ref().map(|t| Arc::clone(&t.server)),
+                    h2c: l.h2c,
                 })
                 .collect(),
         }

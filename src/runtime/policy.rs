@@ -66,6 +66,7 @@ pub fn plan<'rt, R: RequestView>(
             version: req.first(Field::SecWebSocketVersion),
             key: req.first(Field::SecWebSocketKey),
             origin: req.first(Field::Origin),
+            extended_connect: req.extended_connect(),
         };
         websocket_upgrade = handshake.is_websocket();
         if let Err(refusal) = websocket::check(&handshake, ws) {

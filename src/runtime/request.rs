@@ -31,6 +31,11 @@ pub trait RequestView {
     fn target(&self) -> &[u8];
     /// The request asks to switch protocols (an HTTP/1.1 `Upgrade`, or an extended CONNECT).
     fn upgrade(&self) -> bool;
+    /// The request is an HTTP/2 extended CONNECT (RFC 8441): its `:protocol` is the upgrade
+    /// asked for ([`Field::Upgrade`] answers it).
+    fn extended_connect(&self) -> bool {
+        false
+    }
     /// The values of every field `field`, in the order they came.
     fn values<'a>(&'a self, field: Field<'_>) -> impl DoubleEndedIterator<Item = &'a [u8]>;
 

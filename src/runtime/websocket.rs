@@ -13,6 +13,9 @@ pub struct Handshake<'a> {
     pub version: Option<&'a [u8]>,
     pub key: Option<&'a [u8]>,
     pub origin: Option<&'a [u8]>,
+    /// An HTTP/2 extended CONNECT (RFC 8441): `:protocol` is the upgrade, and there is no key
+    /// (the stream itself is the handshake's proof).
+    pub extended_connect: bool,
 }
 
 impl Handshake<'_> {
@@ -32,17 +35,30 @@ impl Handshake<'_> {
     }
 }
 
-/// May this upgrade go through? A WebSocket upgrade must be a `GET` with a 16-byte key (400),
-/// version 13 (426), and an allowed `Origin` (403).
+/// May this upgrade go through? A WebSocket upgrade must be a `GET` with a 16-byte key (400)
+/// or an HTTP/2 extended `CONNECT` (RFC 8441 §5: no key), version 13 (426), and an allowed
+/// `Origin` (403).
 pub fn check(h: &Handshake<'_>, policy: &WebsocketPolicy) -> Result<(), Refusal> {
     if !h.is_websocket() {
         return Ok(());
     }
-    if h.method != b"GET" {
+    let method = if h.extended_connect {
+        b"CONNECT".as_slice()
+    } else {
+        b"GET"
+    };
+    if h.method != method {
         return Err(Refusal::BadRequest);
     }
     if h.version.map(<[u8]>::trim_ascii) != Some(b"13".as_slice()) {
         return Err(Refusal::WebSocketVersion);
+    }
+    if h.extended_connect {
+        return if policy.allows(h.origin_text()) {
+            Ok(())
+        } else {
+            Err(Refusal::OriginNotAllowed)
+        };
     }
     let key_ok = h.key.is_some_and(|k| {
         use base64::Engine as _;
@@ -73,6 +89,7 @@ mod tests {
             version: Some(version),
             key: Some(b"dGhlIHNhbXBsZSBub25jZQ=="),
             origin,
+            extended_connect: false,
         }
     }
 
@@ -111,5 +128,41 @@ mod tests {
             ..Handshake::default()
         };
         assert_eq!(check(&h2c, &policy), Ok(()), "other protocols pass");
+    }
+
+    #[test]
+    fn an_extended_connect_needs_no_key_but_the_same_version_and_origin() {
+        let policy = WebsocketPolicy {
+            allowed_origins: vec![OriginPattern::parse("https://app.example").unwrap()],
+            ..WebsocketPolicy::default()
+        };
+        let ok = Some(b"https://app.example".as_slice());
+        let h2 = |method, version, origin| Handshake {
+            key: None,
+            extended_connect: true,
+            ..hs(method, version, origin)
+        };
+        assert_eq!(check(&h2(b"CONNECT", b"13", ok), &policy), Ok(()));
+        assert_eq!(
+            check(&h2(b"GET", b"13", ok), &policy),
+            Err(Refusal::BadRequest)
+        );
+        assert_eq!(
+            check(&h2(b"CONNECT", b"8", ok), &policy),
+            Err(Refusal::WebSocketVersion)
+        );
+        assert_eq!(
+            check(
+                &h2(b"CONNECT", b"13", Some(b"https://evil.example")),
+                &policy
+            ),
+            Err(Refusal::OriginNotAllowed)
+        );
+        // Without the extended CONNECT flag, a key is still required.
+        let no_key = Handshake {
+            key: None,
+            ..hs(b"GET", b"13", ok)
+        };
+        assert_eq!(check(&no_key, &policy), Err(Refusal::BadRequest));
     }
 }

@@ -57,8 +57,9 @@ async function open(owner, url, label, into, viewport) {
 }
 
 // Debian's Chromium, headless, with exactly these flags: no network of its own (this machine has
-// none, and a test must not depend on it), a fresh profile in a temporary directory.
-async function launch(executablePath) {
+// none, and a test must not depend on it), a fresh profile in a temporary directory; a plan may
+// add some (`chromium_args`: a test certificate's SPKI to accept, for instance).
+async function launch(executablePath, extraArgs) {
   const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'tether-chromium-'));
   const browser = await puppeteer.launch({
     executablePath,
@@ -69,8 +70,8 @@ async function launch(executablePath) {
       '--disable-background-networking', '--disable-component-update', '--disable-sync',
       '--user-data-dir=' + profile, '--no-default-browser-check', '--disable-extensions',
       '--disable-default-apps', '--disable-domain-reliability', '--mute-audio',
-      '--password-store=basic', '--use-mock-keychain', 'about:blank',
-    ],
+      '--password-store=basic', '--use-mock-keychain',
+    ].concat(extraArgs || [], ['about:blank']),
     timeout: 30000,
   });
   const pid = browser.process() ? browser.process().pid : null;
@@ -149,7 +150,7 @@ function run(plan, h, main, extra, teardown) {
   const limit = setTimeout(() => finish(new Error('the browser run took longer than ' + plan.limit_ms + ' ms')), plan.limit_ms);
   (async () => {
     fs.mkdirSync(plan.shots, { recursive: true });
-    chromium = await launch(plan.chromium);
+    chromium = await launch(plan.chromium, plan.chromium_args);
     await main(chromium.browser);
   })().then(() => { clearTimeout(limit); return finish(); }, (e) => { clearTimeout(limit); return finish(e); });
 }

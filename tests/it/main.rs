@@ -9,6 +9,11 @@
 //! - `upgrade`: plain request, long-poll and WebSocket Upgrade share one node; tunnels, streaming,
 //!   timeouts and forwarded headers.
 //! - `http1`: raw HTTP/1.1 through the engine: bodies, 100-continue, pipelining, bad framing.
+//! - `http2`: HTTP/2 towards clients: curl and the h2 crate on the pinned node (requests,
+//!   long-polls, event streams, uploads, 200 streams on a connection), WebSockets over extended
+//!   CONNECT from Node's http2 client and from Chromium (socket.io and a raw WebSocket), the
+//!   Origin and Sec-WebSocket-Accept rules, malformed streams reset with nothing forwarded,
+//!   rapid-reset and CONTINUATION floods ended by GOAWAY.
 //! - `differential`: over a thousand generated requests (framing, chunk lines, trailers, request
 //!   lines, fields, Host, Expect, Upgrade) must reach a strict reference parser (Node.js's llhttp)
 //!   exactly as meant, or be refused before any byte of them does.
@@ -72,6 +77,7 @@ mod fleet;
 mod handoff;
 mod hostile_node;
 mod http1;
+mod http2;
 mod import_nginx;
 mod ip_hash;
 mod key_affinity;

@@ -18,6 +18,12 @@
 //      "idMode":"default"|"tilde","handshakes":n,"ids":[sid,...]}
 //     `handshakes` counts engine.io ids issued (one per handshake), `ids` lists
 //     them in issue order, capped at the first 1000.
+//   - `GET /page`: an HTML page for the browser tests (tests/browser/h2.js): it loads the
+//     socket.io client this server serves (/socket.io/socket.io.js), connects with the default
+//     transports (long-polling, then the WebSocket upgrade), and when the upgrade is done asks
+//     for an `echo` over it, then opens a raw `new WebSocket(wss://same-origin/ws)`; it sets
+//     `window.result` to {first, firstTransport, upgradedTo, afterUpgrade, transport, raw,
+//     rawError} (node ids as the node said them).
 //   - exits 0 on SIGTERM / SIGINT.
 //
 // --ids: how engine.io session ids (the `sid` of the handshake, sent back by
@@ -112,9 +118,43 @@ const httpServer = http.createServer((req, res) => {
     res.end(body);
     return;
   }
+  if (req.method === "GET" && path === "/page") {
+    res.writeHead(200, {
+      "content-type": "text/html; charset=utf-8",
+      "content-length": Buffer.byteLength(PAGE),
+      "cache-control": "no-store",
+    });
+    res.end(PAGE);
+    return;
+  }
   res.writeHead(404, { "content-type": "text/plain" });
   res.end("not found\n");
 });
+
+const PAGE = `<!doctype html>
+<meta charset="utf-8"><title>socket.io over tether</title><link rel="icon" href="data:,">
+<script src="/socket.io/socket.io.js"></script>
+<script>
+window.result = null;
+const out = {};
+const socket = io();
+socket.on("node", (n) => {
+  out.first = n;
+  out.firstTransport = socket.io.engine.transport.name;
+});
+socket.io.engine.on("upgrade", (t) => {
+  out.upgradedTo = t.name;
+  socket.emit("echo", "after upgrade", (r) => {
+    out.afterUpgrade = r.node;
+    out.transport = socket.io.engine.transport.name;
+    const ws = new WebSocket("wss://" + location.host + "/ws");
+    ws.onmessage = (m) => { out.raw = JSON.parse(m.data).node; ws.close(); window.result = out; };
+    ws.onerror = () => { out.rawError = true; window.result = out; };
+  });
+});
+</script>
+<p>socket.io over tether</p>
+`;
 
 const io = new Server(httpServer);
 

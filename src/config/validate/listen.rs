@@ -23,9 +23,28 @@ impl Checker<'_> {
                         self.missing::<()>(&path, "address", hint);
                         continue;
                     };
+                    let tls_on = item.tls.is_some();
+                    let http2 = item.http2.unwrap_or(tls_on);
+                    self.ensure(
+                        tls_on || item.http2 != Some(true),
+                        &join(&path, "http2"),
+                        format_args!(
+                            "applies to TLS listeners (browsers speak HTTP/2 only over TLS); \
+                             add `tls:`, or for HTTP/2 without TLS from a proxy in front set `h2c: true`"
+                        ),
+                    );
+                    let h2c = item.h2c.unwrap_or(false);
+                    self.ensure(
+                        !(tls_on && h2c),
+                        &join(&path, "h2c"),
+                        format_args!(
+                            "is for plain listeners; a TLS listener offers HTTP/2 through ALPN \
+                             (`http2: true`, the default)"
+                        ),
+                    );
                     let tls = match &item.tls {
                         None => Some(None),
-                        Some(t) => self.tls(&join(&path, "tls"), t).map(Some),
+                        Some(t) => self.tls(&join(&path, "tls"), t, http2).map(Some),
                     };
                     let path = join(&path, "address");
                     let (Some(address), Some(tls)) = (self.socket_addr(&path, text, true), tls)
@@ -42,6 +61,8 @@ impl Checker<'_> {
                             address,
                             tls,
                             proxy_protocol: item.proxy_protocol.unwrap_or(false),
+                            http2: http2 && tls_on,
+                            h2c: h2c && !tls_on,
                         });
                     }
                 }
@@ -53,7 +74,7 @@ impl Checker<'_> {
 
     /// Load a listener's certificate chain and key (PEM; RSA, ECDSA or Ed25519 keys) and check
     /// they belong together, so a bad file is a config error naming it, not a failed handshake.
-    fn tls(&mut self, path: &str, t: &FileTls) -> Option<TlsIdentity> {
+    fn tls(&mut self, path: &str, t: &FileTls, http2: bool) -> Option<TlsIdentity> {
         let base = self
             .cx
             .source
@@ -129,7 +150,14 @@ impl Checker<'_> {
             });
         match built {
             Ok(mut server) => {
-                server.alpn_protocols = vec![b"http/1.1".to_vec()];
+                // HTTP/2 first when offered: browsers take it, and WebSockets then ride on the
+                // same connection (RFC 8441); clients without it (Safari's WebSockets,
+                // scripts) pick HTTP/1.1.
+                server.alpn_protocols = if http2 {
+                    vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+                } else {
+                    vec![b"http/1.1".to_vec()]
+                };
                 Some(TlsIdentity {
                     cert,
                     key,

@@ -8,11 +8,13 @@ use super::forward::read_body;
 use super::upstream::Upstream;
 use super::Exchange;
 use crate::engine::conn::Conn;
+use crate::engine::deadline::Deadline;
 use crate::http1::body::{Body, Claim};
 use crate::http1::head::{self, Framing};
 use crate::runtime::engineio::{rewrite_handshake, session_id};
 use crate::runtime::failure::NodeFailure;
 use crate::runtime::pool::stat;
+use crate::runtime::pool::Pool;
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -21,16 +23,14 @@ const MAX_HANDSHAKE: u64 = 64 * 1024;
 
 /// A handshake answer read whole: the node's head (set aside: the response fields point into
 /// it) and the body to send, tagged when it could be.
-pub(super) struct Tagged {
+pub(in crate::engine) struct Tagged {
     pub node_head: BytesMut,
     pub body: Vec<u8>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     /// Read the answer to an engine.io handshake whole and put the node's tag on its session
-    /// id. `Ok(None)`: not a body to read whole here (too large, or until close): the caller
-    /// streams it untouched, and it is counted as malformed. Nothing has gone to the client
-    /// yet, so a failure here is answered with tether's own status.
+    /// id ([`read_handshake`]).
     pub(super) async fn read_handshake(
         &mut self,
         x: &Exchange<'_>,
@@ -38,62 +38,87 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         resp: &head::Response,
         version: u8,
     ) -> Result<Option<Tagged>, NodeFailure> {
-        let pool = x.plan.pool;
-        let Some(tags) = &pool.engineio else {
-            return Ok(None);
-        };
-        match resp.framing {
-            Framing::Length(n) if n <= MAX_HANDSHAKE => {}
-            Framing::Chunked => {}
-            _ => {
-                pool.stats.inc(stat::ENGINEIO_MALFORMED);
-                return Ok(None);
-            }
-        }
-        // The body whole, chunked framing decoded: it goes out with a length of its own.
-        let mut body = Body::new(resp.framing, true, self.limits.max_head_bytes);
-        let mut data = Vec::new();
-        let node_head = self.ubuf.split_to(resp.len);
-        loop {
-            let n = match body
-                .claim(&self.ubuf, &mut data)
-                .map_err(|_| NodeFailure::BadResponse)?
-            {
-                Claim::Raw(n) => {
-                    data.extend_from_slice(&self.ubuf[..n]);
-                    n
-                }
-                Claim::Rewritten(n) => n,
-            };
-            self.ubuf.advance(n);
-            if body.done() {
-                break;
-            }
-            if data.len() as u64 > MAX_HANDSHAKE {
-                // Head not sent yet: a "handshake" this large is a broken answer.
-                return Err(NodeFailure::BadResponse);
-            }
-            match read_body(&mut self.deadline, up, &mut self.ubuf, pool.timeouts.read).await {
-                Ok(0) | Err(NodeFailure::BodyBroken) => return Err(NodeFailure::Closed),
-                Ok(_) => {}
-                Err(_) => return Err(NodeFailure::ReadTimeout),
-            }
-        }
-        let rewritten = session_id(&data, version)
-            .map(|sid| tags.tag(up.node, sid))
-            .and_then(|tag| rewrite_handshake(&data, version, &tag));
-        let body = match rewritten {
-            Ok(tagged) => {
-                pool.stats.inc(stat::ENGINEIO_REWRITTEN);
-                tagged
-            }
-            Err(_) => {
-                // Passed through as the node wrote it, and counted.
-                pool.stats.inc(stat::ENGINEIO_MALFORMED);
-                tracing::debug!(upstream = %pool.name, node = %pool.nodes[up.node].id, "engine.io handshake answer not understood; forwarded untouched");
-                data
-            }
-        };
-        Ok(Some(Tagged { node_head, body }))
+        read_handshake(
+            &mut self.deadline,
+            up,
+            &mut self.ubuf,
+            resp,
+            version,
+            x.plan.pool,
+            self.limits.max_head_bytes,
+        )
+        .await
     }
+}
+
+/// Read the answer to an engine.io handshake whole (its head at the front of `ubuf`) and put
+/// the node's tag on its session id. `Ok(None)`: not a body to read whole here (too large, or
+/// until close): the caller streams it untouched, and it is counted as malformed. Nothing has
+/// gone to the client yet, so a failure here is answered with tether's own status. Either
+/// front end (HTTP/1 or an HTTP/2 stream) calls it.
+pub(in crate::engine) async fn read_handshake(
+    deadline: &mut Deadline,
+    up: &mut Upstream,
+    ubuf: &mut BytesMut,
+    resp: &head::Response,
+    version: u8,
+    pool: &Pool,
+    max_head: usize,
+) -> Result<Option<Tagged>, NodeFailure> {
+    let Some(tags) = &pool.engineio else {
+        return Ok(None);
+    };
+    match resp.framing {
+        Framing::Length(n) if n <= MAX_HANDSHAKE => {}
+        Framing::Chunked => {}
+        _ => {
+            pool.stats.inc(stat::ENGINEIO_MALFORMED);
+            return Ok(None);
+        }
+    }
+    // The body whole, chunked framing decoded: it goes out with a length of its own.
+    let mut body = Body::new(resp.framing, true, max_head);
+    let mut data = Vec::new();
+    let node_head = ubuf.split_to(resp.len);
+    loop {
+        let n = match body
+            .claim(ubuf, &mut data)
+            .map_err(|_| NodeFailure::BadResponse)?
+        {
+            Claim::Raw(n) => {
+                data.extend_from_slice(&ubuf[..n]);
+                n
+            }
+            Claim::Rewritten(n) => n,
+        };
+        ubuf.advance(n);
+        if body.done() {
+            break;
+        }
+        if data.len() as u64 > MAX_HANDSHAKE {
+            // Head not sent yet: a "handshake" this large is a broken answer.
+            return Err(NodeFailure::BadResponse);
+        }
+        match read_body(deadline, up, ubuf, pool.timeouts.read).await {
+            Ok(0) | Err(NodeFailure::BodyBroken) => return Err(NodeFailure::Closed),
+            Ok(_) => {}
+            Err(_) => return Err(NodeFailure::ReadTimeout),
+        }
+    }
+    let rewritten = session_id(&data, version)
+        .map(|sid| tags.tag(up.node, sid))
+        .and_then(|tag| rewrite_handshake(&data, version, &tag));
+    let body = match rewritten {
+        Ok(tagged) => {
+            pool.stats.inc(stat::ENGINEIO_REWRITTEN);
+            tagged
+        }
+        Err(_) => {
+            // Passed through as the node wrote it, and counted.
+            pool.stats.inc(stat::ENGINEIO_MALFORMED);
+            tracing::debug!(upstream = %pool.name, node = %pool.nodes[up.node].id, "engine.io handshake answer not understood; forwarded untouched");
+            data
+        }
+    };
+    Ok(Some(Tagged { node_head, body }))
 }

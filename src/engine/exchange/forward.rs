@@ -266,7 +266,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
 
 /// Read the next bytes of a response body into `buf`, within `limit` of this read: what every
 /// body step waits for (`timeouts.read` per read, as README promises).
-pub(super) async fn read_body(
+pub(in crate::engine) async fn read_body(
     deadline: &mut crate::engine::deadline::Deadline,
     up: &mut Upstream,
     buf: &mut bytes::BytesMut,

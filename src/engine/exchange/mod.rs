@@ -18,8 +18,8 @@
 //! Every step takes the one [`Exchange`] value and returns a [`Failure`] when it ends the
 //! exchange early.
 
-mod engineio;
-mod forward;
+pub(in crate::engine) mod engineio;
+pub(in crate::engine) mod forward;
 pub(in crate::engine) mod upstream;
 
 use self::forward::{plain_for, ResponseHead};
@@ -115,7 +115,7 @@ impl RequestView for H1<'_> {
 /// The node's bytes behind its `101` as whole RFC 6455 frames ending between two (its greeting,
 /// usually), and how many; `None` when they break off inside a frame or break a rule (the
 /// tunnel then reads them as its first bytes).
-fn whole_frames(data: &[u8], rsv: u8) -> Option<u32> {
+pub(in crate::engine) fn whole_frames(data: &[u8], rsv: u8) -> Option<u32> {
     let rules = crate::ws::Rules {
         from_client: false,
         rsv,
@@ -141,7 +141,7 @@ fn whole_frames(data: &[u8], rsv: u8) -> Option<u32> {
 /// For a `101` to `websocket`, the RSV bits its negotiated extensions allow: RSV1 for
 /// `permessage-deflate` alone, all three for an extension tether does not know (it cannot judge
 /// them), none without extensions. `None`: another protocol, relayed as bytes.
-fn websocket_of(buf: &[u8], fields: &[head::Field]) -> Option<u8> {
+pub(in crate::engine) fn websocket_of(buf: &[u8], fields: &[head::Field]) -> Option<u8> {
     let is = |f: &head::Field, name: &[u8]| f.name(buf).eq_ignore_ascii_case(name);
     let websocket = fields.iter().any(|f| {
         f.kind == Kind::Upgrade
@@ -409,6 +409,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             },
             early,
             sent_down,
+            protocol: super::access::Protocol::http1(x.req.minor),
         })))
     }
 
@@ -512,6 +513,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             bytes_in: x.req.len as u64 + self.body_in,
             bytes_out: self.written,
             started: x.started,
+            protocol: super::access::Protocol::http1(x.req.minor),
         });
         next
     }
@@ -533,6 +535,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             bytes_in: req.len as u64,
             bytes_out: self.written,
             started,
+            protocol: super::access::Protocol::http1(req.minor),
         });
         Next::Close
     }

@@ -78,6 +78,8 @@ pub struct Handover {
     pub early: Option<Box<Early>>,
     /// The node's bytes and frames that went to the client with the `101` (its greeting).
     pub sent_down: [u32; 2],
+    /// What the client spoke: the tunnel's access-log line says it.
+    pub protocol: access::Protocol,
 }
 
 /// What the relay reads of its tunnel besides the sockets.
@@ -154,6 +156,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Tunnel<C> {
             close_code: carried.close.map(|(_, code)| code),
             duration,
             closed_by: carried.end.by(),
+            protocol: h.protocol,
         });
         tracing::debug!(upstream = %h.settings.upstream, node, end = ?carried.end, secs = duration.as_secs(), "tunnel closed");
     }
@@ -191,6 +194,7 @@ mod tests {
             },
             early: None,
             sent_down: [0, 0],
+            protocol: access::Protocol::Http11,
         };
         let tunnel = handover.with_client(accepted.unwrap().0);
         let relay = tunnel.relay();

@@ -4,6 +4,7 @@ pub mod browser;
 pub mod client;
 pub mod dns;
 pub mod front;
+pub mod h2;
 pub mod proxy;
 pub mod recorder;
 pub mod strict;

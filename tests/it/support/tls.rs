@@ -15,6 +15,9 @@ pub struct Identity {
     pub cert_pem: String,
     pub key_pem: String,
     pub der: CertificateDer<'static>,
+    /// The key's SubjectPublicKeyInfo (DER): what Chromium's
+    /// `--ignore-certificate-errors-spki-list` names, hashed.
+    pub spki_der: Vec<u8>,
 }
 
 pub fn self_signed() -> Identity {
@@ -27,6 +30,7 @@ pub fn self_signed() -> Identity {
         cert_pem: cert.pem(),
         key_pem: key.serialize_pem(),
         der: cert.der().clone(),
+        spki_der: rcgen::PublicKeyData::subject_public_key_info(&key),
     }
 }
 
