@@ -79,3 +79,74 @@ pub fn base_args(
     .map(String::from)
     .to_vec()
 }
+
+/// Scenario E's keep-alive load: nghttp2's `h2load` against `url` (`https://localhost:PORT`),
+/// `clients` connections of 10 concurrent streams each, one thread (as `tether load`), for
+/// `duration` after a second of warm-up; its summary as the report every table reads.
+pub fn h2load(
+    bin: &std::path::Path,
+    url: &str,
+    clients: usize,
+    duration: Duration,
+) -> Result<(Value, ()), String> {
+    let started = Instant::now();
+    let mut p = Proc::spawn(
+        "h2load",
+        Command::new(bin)
+            .args(["-c", &clients.to_string(), "-m", "10", "-t", "1"])
+            .args([
+                "-D",
+                &duration.as_secs().max(1).to_string(),
+                "--warm-up-time",
+                "1s",
+            ])
+            .arg(format!("{url}/whoami")),
+    )?;
+    let status = p.wait_until(started + duration + LOAD_SLACK);
+    p.stdout
+        .wait_for(Instant::now() + Duration::from_secs(5), |_| false);
+    if !status.is_some_and(|s| s.success()) {
+        return Err(format!("h2load failed:\n{}", p.log_tail()));
+    }
+    parse_h2load(&p.stdout.text()).map(|v| (v, ()))
+}
+
+/// The figures of h2load's summary: protocol, rate, and counts of what did not succeed.
+fn parse_h2load(out: &str) -> Result<Value, String> {
+    let line = |prefix: &str| out.lines().find(|l| l.starts_with(prefix)).unwrap_or("");
+    let num = |s: &str| s.trim().parse::<f64>().unwrap_or(0.0);
+    let protocol = line("Application protocol:")
+        .trim_start_matches("Application protocol:")
+        .trim()
+        .to_string();
+    // "finished in 5.00s, 31234.20 req/s, 3.10MB/s"
+    let per_s = line("finished in")
+        .split(", ")
+        .nth(1)
+        .and_then(|x| x.strip_suffix(" req/s"))
+        .map_or(0.0, num);
+    // "requests: N total, N started, N done, N succeeded, N failed, N errored, N timeout"
+    let counts: Vec<f64> = line("requests:")
+        .trim_start_matches("requests:")
+        .split(',')
+        .map(|part| num(part.split_whitespace().next().unwrap_or("0")))
+        .collect();
+    // "status codes: N 2xx, N 3xx, N 4xx, N 5xx"
+    let statuses: Vec<f64> = line("status codes:")
+        .trim_start_matches("status codes:")
+        .split(',')
+        .map(|part| num(part.split_whitespace().next().unwrap_or("0")))
+        .collect();
+    if counts.len() < 7 || protocol.is_empty() {
+        return Err(format!("h2load printed no summary:\n{out}"));
+    }
+    let not_2xx = statuses.get(1..).map_or(0.0, |s| s.iter().sum());
+    let errors = counts[4] + counts[5] + counts[6] + not_2xx;
+    Ok(serde_json::json!({
+        "protocol": protocol,
+        "requests": counts[3],
+        "requests_per_s": per_s,
+        "errors_total": errors,
+        "errors": { "failed": counts[4], "errored": counts[5], "timeout": counts[6], "not_2xx": not_2xx },
+    }))
+}

@@ -24,7 +24,12 @@
 //! - **C** 5,000 WebSockets held open through a freshly started instance of the proxy: RSS per
 //!   open WebSocket (VmRSS of its processes while all are open, minus before, divided by the
 //!   number held); then echoes on 64 WebSockets: round trips/s, p99, CPU per million;
-//! - **D** 2,000 concurrent 3-second long-polls: how many completed (all must), proxy CPU-s.
+//! - **D** 2,000 concurrent 3-second long-polls: how many completed (all must), proxy CPU-s;
+//! - **E** HTTP/2 over TLS at the same proxies' TLS listeners (a self-signed certificate):
+//!   keep-alive GETs by nghttp2's `h2load` (64 connections, 10 streams each; installed with
+//!   apt-get like nginx): requests/s, proxy CPU-s per million; then 5,000 WebSockets held over
+//!   HTTP/2 (`tether load --http2`: one connection and one extended CONNECT stream each, as a
+//!   browser tab): RSS per WebSocket. nginx has no RFC 8441, so its E2 row shows errors.
 //!
 //! Runs are interleaved (every target once per scenario per round, the order rotating by round)
 //! and repeated (`--rounds`, default 3); the table shows medians. CPU is utime + stime of the
@@ -196,9 +201,10 @@ fn main() {
     let steps = steps_of(&opts.only);
 
     let tools = if opts.scale {
-        Tools::find(&[], None, false)
+        Tools::find(&[], None, false, false)
     } else {
-        Tools::find(&kinds, baseline, opts.access_log)
+        let http2 = steps.iter().any(|s| s.http2());
+        Tools::find(&kinds, baseline, opts.access_log, http2)
     };
     let nodes = match start_nodes() {
         Ok(n) => n,

@@ -15,6 +15,7 @@ pub enum Scenario {
     B,
     C,
     D,
+    E,
 }
 
 /// A measurement of one target (scenario C has two).
@@ -25,6 +26,8 @@ pub enum Step {
     WsHold,
     WsEcho,
     LongPoll,
+    H2KeepAlive,
+    H2WsHold,
 }
 
 impl Step {
@@ -34,7 +37,13 @@ impl Step {
             Scenario::B => &[Step::NewConnection],
             Scenario::C => &[Step::WsHold, Step::WsEcho],
             Scenario::D => &[Step::LongPoll],
+            Scenario::E => &[Step::H2KeepAlive, Step::H2WsHold],
         }
+    }
+
+    /// Runs over HTTP/2 at the TLS listener.
+    pub fn http2(self) -> bool {
+        matches!(self, Step::H2KeepAlive | Step::H2WsHold)
     }
 
     fn name(self) -> &'static str {
@@ -44,6 +53,8 @@ impl Step {
             Step::WsHold => "C ws-hold",
             Step::WsEcho => "C ws-echo",
             Step::LongPoll => "D long-poll",
+            Step::H2KeepAlive => "E h2 keep-alive",
+            Step::H2WsHold => "E h2 ws-hold",
         }
     }
 }
@@ -233,7 +244,24 @@ fn run_step(bench: &Bench, step: Step, target: &Target, round: usize) -> Result<
             // On a fresh process of the same target: memory that earlier runs left in its
             // allocator or pools would hide what the WebSockets take.
             let fresh = start_target(target.kind, bench.nodes, bench.tools)?;
-            return hold_step(run, &fresh, sizes);
+            return hold_step(run, &fresh, sizes, false);
+        }
+        Step::H2WsHold => {
+            let fresh = start_target(target.kind, bench.nodes, bench.tools)?;
+            return hold_step(run, &fresh, sizes, true);
+        }
+        Step::H2KeepAlive => {
+            let h2load = bench
+                .tools
+                .h2load
+                .as_ref()
+                .ok_or("h2load is not installed")?;
+            let url = target.tls_url().ok_or("skipped: no TLS listener")?;
+            let before = target.usage();
+            let (report, _) = crate::load::h2load(h2load, &url, clients, d)?;
+            run.report = report;
+            run.cpu_s = cpu_seconds(before, target.usage(), bench.tck);
+            return Ok(run);
         }
     };
     let (report, before, after) = measured_load(target, &args, duration)?;
@@ -242,17 +270,23 @@ fn run_step(bench: &Bench, step: Step, target: &Target, round: usize) -> Result<
     Ok(run)
 }
 
-/// C-hold: open `sizes.held` WebSockets, read the proxy's RSS once all are open, let go (the
-/// caller then stops this proxy process).
-fn hold_step(mut run: Run, target: &Target, sizes: &Sizes) -> Result<Run, String> {
+/// C-hold (and E-hold over HTTP/2): open `sizes.held` WebSockets, read the proxy's RSS once all
+/// are open, let go (the caller then stops this proxy process).
+fn hold_step(mut run: Run, target: &Target, sizes: &Sizes, http2: bool) -> Result<Run, String> {
     let Some(before) = target.usage() else {
         return Err("skipped: RSS per WebSocket is measured on proxies only".into());
     };
     let duration = sizes.hold_ramp + sizes.hold_extra;
     let mut args = base_args("ws", sizes.held, duration, sizes.hold_ramp, SOURCES);
     args.push("--hold-open".into());
+    let url = if http2 {
+        args.extend(["--http2".into(), "--insecure".into()]);
+        target.tls_url().ok_or("skipped: no TLS listener")?
+    } else {
+        target.url()
+    };
     let started = Instant::now();
-    let load = spawn_load(&target.url(), &args)?;
+    let load = spawn_load(&url, &args)?;
     // Read the RSS once the tool says all are open, or just before its stop at the latest.
     let read_by = started + duration - Duration::from_millis(300);
     run.all_open = load
@@ -279,7 +313,12 @@ fn progress_line(run: &Run) -> String {
             rate(run.num(&["connections_per_s"])),
             ms(run.num(&["request_latency_us", "p99"]))
         ),
-        Step::WsHold => format!(
+        Step::H2KeepAlive => format!(
+            "{} req/s over {}",
+            rate(run.num(&["requests_per_s"])),
+            run.report["protocol"].as_str().unwrap_or("?")
+        ),
+        Step::WsHold | Step::H2WsHold => format!(
             "{} held, {} KiB RSS per WebSocket{}",
             run.num(&["held_at_end"]),
             run.rss_per_ws_kib()
@@ -335,7 +374,8 @@ pub fn run_rounds(
         for &step in steps {
             for i in 0..targets.len() {
                 let target = &targets[(i + round) % targets.len()];
-                if target.gone || (step == Step::WsHold && target.kind == Kind::Direct) {
+                let needs_proxy = matches!(step, Step::WsHold | Step::H2WsHold | Step::H2KeepAlive);
+                if target.gone || (needs_proxy && target.kind == Kind::Direct) {
                     continue;
                 }
                 let what = format!(
@@ -378,7 +418,13 @@ pub fn run_rounds(
 /// The scenarios' steps, in order (all four when none is named).
 pub fn steps_of(only: &[Scenario]) -> Vec<Step> {
     let mut scenarios = if only.is_empty() {
-        vec![Scenario::A, Scenario::B, Scenario::C, Scenario::D]
+        vec![
+            Scenario::A,
+            Scenario::B,
+            Scenario::C,
+            Scenario::D,
+            Scenario::E,
+        ]
     } else {
         only.to_vec()
     };

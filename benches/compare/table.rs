@@ -311,7 +311,54 @@ fn tables(sizes: &Sizes) -> Vec<Table> {
                 cell: completed_cell,
             }),
         },
+        Table {
+            title: format!(
+                "E1. HTTP/2 over TLS: keep-alive GET `/whoami` by `h2load`, {n} connections × 10 \
+                 streams, {secs:.0} s per run (after 1 s of warm-up)"
+            ),
+            step: Step::H2KeepAlive,
+            main: rate_col("requests/s", |r| Some(r.num(&["requests_per_s"]))),
+            vs_direct: false,
+            rest: vec![cpu_col("proxy CPU-s per M requests", |r| {
+                r.cpu_per_million("requests")
+            })],
+            text: Some(TextColumn {
+                title: "protocol",
+                cell: protocol_cell,
+            }),
+        },
+        Table {
+            title: format!(
+                "E2. {} WebSockets held open over HTTP/2 (one connection and one extended CONNECT \
+                 stream each): proxy memory",
+                sizes.held
+            ),
+            step: Step::H2WsHold,
+            main: Column {
+                title: "RSS per open WebSocket",
+                value: Run::rss_per_ws_kib,
+                show: |k| format!("{k:.1} KiB"),
+            },
+            vs_direct: false,
+            rest: vec![Column {
+                title: "held",
+                value: |r| Some(r.num(&["held_at_end"])),
+                show: |x| format!("{x:.0}"),
+            }],
+            text: None,
+        },
     ]
+}
+
+/// E1: what `h2load` negotiated on each run (`h2` expected).
+fn protocol_cell(runs: &[&Run], kind: Kind) -> String {
+    let mut seen: Vec<String> = runs
+        .iter()
+        .filter(|r| r.kind == kind)
+        .map(|r| r.report["protocol"].as_str().unwrap_or("?").to_string())
+        .collect();
+    seen.dedup();
+    seen.join(", ")
 }
 
 /// Every scenario's table, in Markdown, and what to read them with.

@@ -155,6 +155,9 @@ pub fn start_nodes() -> Result<Vec<Node>, String> {
 pub struct Target {
     pub kind: Kind,
     pub addr: SocketAddr,
+    /// The same proxy's TLS listener (HTTP/2 and HTTP/1.1 by ALPN, a self-signed certificate for
+    /// `localhost`), for scenario E; None for `direct`.
+    pub tls_addr: Option<SocketAddr>,
     /// None for `direct`.
     pub proc: Option<Proc>,
     /// Config files, logs and pid files of the proxy.
@@ -168,14 +171,22 @@ impl Target {
         format!("http://{}", self.addr)
     }
 
+    /// `https://localhost:PORT` of the TLS listener (the certificate names `localhost`).
+    pub fn tls_url(&self) -> Option<String> {
+        self.tls_addr
+            .map(|a| format!("https://localhost:{}", a.port()))
+    }
+
     pub fn usage(&self) -> Option<Usage> {
         self.proc.as_ref().map(|p| Usage::of(p.pid()))
     }
 }
 
-fn tether_config(port: u16, nodes: &[Node], affinity: &str) -> String {
+fn tether_config(port: u16, tls_port: u16, dir: &Path, nodes: &[Node], affinity: &str) -> String {
+    let d = dir.display();
     let mut y = format!(
-        "listen:\n  - address: \"127.0.0.1:{port}\"\nupstreams:\n  realtime:\n    nodes:\n"
+        "listen:\n  - address: \"127.0.0.1:{port}\"\n  - address: \"127.0.0.1:{tls_port}\"\n    \
+         tls: {{ cert: \"{d}/cert.pem\", key: \"{d}/key.pem\" }}\nupstreams:\n  realtime:\n    nodes:\n"
     );
     for n in nodes {
         let _ = writeln!(y, "      - {{ id: {}, address: \"{}\" }}", n.id, n.addr);
@@ -189,7 +200,23 @@ fn tether_config(port: u16, nodes: &[Node], affinity: &str) -> String {
 const COOKIE: &str = "      mode: cookie\n      cookie:\n        secret_env: TETHER_SECRET\n";
 const IP_HASH: &str = "      mode: ip_hash\n";
 
-fn nginx_config(port: u16, nodes: &[Node], dir: &Path) -> String {
+/// A self-signed certificate for `localhost`, written into `dir` as `cert.pem`, `key.pem` and
+/// (for HAProxy) both in `combined.pem`.
+fn write_certificate(dir: &Path) -> Result<(), String> {
+    let c = rcgen::generate_simple_self_signed(vec!["localhost".to_string()])
+        .map_err(|e| format!("certificate: {e}"))?;
+    let (cert, key) = (c.cert.pem(), c.signing_key.serialize_pem());
+    for (name, text) in [
+        ("cert.pem", cert.clone()),
+        ("key.pem", key.clone()),
+        ("combined.pem", format!("{cert}{key}")),
+    ] {
+        std::fs::write(dir.join(name), text).map_err(|e| format!("write {name}: {e}"))?;
+    }
+    Ok(())
+}
+
+fn nginx_config(port: u16, tls_port: u16, nodes: &[Node], dir: &Path) -> String {
     let d = dir.display();
     let servers: String = nodes
         .iter()
@@ -223,6 +250,10 @@ http {{
     }}
     server {{
         listen 127.0.0.1:{port} reuseport backlog=4096;
+        listen 127.0.0.1:{tls_port} ssl http2 reuseport backlog=4096;
+        ssl_certificate {d}/cert.pem;
+        ssl_certificate_key {d}/key.pem;
+        http2_max_concurrent_streams 128;
         location / {{
             proxy_pass http://nodes;
             proxy_http_version 1.1;
@@ -239,7 +270,8 @@ http {{
     )
 }
 
-fn haproxy_config(port: u16, nodes: &[Node]) -> String {
+fn haproxy_config(port: u16, tls_port: u16, nodes: &[Node], dir: &Path) -> String {
+    let d = dir.display();
     let servers: String = nodes
         .iter()
         .map(|n| format!("    server {id} {} cookie {id}\n", n.addr, id = n.id))
@@ -261,6 +293,7 @@ defaults
     timeout tunnel 1h
 frontend fe
     bind 127.0.0.1:{port}
+    bind 127.0.0.1:{tls_port} ssl crt {d}/combined.pem alpn h2,http/1.1
     default_backend nodes
 backend nodes
     balance leastconn
@@ -275,6 +308,7 @@ pub fn start_target(kind: Kind, nodes: &[Node], tools: &Tools) -> Result<Target,
         return Ok(Target {
             kind,
             addr: nodes[0].addr,
+            tls_addr: None,
             proc: None,
             _dir: None,
             gone: false,
@@ -285,6 +319,8 @@ pub fn start_target(kind: Kind, nodes: &[Node], tools: &Tools) -> Result<Target,
         let dir = tempfile::tempdir().map_err(|e| format!("tempdir: {e}"))?;
         lock(&DIRS).push(dir.path().to_path_buf());
         let port = free_port();
+        let tls_port = free_port();
+        write_certificate(dir.path())?;
         let mut log_file = None;
         let mut cmd = match kind {
             Kind::TetherCookie | Kind::TetherBase | Kind::TetherIphash => {
@@ -294,8 +330,11 @@ pub fn start_target(kind: Kind, nodes: &[Node], tools: &Tools) -> Result<Target,
                     COOKIE
                 };
                 let file = dir.path().join("tether.yaml");
-                std::fs::write(&file, tether_config(port, nodes, affinity))
-                    .map_err(|e| format!("write {}: {e}", file.display()))?;
+                std::fs::write(
+                    &file,
+                    tether_config(port, tls_port, dir.path(), nodes, affinity),
+                )
+                .map_err(|e| format!("write {}: {e}", file.display()))?;
                 // The baseline runs another tether binary with tether-cookie's config.
                 let bin = match kind {
                     Kind::TetherBase => tools.baseline.as_deref().ok_or("no --baseline given")?,
@@ -317,7 +356,7 @@ pub fn start_target(kind: Kind, nodes: &[Node], tools: &Tools) -> Result<Target,
             Kind::Nginx => {
                 let bin = tools.nginx.as_ref().ok_or("nginx is not installed")?;
                 let file = dir.path().join("nginx.conf");
-                std::fs::write(&file, nginx_config(port, nodes, dir.path()))
+                std::fs::write(&file, nginx_config(port, tls_port, nodes, dir.path()))
                     .map_err(|e| format!("write {}: {e}", file.display()))?;
                 let mut c = Command::new(bin);
                 c.arg("-p")
@@ -331,7 +370,7 @@ pub fn start_target(kind: Kind, nodes: &[Node], tools: &Tools) -> Result<Target,
             Kind::Haproxy => {
                 let bin = tools.haproxy.as_ref().ok_or("haproxy is not installed")?;
                 let file = dir.path().join("haproxy.cfg");
-                std::fs::write(&file, haproxy_config(port, nodes))
+                std::fs::write(&file, haproxy_config(port, tls_port, nodes, dir.path()))
                     .map_err(|e| format!("write {}: {e}", file.display()))?;
                 let mut c = Command::new(bin);
                 c.arg("-f").arg(&file).arg("-db");
@@ -349,6 +388,7 @@ pub fn start_target(kind: Kind, nodes: &[Node], tools: &Tools) -> Result<Target,
                 return Ok(Target {
                     kind,
                     addr,
+                    tls_addr: Some(SocketAddr::from(([127, 0, 0, 1], tls_port))),
                     proc: Some(proc),
                     _dir: Some(dir),
                     gone: false,

@@ -129,6 +129,8 @@ fn modified(path: &Path) -> String {
 pub struct Tools {
     pub nginx: Option<PathBuf>,
     pub haproxy: Option<PathBuf>,
+    /// nghttp2's `h2load`, scenario E's HTTP/2 load generator.
+    pub h2load: Option<PathBuf>,
     /// The other tether binary of `--baseline`, which the `tether-base` target runs.
     pub baseline: Option<PathBuf>,
     /// `--access-log`: tether-cookie and tether-iphash log every request.
@@ -136,7 +138,7 @@ pub struct Tools {
 }
 
 impl Tools {
-    pub fn find(kinds: &[Kind], baseline: Option<PathBuf>, access_log: bool) -> Tools {
+    pub fn find(kinds: &[Kind], baseline: Option<PathBuf>, access_log: bool, http2: bool) -> Tools {
         let want = |k| kinds.contains(&k);
         Tools {
             nginx: want(Kind::Nginx)
@@ -144,6 +146,9 @@ impl Tools {
                 .flatten(),
             haproxy: want(Kind::Haproxy)
                 .then(|| ensure_tool("haproxy", "haproxy"))
+                .flatten(),
+            h2load: http2
+                .then(|| ensure_tool("h2load", "nghttp2-client"))
                 .flatten(),
             baseline: baseline.filter(|_| want(Kind::TetherBase)),
             access_log,

@@ -754,3 +754,74 @@ async fn tether_load_speaks_http2_to_the_edge_with_socketio_and_websockets_and_n
     assert_eq!(r.protocol, "HTTP/1.1 over TLS", "{r}");
     assert_eq!((r.errors_total, r.violations), (0, 0), "{r}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_sends_goaway_and_lets_the_open_streams_finish_and_idle_connections_close() {
+    let cert = Cert::new();
+    let nodes = support::nodes(2).await;
+    let cfg = demo_config(&nodes, &cert, None, "");
+    let cfg = format!(
+        "{cfg}limits:\n  keepalive_timeout: 1s\nshutdown:\n  grace: 10s\n  close_window: 1s\n"
+    );
+    let mut proxy = Proxy::start(&cfg);
+    let addr = proxy.tls.unwrap();
+
+    // An idle HTTP/2 connection is closed after limits.keepalive_timeout, with a GOAWAY.
+    let mut idle = Raw::connect(addr, &cert.id).await;
+    let frames = idle
+        .read_until(Duration::from_secs(10), |f| h2c::goaway(f).is_some())
+        .await;
+    assert_eq!(h2c::goaway(&frames), Some(0), "NO_ERROR: {frames:?}");
+
+    // A long-poll in flight when the shutdown begins: GOAWAY, and the poll still answered.
+    let send = h2c::client(addr, &cert.id).await;
+    let poll = {
+        let send = send.clone();
+        tokio::spawn(async move { h2c::get(&send, "/poll?hold=1500", None).await })
+    };
+    let mut watcher = Raw::connect(addr, &cert.id).await;
+    // The watcher has a stream in flight too, so it is not closed as idle first.
+    watcher
+        .send(&headers_frame(1, &h2c::block("/poll?hold=1500", &[]), true))
+        .await;
+    // Both polls are in flight (readiness: tether's own gauge), then the shutdown begins.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let m = support::metrics(&proxy).await;
+        let in_flight = m
+            .iter()
+            .find(|s| s.metric == "tether_in_flight")
+            .map_or(0.0, |s| match s.value {
+                prometheus_parse::Value::Gauge(v) => v,
+                _ => 0.0,
+            });
+        if in_flight >= 2.0 || std::time::Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    proxy.signal("TERM");
+    let frames = watcher
+        .read_until(Duration::from_secs(10), |f| {
+            h2c::goaway(f).is_some() && h2c::answered_200(f, 1)
+        })
+        .await;
+    let last = frames.iter().find_map(|f| match f {
+        h2c::Frame::GoAway { last, .. } => Some(*last),
+        _ => None,
+    });
+    assert!(
+        last.is_some_and(|l| l >= 1),
+        "GOAWAY with the last stream id: {frames:?}"
+    );
+    assert!(
+        h2c::answered_200(&frames, 1),
+        "the stream in flight finished: {frames:?}"
+    );
+    let answered = poll.await.unwrap();
+    assert_eq!(answered.status, 200);
+    assert!(
+        proxy.wait_exit(Duration::from_secs(15)).is_some(),
+        "tether exits once they are done"
+    );
+}

@@ -127,7 +127,12 @@ pub(super) async fn serve(
     } else {
         global::H2_STREAMS
     });
-    let tunnelled = match policy::plan(&rt, &view, conn.peer.ip(), unix_now()) {
+    let planned = if view.target().len() > conn.limits.max_uri_bytes {
+        Err(Refusal::UriTooLong)
+    } else {
+        policy::plan(&rt, &view, conn.peer.ip(), unix_now())
+    };
+    let tunnelled = match planned {
         Err(refusal) => {
             s.refused(refusal, &view, started).await;
             None
