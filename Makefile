@@ -5,7 +5,7 @@ CARGO ?= cargo
 # Only for `tether check` on the example configs: they read the secret from TETHER_SECRET.
 EXAMPLE_SECRET := example-secret-for-checking-conf-files-only
 
-.PHONY: all demo test deps deps-system deps-node deps-nginx deps-browser build check-conf lint bench soak fuzz clean
+.PHONY: all demo test deps deps-system deps-node deps-nginx deps-browser deps-pebble build check-conf lint bench soak fuzz clean
 
 all: build
 
@@ -59,7 +59,7 @@ lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
 
-deps: deps-system deps-node deps-nginx deps-browser
+deps: deps-system deps-node deps-nginx deps-browser deps-pebble
 
 # The zlib-ng under pingora's health probes is built with cmake.
 deps-system:
@@ -124,6 +124,20 @@ deps-browser: deps-node
 	@if [ ! -f tests/browser/node_modules/.package-lock.json ] || \
 	    [ tests/browser/package-lock.json -nt tests/browser/node_modules/.package-lock.json ]; then \
 		npm ci --prefix tests/browser --no-audit --no-fund; \
+	fi
+
+# The ACME tests (tests/it/acme.rs) order certificates from Pebble, Let's Encrypt's test CA,
+# with its pebble-challtestsrv as the DNS server: both started by the tests on loopback, never as
+# a service (the package ships none).
+deps-pebble:
+	@if ! command -v pebble >/dev/null 2>&1 || ! command -v pebble-challtestsrv >/dev/null 2>&1; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			echo "installing pebble (the ACME tests order certificates from it)"; \
+			(DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pebble >/dev/null 2>&1 || \
+			 (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pebble >/dev/null)); \
+		else \
+			echo "pebble is missing: install it (Debian: sudo apt-get install pebble); the ACME tests need it" >&2; exit 1; \
+		fi; \
 	fi
 
 clean:

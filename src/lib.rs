@@ -16,6 +16,9 @@
 
 /// Which node a client belongs to: signed cookie tokens and the consistent-hash ring (pure).
 pub mod affinity;
+/// Certificates tether obtains itself (ACME): the slot the TLS handshake and the renewal loop
+/// share, the challenge answers, the storage directory.
+pub mod certs;
 /// Command-line entry: argument parsing and the subcommands.
 pub mod cli;
 /// The YAML contract: the file, its validation, defaults.

@@ -66,6 +66,18 @@ pub struct FileListener {
 pub struct FileTls {
     pub cert: Option<String>,
     pub key: Option<String>,
+    pub acme: Option<FileAcme>,
+}
+
+/// `tls.acme:` as written.
+#[derive(Debug, Default, Deserialize)]
+pub struct FileAcme {
+    pub domains: Option<Vec<String>>,
+    pub email: Option<String>,
+    pub directory: Option<String>,
+    pub storage: Option<String>,
+    pub ca_roots: Option<String>,
+    pub challenge: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -354,7 +366,15 @@ pub fn expected_keys(keys: &[&str]) -> &'static [&'static str] {
             "max_connections_per_ip",
         ],
         ["listen"] => &["address", "tls", "proxy_protocol", "http2", "h2c"],
-        ["listen", "tls"] => &["cert", "key"],
+        ["listen", "tls"] => &["cert", "key", "acme"],
+        ["listen", "tls", "acme"] => &[
+            "domains",
+            "email",
+            "directory",
+            "storage",
+            "ca_roots",
+            "challenge",
+        ],
         ["admin"] => &["address", "token_env"],
         ["shutdown"] => &["grace", "close_window", "upgrade_timeout"],
         ["upstreams", _] => &[

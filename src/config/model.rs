@@ -110,21 +110,64 @@ pub struct Listener {
     pub h2c: bool,
 }
 
-/// A certificate chain and key, already loaded and checked to match, as a ready rustls config
-/// (ALPN offers `h2` when the listener has `http2`, and `http/1.1`).
+/// A listener's TLS identity as a ready rustls config (ALPN offers `h2` when the listener has
+/// `http2`, and `http/1.1`; `acme-tls/1` too when its certificate is validated by TLS-ALPN-01).
 #[derive(Clone)]
 pub struct TlsIdentity {
-    pub cert: PathBuf,
-    pub key: PathBuf,
+    pub source: TlsSource,
     pub server: std::sync::Arc<rustls::ServerConfig>,
+}
+
+/// Where a listener's certificate comes from.
+#[derive(Debug, Clone)]
+pub enum TlsSource {
+    /// A chain and key from files, already loaded and checked to match (`SIGHUP` re-reads them).
+    Files { cert: PathBuf, key: PathBuf },
+    /// Ordered and renewed by tether from an ACME server.
+    Acme(Acme),
 }
 
 impl std::fmt::Debug for TlsIdentity {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TlsIdentity")
-            .field("cert", &self.cert)
-            .field("key", &self.key)
+            .field("source", &self.source)
             .finish()
+    }
+}
+
+/// `tls.acme:` of a listener: the certificate tether orders and renews itself.
+#[derive(Debug, Clone)]
+pub struct Acme {
+    /// DNS names on the certificate, lowercase (no IPs, no wildcards).
+    pub domains: Vec<String>,
+    /// Contact address for the account (expiry notices from the CA).
+    pub email: Option<String>,
+    /// The ACME directory URL.
+    pub directory: String,
+    /// Account, certificates, the lock between replicas and an order's answers.
+    pub storage: PathBuf,
+    /// PEM root the ACME server's own HTTPS certificate chains to (a private CA).
+    pub ca_roots: Option<PathBuf>,
+    pub challenge: Challenge,
+    /// The certificate as the engine serves it and the ACME loop renews it.
+    pub slot: std::sync::Arc<crate::certs::Slot>,
+}
+
+/// How the ACME server validates that tether answers for the names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Challenge {
+    /// On the TLS listener itself (port 443 as the CA sees it), ALPN `acme-tls/1` (RFC 8737).
+    TlsAlpn01,
+    /// `GET /.well-known/acme-challenge/<token>` on a plain listener (port 80 as the CA sees it).
+    Http01,
+}
+
+impl Challenge {
+    pub fn name(self) -> &'static str {
+        match self {
+            Challenge::TlsAlpn01 => "tls-alpn-01",
+            Challenge::Http01 => "http-01",
+        }
     }
 }
 

@@ -82,7 +82,7 @@ impl Metrics {
 }
 
 /// The families read off the runtime at scrape time: (name, help, type).
-const FAMILIES: [(&str, &str, MetricType); 25] = [
+const FAMILIES: [(&str, &str, MetricType); 28] = [
     (
         "tether_requests_total",
         "Requests answered, by upstream, node and status class.",
@@ -225,6 +225,23 @@ const FAMILIES: [(&str, &str, MetricType); 25] = [
          (reset by tether, nothing forwarded), reset (cancelled by the client), and calm \
          (connections ended with GOAWAY ENHANCE_YOUR_CALM for resetting most of their streams).",
         MetricType::COUNTER,
+    ),
+    (
+        "tether_certificate_expiry_seconds",
+        "When the ACME certificate in use for a domain expires, Unix seconds (alert on \
+         `tether_certificate_expiry_seconds - time() < 14 * 86400`).",
+        MetricType::GAUGE,
+    ),
+    (
+        "tether_acme_orders_total",
+        "ACME orders this process made, by certificate (its first domain) and result (ok, failed).",
+        MetricType::COUNTER,
+    ),
+    (
+        "tether_acme_failures",
+        "ACME orders failed in a row, by certificate (0 once one succeeds; the certificate in \
+         use stays meanwhile).",
+        MetricType::GAUGE,
     ),
 ];
 
@@ -451,6 +468,24 @@ impl Collector for RuntimeCollector {
             ("calm", global::H2_CALM),
         ] {
             families[24].push(counter(&[("kind", kind)], global::COUNTERS.sum(i)));
+        }
+        for slot in crate::certs::slots() {
+            let status = slot.status().clone();
+            let first = slot.domains.first().map_or("", String::as_str);
+            if let Some(v) = status.validity {
+                for d in &slot.domains {
+                    families[25].push(gauge(&[("domain", d)], v.not_after as f64));
+                }
+            }
+            families[26].push(counter(
+                &[("certificate", first), ("result", "ok")],
+                status.issued,
+            ));
+            families[26].push(counter(
+                &[("certificate", first), ("result", "failed")],
+                status.failed,
+            ));
+            families[27].push(gauge(&[("certificate", first)], f64::from(status.failures)));
         }
         FAMILIES
             .iter()

@@ -13,6 +13,7 @@
 //! touches a client socket; shutdown reaches the engine as a value on a watch channel) or any
 //! tool (`load`, `demo`, `cli`).
 
+pub mod acme;
 pub mod admin;
 pub mod discovery;
 pub mod found;
@@ -139,6 +140,19 @@ impl Control {
         tracing::info!(config = %self.source.display(), %summary, "config reloaded");
         warn_restart_only(&before, &state.config);
         Ok(summary)
+    }
+
+    /// The ACME settings of every listener that has them.
+    pub fn acme(&self) -> Vec<config::model::Acme> {
+        self.state()
+            .config
+            .listen
+            .iter()
+            .filter_map(|l| match l.tls.as_ref().map(|t| &t.source) {
+                Some(config::model::TlsSource::Acme(a)) => Some(a.clone()),
+                _ => None,
+            })
+            .collect()
     }
 
     /// The upstreams that discover nodes by DNS, with their settings.
@@ -386,6 +400,7 @@ pub async fn run(
     tokio::spawn(health::supervise(control.runtime, control.generation()));
     tokio::spawn(rebalance::run(control.runtime));
     tokio::spawn(discovery::run(Arc::clone(&control)));
+    tokio::spawn(acme::run(Arc::clone(&control)));
     if let Some(admin) = admin {
         tokio::spawn(admin::serve(
             admin,

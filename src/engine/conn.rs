@@ -208,6 +208,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     pub async fn answer(&mut self, answer: Answer) {
         self.out.clear();
         answer.render(&mut self.out);
+        self.send_and_close().await;
+    }
+
+    /// Write `self.out` (a whole response that closes the connection), then close.
+    pub async fn send_and_close(&mut self) {
         if self.flush_out().await.is_ok() {
             let _ = self
                 .deadline

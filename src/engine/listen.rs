@@ -442,6 +442,11 @@ async fn serve_tls(
             // (and the connection's counts with it) lasts as long as any stream.
             super::http2::serve(tls, peer, runtime, limits, shutdown, true).await;
         }
+        Ok(Ok(tls)) if tls.get_ref().1.alpn_protocol() == Some(crate::certs::ACME_TLS_ALPN) => {
+            // The CA's TLS-ALPN-01 validation: the handshake (with the challenge certificate)
+            // was the whole answer (RFC 8737 §3).
+            tracing::debug!(client = %peer, "TLS-ALPN-01 validation answered");
+        }
         Ok(Ok(tls)) => return conn::serve(tls, peer, runtime, limits, shutdown, true).await,
         Ok(Err(e)) => tracing::debug!(client = %peer, error = %e, "TLS handshake failed"),
         Err(_) => tracing::debug!(client = %peer, "TLS handshake timed out"),

@@ -327,6 +327,22 @@ async function shapeScenarios(context) {
     return 'cards per upstream ' + details.counts.join(', ') + '; discovery shows "' + details.error + '"; long id cut with an ellipsis';
   });
 
+  await check('a certificate whose ACME order fails shows its state and error', async () => {
+    await page.waitForFunction(() => {
+      const c = document.querySelector('#certs .cert');
+      return c && !document.getElementById('certs').hidden && c.dataset.failing === 'true';
+    }, { timeout: 10000 });
+    const got = await page.evaluate(() => {
+      const c = document.querySelector('#certs .cert');
+      return { names: c.querySelector('.names').textContent, facts: c.querySelector('.facts').textContent, error: c.querySelector('.error').textContent };
+    });
+    assert(got.names === 'Certificate for cert.test: failed', JSON.stringify(got));
+    assert(got.facts.includes('none issued yet') && got.facts.includes('next order in'), JSON.stringify(got));
+    assert(got.error.startsWith('last error: ') && got.error.includes('/dir'), JSON.stringify(got));
+    await (await page.$('#certs')).screenshot({ path: path.join(plan.shots, 'admin-certificate.png') });
+    return got.names + ' / ' + got.facts + ' / ' + got.error;
+  });
+
   await check('strings from /status are text, never markup', async () => {
     const got = await page.evaluate((hostile) => {
       const card = [...document.querySelectorAll('article.node')].find((a) => a.dataset.node === hostile);

@@ -69,8 +69,15 @@ async fn the_admin_page_shows_every_node_live_and_refuses_cross_site_posts() {
         hostile.to_string(),
         odd.to_string(),
     ]);
+    // And an ACME certificate whose CA cannot be reached: its card shows the failure.
+    let acme_storage = tempfile::tempdir().expect("tempdir");
+    let acme_listener = format!(
+        "  - address: \"127.0.0.1:{}\"\n    tls:\n      acme:\n        domains: [cert.test]\n        directory: \"https://{closed}/dir\"\n        storage: \"{}\"\n",
+        free_port([127, 0, 0, 1]),
+        acme_storage.path().display()
+    );
     let mut shapes = format!(
-        "listen:\n  - address: \"{{listen}}\"\nadmin:\n  address: \"{{admin}}\"\nupstreams:\n  \
+        "listen:\n  - address: \"{{listen}}\"\n{acme_listener}admin:\n  address: \"{{admin}}\"\nupstreams:\n  \
          solo:\n    nodes:\n      - {{ id: node-solo, address: \"{solo}\" }}\n    affinity: {{ mode: ip_hash }}\n  \
          empty:\n    discover:\n      dns: realtime.test\n      port: 3000\n      refresh: 500ms\n      resolver: \"{}\"\n    affinity: {{ mode: ip_hash }}\n  \
          many:\n    affinity: {{ mode: ip_hash }}\n    health_check:\n      interval: 1s\n      timeout: 200ms\n      rise: 1\n      fall: 1\n    nodes:\n",
@@ -164,6 +171,6 @@ async fn the_admin_page_shows_every_node_live_and_refuses_cross_site_posts() {
     drop(sockets);
 
     eprintln!("browser run in {:?}:", started.elapsed());
-    browser::assert_passed(&report, 14);
+    browser::assert_passed(&report, 15);
     drop(silent);
 }

@@ -1,6 +1,10 @@
 //! tether's integration tests: one binary, real servers on 127.0.0.1, tether as a child process.
 //!
 //! Modules, each named after the promise it guards:
+//! - `acme`: certificates from Pebble (Let's Encrypt's test CA) by TLS-ALPN-01 and HTTP-01
+//!   (answered before routing, never forwarded), trusted by curl, renewed under 100 `wss://`
+//!   tunnels, a refusing or unreachable CA leaving the certificate in use, two replicas sharing
+//!   storage with one order.
 //! - `sticky_cookie`: many clients each stay on one node; bad cookies are ignored, never an error.
 //! - `tls`: https:// and wss:// terminated by tether, cookie affinity across the TLS upgrade.
 //! - `tunnels`: WebSocket frames followed both ways unchanged (every length class, headers
@@ -62,6 +66,7 @@
 
 mod support;
 
+mod acme;
 mod admin_page;
 mod cli;
 mod client_ip;

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use super::{join, Checker};
 use crate::config::file::{FileConfig, FileTls};
-use crate::config::model::{Listener, TlsIdentity};
+use crate::config::model::{Challenge, Listener, TlsIdentity, TlsSource};
 
 const LISTEN_HINT: &str =
     "add at least one address to accept clients on, e.g. `- address: \"127.0.0.1:8080\"`";
@@ -12,6 +12,8 @@ const LISTEN_HINT: &str =
 impl Checker<'_> {
     pub(super) fn listen(&mut self, file: &FileConfig) -> Vec<Listener> {
         let mut out: Vec<Listener> = Vec::new();
+        // `tls.acme.challenge` of the listeners validated by HTTP-01, which needs a plain one.
+        let mut http01 = Vec::new();
         match file.listen.as_deref() {
             None => self.missing::<()>("", "listen", LISTEN_HINT),
             Some([]) => self.bad("listen", format_args!("is empty; {LISTEN_HINT}")),
@@ -52,6 +54,11 @@ impl Checker<'_> {
                         continue;
                     };
                     let unique = !out.iter().any(|l| l.address == address);
+                    if let Some(TlsSource::Acme(a)) = tls.as_ref().map(|t| &t.source) {
+                        if a.challenge == Challenge::Http01 {
+                            http01.push(format!("listen[{i}].tls.acme.challenge"));
+                        }
+                    }
                     if self.ensure(
                         unique,
                         &path,
@@ -69,11 +76,21 @@ impl Checker<'_> {
                 None
             }
         };
+        let plain = out.iter().any(|l| l.tls.is_none());
+        for path in http01 {
+            {
+                self.ensure(
+                    plain,
+                    &path,
+                    "`http-01` is answered on a plain listener (the CA connects to port 80); add \
+                     one, e.g. `- address: \"0.0.0.0:80\"`, or use `tls-alpn-01`",
+                );
+            }
+        }
         out
     }
 
-    /// Load a listener's certificate chain and key (PEM; RSA, ECDSA or Ed25519 keys) and check
-    /// they belong together, so a bad file is a config error naming it, not a failed handshake.
+    /// A listener's TLS identity: certificate files, or `acme:`.
     fn tls(&mut self, path: &str, t: &FileTls, http2: bool) -> Option<TlsIdentity> {
         let base = self
             .cx
@@ -81,12 +98,27 @@ impl Checker<'_> {
             .parent()
             .unwrap_or(Path::new(""))
             .to_path_buf();
+        match (&t.acme, t.cert.is_some() || t.key.is_some()) {
+            (Some(_), true) => self.bad(
+                path,
+                "has both `cert`/`key` and `acme`; keep one: certificate files you renew \
+                 yourself, or `acme:` for a certificate tether orders and renews",
+            ),
+            (Some(a), false) => self.acme(&join(path, "acme"), a, &base, http2),
+            (None, _) => self.files(path, t, &base, http2),
+        }
+    }
+
+    /// Load a listener's certificate chain and key (PEM; RSA, ECDSA or Ed25519 keys) and check
+    /// they belong together, so a bad file is a config error naming it, not a failed handshake.
+    fn files(&mut self, path: &str, t: &FileTls, base: &Path, http2: bool) -> Option<TlsIdentity> {
         // Both files are checked before giving up, so one run reports every problem.
         let cert = match &t.cert {
             None => self.missing(
                 path,
                 "cert",
-                "give the PEM certificate chain file, leaf first",
+                "give the PEM certificate chain file, leaf first (or `acme:` for a certificate \
+                 tether orders itself)",
             ),
             Some(c) => Some(base.join(c.trim())),
         };
@@ -150,17 +182,9 @@ impl Checker<'_> {
             });
         match built {
             Ok(mut server) => {
-                // HTTP/2 first when offered: browsers take it, and WebSockets then ride on the
-                // same connection (RFC 8441); clients without it (Safari's WebSockets,
-                // scripts) pick HTTP/1.1.
-                server.alpn_protocols = if http2 {
-                    vec![b"h2".to_vec(), b"http/1.1".to_vec()]
-                } else {
-                    vec![b"http/1.1".to_vec()]
-                };
+                server.alpn_protocols = alpn(http2, false);
                 Some(TlsIdentity {
-                    cert,
-                    key,
+                    source: TlsSource::Files { cert, key },
                     server: std::sync::Arc::new(server),
                 })
             }
@@ -174,4 +198,20 @@ impl Checker<'_> {
             ),
         }
     }
+}
+
+/// The ALPN protocols a TLS listener offers. HTTP/2 first when on: browsers take it, and
+/// WebSockets then ride on the same connection (RFC 8441); clients without it (Safari's
+/// WebSockets, scripts) pick HTTP/1.1. `acme-tls/1` last, for the CA's TLS-ALPN-01 validation
+/// (no browser offers it, and a hello offering only it never gets the real certificate).
+pub(super) fn alpn(http2: bool, acme_tls: bool) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    if http2 {
+        out.push(b"h2".to_vec());
+    }
+    out.push(b"http/1.1".to_vec());
+    if acme_tls {
+        out.push(crate::certs::ACME_TLS_ALPN.to_vec());
+    }
+    out
 }

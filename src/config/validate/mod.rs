@@ -7,11 +7,13 @@
 //!
 //! It may import only the rest of `config` (the file, the model, the defaults, duration
 //! parsing, positions) and crates that read or check values (humantime, ipnet, rustls for the
-//! certificates), never the engine, the proxy or anything else that runs: `tether check` and a
-//! reload validate a config without serving it. The only outside things it reads are the files
+//! certificates), and `certs` for an `acme:` listener's certificate slot (found in its storage,
+//! never ordered here), never the engine, the proxy or anything else that runs: `tether check`
+//! and a reload validate a config without serving it. The only outside things it reads are the files
 //! a config names (certificates, keys, secrets) and the environment through [`Context`], so
 //! tests can hand it both.
 
+mod acme;
 mod affinity;
 mod clients;
 mod health;

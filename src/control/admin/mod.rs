@@ -450,7 +450,31 @@ fn status(control: &Control) -> serde_json::Value {
         "config": control.source().display().to_string(),
         "reloads": control.reloads(),
         "upstreams": upstreams,
+        "certificates": certificates_json(),
     })
+}
+
+/// Each ACME certificate: its names, validity, where its loop is, and the last failure.
+fn certificates_json() -> Vec<serde_json::Value> {
+    crate::certs::slots()
+        .iter()
+        .map(|slot| {
+            let s = slot.status().clone();
+            json!({
+                "domains": slot.domains,
+                "directory": slot.directory,
+                "state": s.state.name(),
+                "not_before": s.validity.map(|v| v.not_before),
+                "not_after": s.validity.map(|v| v.not_after),
+                "next_order": s.next_order,
+                "last_error": s.last_error,
+                "failures": s.failures,
+                "issued": s.issued,
+                "failed": s.failed,
+                "last_order_ms": s.last_order_ms,
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]

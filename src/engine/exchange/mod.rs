@@ -178,6 +178,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             fields: &self.fields,
             req: &req,
         };
+        // An ACME HTTP-01 validation of an order in progress (plain listeners only: the CA
+        // asks on port 80) is answered here, before routing, and never reaches a node.
+        if !self.tls {
+            if let Some(answer) = crate::certs::http01(view.target()) {
+                return self.challenge_answer(&answer, started, &req).await;
+            }
+        }
         let plan = match policy::plan(rt, &view, self.peer.ip(), unix_now()) {
             Ok(plan) => plan,
             Err(refusal) => return self.refused(refusal, started, &req).await,
@@ -519,6 +526,40 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     }
 
     /// A request the policy refused: answered, and its one outcome recorded.
+    /// Answer an ACME HTTP-01 validation with its key authorization, and close.
+    async fn challenge_answer(
+        &mut self,
+        answer: &str,
+        started: Instant,
+        req: &head::Request,
+    ) -> Next {
+        use std::io::Write as _;
+        self.out.clear();
+        let _ = write!(
+            self.out,
+            "HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{answer}",
+            answer.len()
+        );
+        self.send_and_close().await;
+        outcome::record(&Outcome {
+            pool: None,
+            client: self.peer.ip(),
+            method: &self.log_method,
+            target: &self.log_target,
+            decision: None,
+            node: None,
+            status: 200,
+            failure: None,
+            upgrade: req.upgrade,
+            tunnel: false,
+            bytes_in: req.len as u64,
+            bytes_out: self.written,
+            started,
+            protocol: super::access::Protocol::http1(req.minor),
+        });
+        Next::Close
+    }
+
     async fn refused(&mut self, refusal: Refusal, started: Instant, req: &head::Request) -> Next {
         self.answer(refusal.answer()).await;
         outcome::record(&Outcome {

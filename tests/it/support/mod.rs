@@ -5,6 +5,7 @@ pub mod client;
 pub mod dns;
 pub mod front;
 pub mod h2;
+pub mod pebble;
 pub mod proxy;
 pub mod recorder;
 pub mod strict;
