@@ -44,16 +44,24 @@ pub fn finish_load(mut load: Proc, started: Instant, duration: Duration) -> Resu
 }
 
 /// Run one load to its end, reading the target's usage before and after.
+/// A load run's report, the proxy's usage before and after, and its system calls (with perf).
+pub type Measured = (Value, Option<Usage>, Option<Usage>, Option<u64>);
+
 pub fn measured_load(
     target: &Target,
     args: &[String],
     duration: Duration,
-) -> Result<(Value, Option<Usage>, Option<Usage>), String> {
+) -> Result<Measured, String> {
+    let syscalls = match (&target.proc, &target._dir) {
+        (Some(p), Some(dir)) => crate::procs::Syscalls::start(p.pid(), dir.path()),
+        _ => None,
+    };
     let before = target.usage();
     let started = Instant::now();
     let load = spawn_load(&target.url(), args)?;
     let report = finish_load(load, started, duration)?;
-    Ok((report, before, target.usage()))
+    let after = target.usage();
+    Ok((report, before, after, syscalls.and_then(|s| s.finish())))
 }
 
 /// The common load flags: flow, clients, duration, ramp, source addresses.

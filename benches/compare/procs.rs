@@ -449,3 +449,88 @@ impl Usage {
             })
     }
 }
+
+/// System calls a process tree makes over a stretch of time, counted by the kernel's
+/// `raw_syscalls:sys_enter` tracepoint through `perf stat` (when `perf` is installed and may
+/// read tracepoints): the bench's optional syscalls column.
+pub struct Syscalls {
+    perf: Child,
+    out: PathBuf,
+}
+
+impl Syscalls {
+    /// Start counting for `pid` and its descendants (nginx's and HAProxy's workers); `None`
+    /// without a usable `perf`.
+    pub fn start(pid: u32, dir: &Path) -> Option<Syscalls> {
+        let perf = perf()?;
+        let pids: Vec<String> = process_tree(pid).iter().map(u32::to_string).collect();
+        let out = dir.join(format!("syscalls-{pid}-{}.csv", std::process::id()));
+        let child = Command::new(perf)
+            .args([
+                "stat",
+                "-x,",
+                "-e",
+                "raw_syscalls:sys_enter",
+                "-p",
+                &pids.join(","),
+            ])
+            .arg("-o")
+            .arg(&out)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok()?;
+        // perf attaches within milliseconds; the load it measures ramps up for longer.
+        std::thread::sleep(Duration::from_millis(100));
+        Some(Syscalls { perf: child, out })
+    }
+
+    /// Stop counting (SIGINT: perf writes its count) and read the total.
+    pub fn finish(mut self) -> Option<u64> {
+        let _ = Command::new("kill")
+            .args(["-INT", &self.perf.id().to_string()])
+            .status();
+        let _ = self.perf.wait();
+        let text = std::fs::read_to_string(&self.out).ok()?;
+        let _ = std::fs::remove_file(&self.out);
+        text.lines()
+            .filter(|l| l.contains("raw_syscalls:sys_enter"))
+            .filter_map(|l| l.split(',').next()?.trim().parse::<u64>().ok())
+            .reduce(|a, b| a + b)
+    }
+}
+
+/// `perf`, when it is installed and may count the `raw_syscalls:sys_enter` tracepoint (root, or
+/// a low enough `perf_event_paranoid`): the syscalls column is shown only then. Never installed
+/// by the bench.
+fn perf() -> Option<&'static Path> {
+    static PERF: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+    PERF.get_or_init(|| {
+        let perf = std::env::var("PATH")
+            .unwrap_or_default()
+            .split(':')
+            .chain(["/usr/sbin", "/usr/bin"])
+            .map(|dir| Path::new(dir).join("perf"))
+            .find(|p| p.is_file())?;
+        let out = Command::new(&perf)
+            .args(["stat", "-x,", "-e", "raw_syscalls:sys_enter", "--", "true"])
+            .stdout(Stdio::null())
+            .output()
+            .ok()?;
+        let text = String::from_utf8_lossy(&out.stderr);
+        let counted = text.lines().any(|l| {
+            l.contains("raw_syscalls:sys_enter")
+                && l.split(',')
+                    .next()
+                    .is_some_and(|n| n.trim().parse::<u64>().is_ok())
+        });
+        if !counted {
+            eprintln!(
+                "compare: perf cannot count the raw_syscalls tracepoint here: no syscalls column"
+            );
+        }
+        counted.then_some(perf)
+    })
+    .as_deref()
+}

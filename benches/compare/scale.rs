@@ -52,6 +52,7 @@ pub fn scale(nodes: &[Node], tools: &Tools) -> Result<(String, Value), String> {
         others_cpu_s: 0.0,
         others_top: Vec::new(),
         wall_s: 0.0,
+        syscalls: None,
         report,
     };
     let logged = proc.stderr.text().contains("open-file limit reached");

@@ -135,6 +135,9 @@ pub struct Run {
     pub others_cpu_s: f64,
     pub others_top: Vec<(String, f64)>,
     pub wall_s: f64,
+    /// System calls of the proxy's processes over the run (`perf`'s tracepoint counter; None
+    /// without perf, and for `direct`).
+    pub syscalls: Option<u64>,
 }
 
 impl Run {
@@ -143,6 +146,12 @@ impl Run {
             .try_fold(&self.report, |v, k| v.get(k))
             .and_then(Value::as_f64)
             .unwrap_or(0.0)
+    }
+
+    /// System calls per one of `count` (requests, connections, round trips, polls).
+    pub fn syscalls_per(&self, count: &str) -> Option<f64> {
+        let n = self.num(&[count]);
+        self.syscalls.filter(|_| n > 0.0).map(|s| s as f64 / n)
     }
 
     /// CPU seconds per million of `count`.
@@ -210,6 +219,7 @@ fn run_step(bench: &Bench, step: Step, target: &Target, round: usize) -> Result<
         others_cpu_s: 0.0,
         others_top: Vec::new(),
         wall_s: 0.0,
+        syscalls: None,
     };
     let (clients, d, ramp) = (sizes.clients, sizes.run, sizes.ramp);
     // Long-polls: one per client, the --requests budget being taken by the first polls, all in
@@ -264,9 +274,10 @@ fn run_step(bench: &Bench, step: Step, target: &Target, round: usize) -> Result<
             return Ok(run);
         }
     };
-    let (report, before, after) = measured_load(target, &args, duration)?;
+    let (report, before, after, syscalls) = measured_load(target, &args, duration)?;
     run.report = report;
     run.cpu_s = cpu_seconds(before, after, bench.tck);
+    run.syscalls = syscalls;
     Ok(run)
 }
 

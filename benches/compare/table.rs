@@ -203,6 +203,15 @@ fn cpu_col(title: &'static str, value: fn(&Run) -> Option<f64>) -> Column {
     }
 }
 
+/// System calls per unit of work, from perf's tracepoint counter (n/a without perf).
+fn syscalls_col(title: &'static str, value: fn(&Run) -> Option<f64>) -> Column {
+    Column {
+        title,
+        value,
+        show: |x| format!("{x:.2}"),
+    }
+}
+
 fn p99_col(value: fn(&Run) -> Option<f64>) -> Column {
     Column {
         title: "p99",
@@ -233,6 +242,7 @@ fn tables(sizes: &Sizes) -> Vec<Table> {
                 cpu_col("proxy CPU-s per M requests", |r| {
                     r.cpu_per_million("requests")
                 }),
+                syscalls_col("proxy syscalls per request", |r| r.syscalls_per("requests")),
             ],
             text: None,
         },
@@ -248,6 +258,9 @@ fn tables(sizes: &Sizes) -> Vec<Table> {
                 p99_col(p99_http),
                 cpu_col("proxy CPU-s per M connections", |r| {
                     r.cpu_per_million("connections")
+                }),
+                syscalls_col("proxy syscalls per connection", |r| {
+                    r.syscalls_per("connections")
                 }),
             ],
             text: None,
@@ -289,6 +302,9 @@ fn tables(sizes: &Sizes) -> Vec<Table> {
                 cpu_col("proxy CPU-s per M round trips", |r| {
                     r.cpu_per_million("ws_round_trips")
                 }),
+                syscalls_col("proxy syscalls per round trip", |r| {
+                    r.syscalls_per("ws_round_trips")
+                }),
             ],
             text: None,
         },
@@ -305,7 +321,10 @@ fn tables(sizes: &Sizes) -> Vec<Table> {
                 show: |x| format!("{x:.2}"),
             },
             vs_direct: false,
-            rest: vec![p99_col(p99_http)],
+            rest: vec![
+                p99_col(p99_http),
+                syscalls_col("proxy syscalls per poll", |r| r.syscalls_per("requests")),
+            ],
             text: Some(TextColumn {
                 title: "completed (each round)",
                 cell: completed_cell,

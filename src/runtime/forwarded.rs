@@ -42,18 +42,58 @@ impl<'a, I: Iterator<Item = &'a [u8]>> Forwarded<'a, I> {
 }
 
 /// Write an IP address in text (an IPv4-mapped IPv6 address as IPv4) without allocating.
+/// IPv4, on every request, digit by digit: `Display` goes through the formatting machinery
+/// (half a percent of the CPU of a new connection in the bench's profile).
 fn push_ip(out: &mut Vec<u8>, ip: IpAddr) {
     use std::io::Write;
     let ip = match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
         v4 => v4,
     };
-    let _ = write!(out, "{ip}");
+    match ip {
+        IpAddr::V4(v4) => {
+            for (i, &o) in v4.octets().iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                if o >= 100 {
+                    out.push(b'0' + o / 100);
+                }
+                if o >= 10 {
+                    out.push(b'0' + o / 10 % 10);
+                }
+                out.push(b'0' + o % 10);
+            }
+        }
+        v6 => {
+            let _ = write!(out, "{v6}");
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn addresses_are_written_as_display_writes_them() {
+        for ip in [
+            "0.0.0.0",
+            "9.10.99.100",
+            "255.255.255.255",
+            "127.0.1.42",
+            "::1",
+            "fd00::7",
+        ] {
+            let ip: IpAddr = ip.parse().unwrap();
+            let mut out = Vec::new();
+            push_ip(&mut out, ip);
+            assert_eq!(String::from_utf8(out).unwrap(), ip.to_string());
+        }
+        let mut out = Vec::new();
+        push_ip(&mut out, "::ffff:10.1.2.3".parse().unwrap());
+        assert_eq!(out, b"10.1.2.3");
+    }
 
     #[test]
     fn the_chain_is_kept_in_order_and_ends_with_the_peer() {
