@@ -78,6 +78,14 @@ pub struct FileAcme {
     pub storage: Option<String>,
     pub ca_roots: Option<String>,
     pub challenge: Option<String>,
+    pub eab: Option<FileEab>,
+}
+
+/// `tls.acme.eab:` as written: External Account Binding (RFC 8555 §7.3.4).
+#[derive(Debug, Default, Deserialize)]
+pub struct FileEab {
+    pub kid: Option<String>,
+    pub hmac_env: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -374,7 +382,9 @@ pub fn expected_keys(keys: &[&str]) -> &'static [&'static str] {
             "storage",
             "ca_roots",
             "challenge",
+            "eab",
         ],
+        ["listen", "tls", "acme", "eab"] => &["kid", "hmac_env"],
         ["admin"] => &["address", "token_env"],
         ["shutdown"] => &["grace", "close_window", "upgrade_timeout"],
         ["upstreams", _] => &[

@@ -149,8 +149,25 @@ pub struct Acme {
     /// PEM root the ACME server's own HTTPS certificate chains to (a private CA).
     pub ca_roots: Option<PathBuf>,
     pub challenge: Challenge,
+    /// External Account Binding, for CAs that require one (ZeroSSL, Google, private CAs).
+    pub eab: Option<Eab>,
     /// The certificate as the engine serves it and the ACME loop renews it.
     pub slot: std::sync::Arc<crate::certs::Slot>,
+}
+
+/// An External Account Binding: the key id and HMAC key the CA gave (RFC 8555 §7.3.4).
+#[derive(Clone)]
+pub struct Eab {
+    pub kid: String,
+    /// The HMAC key, decoded from the base64url the CA hands out.
+    pub hmac: Vec<u8>,
+}
+
+impl std::fmt::Debug for Eab {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the key.
+        f.debug_struct("Eab").field("kid", &self.kid).finish()
+    }
 }
 
 /// How the ACME server validates that tether answers for the names.

@@ -3,8 +3,9 @@
 //! certificate by TLS-ALPN-01 and by HTTP-01 (the challenge answered before routing, never
 //! forwarded), curl trusts the chain Pebble issued, a renewal is picked up while 100 `wss://`
 //! tunnels keep echoing, a CA that refuses or cannot be reached leaves the certificate in use
-//! and the error on `/status`, and two replicas sharing `storage` make one order and serve it
-//! both, the validation answered by the replica that did not order.
+//! and the error on `/status`, two replicas sharing `storage` make one order and serve it both
+//! (the validation answered by the replica that did not order), and a CA that requires External
+//! Account Binding issues with `eab:` and refuses without it.
 
 use crate::support::pebble::{low_port, Options, Pebble};
 use crate::support::{self, Proxy};
@@ -484,6 +485,56 @@ async fn two_replicas_sharing_storage_make_one_order_and_both_serve_it() {
         .unwrap(),
     );
     assert_eq!(from_a, from_b, "both serve the one certificate");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ca_that_requires_external_account_binding_issues_with_eab_and_refuses_without() {
+    use base64::Engine as _;
+    let (port_with, port_without) = (low_port(), low_port());
+    let key = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>());
+    let pebble = Pebble::start(Options {
+        tls_port: port_with,
+        eab: Some(("kid-1".into(), key.clone())),
+        ..Options::default()
+    });
+    let storage = tempfile::tempdir().unwrap();
+    let nodes = support::nodes(1).await;
+    let with = format!(
+        "{}eab: {{ kid: kid-1, hmac_env: ACME_EAB_HMAC }}\n",
+        pebble_acme(
+            &pebble,
+            "e.test",
+            &storage.path().join("with"),
+            "tls-alpn-01"
+        )
+    );
+    let with = Proxy::start_with_env(
+        &acme_config(&nodes, port_with, &with),
+        &[("ACME_EAB_HMAC", key.as_str())],
+    );
+    let without = Proxy::start(&acme_config(
+        &nodes,
+        port_without,
+        &pebble_acme(
+            &pebble,
+            "f.test",
+            &storage.path().join("without"),
+            "tls-alpn-01",
+        ),
+    ));
+    let c = until_certificate(&with, "a certificate with EAB", |c| c["state"] == "valid").await;
+    assert_eq!(c["issued"], 1, "{c}");
+    let refused = until_certificate(&without, "the refusal without EAB", |c| {
+        c["state"] == "failed"
+    })
+    .await;
+    assert!(
+        refused["last_error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("externalAccountRequired"),
+        "{refused}"
+    );
 }
 
 /// A CA of the test's own, for a certificate put in storage as if an earlier order had.

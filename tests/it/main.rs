@@ -4,7 +4,7 @@
 //! - `acme`: certificates from Pebble (Let's Encrypt's test CA) by TLS-ALPN-01 and HTTP-01
 //!   (answered before routing, never forwarded), trusted by curl, renewed under 100 `wss://`
 //!   tunnels, a refusing or unreachable CA leaving the certificate in use, two replicas sharing
-//!   storage with one order.
+//!   storage with one order, External Account Binding.
 //! - `sticky_cookie`: many clients each stay on one node; bad cookies are ignored, never an error.
 //! - `tls`: https:// and wss:// terminated by tether, cookie affinity across the TLS upgrade.
 //! - `tunnels`: WebSocket frames followed both ways unchanged (every length class, headers

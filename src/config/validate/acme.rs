@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use super::{join, Checker};
 use crate::certs;
-use crate::config::file::FileAcme;
-use crate::config::model::{Acme, Challenge, TlsIdentity, TlsSource};
+use crate::config::file::{FileAcme, FileEab};
+use crate::config::model::{Acme, Challenge, Eab, TlsIdentity, TlsSource};
 
 /// Let's Encrypt's production directory: the default.
 pub const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
@@ -171,8 +171,12 @@ impl Checker<'_> {
                 ),
             ),
         };
-        let (domains, email, directory, storage, ca_roots, challenge) = (
-            domains?, email?, directory?, storage?, ca_roots?, challenge?,
+        let eab = match &a.eab {
+            None => Some(None),
+            Some(e) => self.eab(&join(path, "eab"), e).map(Some),
+        };
+        let (domains, email, directory, storage, ca_roots, challenge, eab) = (
+            domains?, email?, directory?, storage?, ca_roots?, challenge?, eab?,
         );
         let slot = certs::slot(&storage, &directory, &domains);
         let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -194,9 +198,57 @@ impl Checker<'_> {
                 storage,
                 ca_roots,
                 challenge,
+                eab,
                 slot,
             }),
             server: Arc::new(server),
+        })
+    }
+}
+
+impl Checker<'_> {
+    /// `eab: { kid, hmac_env }`: the key id as the CA gave it, and the environment variable
+    /// holding its base64url HMAC key (a secret, so never in the file).
+    fn eab(&mut self, path: &str, e: &FileEab) -> Option<Eab> {
+        use base64::Engine as _;
+        let kid = match e.kid.as_deref().map(str::trim) {
+            None | Some("") => self.missing(
+                path,
+                "kid",
+                "give the key id your CA's account page shows for External Account Binding",
+            ),
+            Some(k) => Some(k.to_string()),
+        };
+        let at = join(path, "hmac_env");
+        let hmac = match e.hmac_env.as_deref().map(str::trim) {
+            None | Some("") => self.missing(
+                path,
+                "hmac_env",
+                "name the environment variable that holds the HMAC key your CA gave (base64url), e.g. `hmac_env: ACME_EAB_HMAC`",
+            ),
+            Some(var) => match (self.cx.env)(var) {
+                None => self.bad(
+                    &at,
+                    format_args!("environment variable {var} is not set; export the CA's HMAC key in it"),
+                ),
+                Some(v) => {
+                    let v = v.trim();
+                    let decoded = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                        .decode(v.trim_end_matches('='))
+                        .or_else(|_| base64::engine::general_purpose::STANDARD.decode(v));
+                    match decoded {
+                        Ok(k) if !k.is_empty() => Some(k),
+                        _ => self.bad(
+                            &at,
+                            format_args!("environment variable {var} does not hold a base64url HMAC key"),
+                        ),
+                    }
+                }
+            },
+        };
+        Some(Eab {
+            kid: kid?,
+            hmac: hmac?,
         })
     }
 }

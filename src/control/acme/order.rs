@@ -5,7 +5,7 @@ use crate::certs::{self, store, Slot};
 use crate::config::model::{Acme, Challenge};
 use instant_acme::{
     Account, AccountCredentials, AuthorizationStatus, CertificateIdentifier, ChallengeType,
-    Identifier, NewAccount, NewOrder, OrderStatus, RetryPolicy,
+    ExternalAccountKey, Identifier, NewAccount, NewOrder, OrderStatus, RetryPolicy,
 };
 use rustls::pki_types::CertificateDer;
 use std::time::Duration;
@@ -49,6 +49,10 @@ pub async fn account(acme: &Acme) -> Result<Account, String> {
     }
     let contact = acme.email.as_ref().map(|e| format!("mailto:{e}"));
     let contacts: Vec<&str> = contact.iter().map(String::as_str).collect();
+    let eab = acme
+        .eab
+        .as_ref()
+        .map(|e| ExternalAccountKey::new(e.kid.clone(), &e.hmac));
     let (account, credentials) = builder()?
         .create(
             &NewAccount {
@@ -57,7 +61,7 @@ pub async fn account(acme: &Acme) -> Result<Account, String> {
                 only_return_existing: false,
             },
             acme.directory.clone(),
-            None,
+            eab.as_ref(),
         )
         .await
         .map_err(|e| {

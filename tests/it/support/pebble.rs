@@ -14,11 +14,19 @@ use std::time::{Duration, Instant};
 
 /// A port below 32768 (Pebble's config needs it before anything binds it; above 32768 the
 /// kernel hands out client ports) free for TCP and UDP on 127.0.0.1 a moment ago.
+/// Each port is handed out once per test process: the tests run side by side, and a port one
+/// picked is free until its Pebble or tether binds it.
 pub fn low_port() -> u16 {
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
     for _ in 0..1000 {
         let port = 20_000 + (rand::random::<u16>() % 12_000);
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        if TcpListener::bind(addr).is_ok() && UdpSocket::bind(addr).is_ok() {
+        if !given.contains(&port)
+            && TcpListener::bind(addr).is_ok()
+            && UdpSocket::bind(addr).is_ok()
+        {
+            given.push(port);
             return port;
         }
     }
@@ -44,6 +52,8 @@ pub struct Options {
     pub validity: Option<u64>,
     /// Names Pebble refuses to issue for (`rejectedIdentifier`).
     pub blocked: Vec<String>,
+    /// External Account Binding required, with this key id and base64url HMAC key.
+    pub eab: Option<(String, String)>,
 }
 
 impl Pebble {
@@ -83,6 +93,10 @@ impl Pebble {
         }});
         if let Some(v) = o.validity {
             cfg["pebble"]["certificateValidityPeriod"] = v.into();
+        }
+        if let Some((kid, key)) = &o.eab {
+            cfg["pebble"]["externalAccountBindingRequired"] = true.into();
+            cfg["pebble"]["externalAccountMACKeys"] = serde_json::json!({ kid: key });
         }
         let cfg_path = dir.path().join("pebble.json");
         std::fs::write(&cfg_path, cfg.to_string()).unwrap();
