@@ -39,6 +39,44 @@ pub(super) struct Outcome<'a> {
     pub protocol: access::Protocol,
 }
 
+impl<'a> Outcome<'a> {
+    /// An exchange tether answered itself, before routing (a refusal, a malformed stream, an
+    /// ACME validation): no upstream, no node. Callers set the status and what moved.
+    pub fn local(
+        client: IpAddr,
+        method: &'a [u8],
+        target: &'a [u8],
+        started: Instant,
+        protocol: access::Protocol,
+    ) -> Outcome<'a> {
+        Outcome {
+            pool: None,
+            client,
+            method,
+            target,
+            decision: None,
+            node: None,
+            status: 0,
+            failure: None,
+            upgrade: false,
+            tunnel: false,
+            bytes_in: 0,
+            bytes_out: 0,
+            started,
+            protocol,
+        }
+    }
+
+    /// This outcome as `refusal`'s: its status, counted as its failure.
+    pub fn refused(self, refusal: Refusal) -> Outcome<'a> {
+        Outcome {
+            status: refusal.answer().status,
+            failure: Some(refusal.into()),
+            ..self
+        }
+    }
+}
+
 /// Record `o`: the only place an exchange is logged and counted.
 pub(super) fn record(o: &Outcome<'_>) {
     let duration = o.started.elapsed();
@@ -107,22 +145,13 @@ pub(super) fn refused_head(
     bytes_in: u64,
     protocol: access::Protocol,
 ) {
-    record(&Outcome {
-        pool: None,
-        client,
-        method: b"-",
-        target: b"-",
-        decision: None,
-        node: None,
-        status: refusal.answer().status,
-        failure: Some(refusal.into()),
-        upgrade: false,
-        tunnel: false,
-        bytes_in,
-        bytes_out: 0,
-        started: Instant::now(),
-        protocol,
-    });
+    record(
+        &Outcome {
+            bytes_in,
+            ..Outcome::local(client, b"-", b"-", Instant::now(), protocol)
+        }
+        .refused(refusal),
+    );
 }
 
 fn count_refusal(r: Refusal) {

@@ -75,19 +75,13 @@ async fn until_certificate(
     }
 }
 
+/// A client config trusting the PEM roots in `pem` (offering HTTP/1.1).
 fn roots(pem: &str) -> Arc<ClientConfig> {
     let mut roots = RootCertStore::empty();
     for c in rustls_pemfile::certs(&mut pem.as_bytes()) {
         roots.add(c.unwrap()).unwrap();
     }
-    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
-    let mut config = ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Arc::new(config)
+    support::tls::config(roots, &[b"http/1.1"])
 }
 
 type Tls = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;

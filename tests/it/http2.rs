@@ -359,6 +359,41 @@ async fn websockets_over_http2_reach_the_pinned_node_and_keep_the_origin_and_acc
     );
 }
 
+/// A config with the TLS listener (`http2` as given), upstream `sio` over socket.io nodes and
+/// upstream `other` over demo nodes (each with its own cookie), and `routes` (the list's items).
+fn sio_and_demo(
+    cert: &Cert,
+    http2: Option<bool>,
+    sio: &[SioNode],
+    demo: &[tether::demo::Node],
+    other: &str,
+    routes: &str,
+) -> String {
+    let mut y = format!(
+        "listen:\n  - address: \"{{listen}}\"\n{}admin:\n  address: \"{{admin}}\"\nupstreams:\n  sio:\n    nodes:\n",
+        cert.listener(http2)
+    );
+    for n in sio {
+        y.push_str(&format!(
+            "      - {{ id: {}, address: \"127.0.0.1:{}\" }}\n",
+            n.id(),
+            n.port()
+        ));
+    }
+    y.push_str(&format!("    affinity:\n      mode: cookie\n      cookie: {{ secret_env: TETHER_SECRET }}\n  {other}:\n    nodes:\n"));
+    for n in demo {
+        y.push_str(&format!(
+            "      - {{ id: {}, address: \"{}\" }}\n",
+            n.id(),
+            n.addr()
+        ));
+    }
+    y.push_str(&format!("    affinity:\n      mode: cookie\n      cookie: {{ secret_env: TETHER_SECRET, name: tether_{other} }}\n"));
+    y.push_str("routes:\n");
+    y.push_str(routes);
+    y
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn socketio_and_a_raw_websocket_in_chromium_go_over_http2_on_the_pinned_node() {
     browser::require();
@@ -376,28 +411,14 @@ async fn socketio_and_a_raw_websocket_in_chromium_go_over_http2_on_the_pinned_no
         base64::engine::general_purpose::STANDARD.encode(digest)
     };
     let config = |http2: bool| {
-        let mut y = format!(
-            "listen:\n  - address: \"{{listen}}\"\n{}admin:\n  address: \"{{admin}}\"\nupstreams:\n  sio:\n    nodes:\n",
-            cert.listener(Some(http2))
-        );
-        for n in &sio {
-            y.push_str(&format!(
-                "      - {{ id: {}, address: \"127.0.0.1:{}\" }}\n",
-                n.id(),
-                n.port()
-            ));
-        }
-        y.push_str("    affinity:\n      mode: cookie\n      cookie: { secret_env: TETHER_SECRET }\n  ws:\n    nodes:\n");
-        for n in &demo {
-            y.push_str(&format!(
-                "      - {{ id: {}, address: \"{}\" }}\n",
-                n.id(),
-                n.addr()
-            ));
-        }
-        y.push_str("    affinity:\n      mode: cookie\n      cookie: { secret_env: TETHER_SECRET, name: tether_ws }\n");
-        y.push_str("routes:\n  - { path_prefix: /ws, upstream: ws }\n  - { path_prefix: /, upstream: sio }\n");
-        y
+        sio_and_demo(
+            &cert,
+            Some(http2),
+            &sio,
+            &demo,
+            "ws",
+            "  - { path_prefix: /ws, upstream: ws }\n  - { path_prefix: /, upstream: sio }\n",
+        )
     };
     let mut outcomes = Vec::new();
     for http2 in [true, false] {
@@ -693,28 +714,14 @@ async fn tether_load_speaks_http2_to_the_edge_with_socketio_and_websockets_and_n
         .map(|id| SioNode::start("socketio", id))
         .collect();
     let demo = support::nodes(3).await;
-    let mut y = format!(
-        "listen:\n  - address: \"{{listen}}\"\n{}admin:\n  address: \"{{admin}}\"\nupstreams:\n  sio:\n    nodes:\n",
-        cert.listener(None)
-    );
-    for n in &sio {
-        y.push_str(&format!(
-            "      - {{ id: {}, address: \"127.0.0.1:{}\" }}\n",
-            n.id(),
-            n.port()
-        ));
-    }
-    y.push_str("    affinity:\n      mode: cookie\n      cookie: { secret_env: TETHER_SECRET }\n  demo:\n    nodes:\n");
-    for n in &demo {
-        y.push_str(&format!(
-            "      - {{ id: {}, address: \"{}\" }}\n",
-            n.id(),
-            n.addr()
-        ));
-    }
-    y.push_str("    affinity:\n      mode: cookie\n      cookie: { secret_env: TETHER_SECRET, name: tether_demo }\n");
-    y.push_str("routes:\n  - { path_prefix: /socket.io/, upstream: sio }\n  - { path_prefix: /, upstream: demo }\n");
-    let proxy = Proxy::start(&y);
+    let proxy = Proxy::start(&sio_and_demo(
+        &cert,
+        None,
+        &sio,
+        &demo,
+        "demo",
+        "  - { path_prefix: /socket.io/, upstream: sio }\n  - { path_prefix: /, upstream: demo }\n",
+    ));
     let small = [
         "--clients",
         "20",

@@ -260,12 +260,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             x.attempt.response_bytes = !self.ubuf.is_empty();
             match result {
                 Err(Failure::Node(f)) if failure::may_resend(f, x.attempt, whole, idempotent) => {
-                    tracing::debug!(upstream = %x.plan.pool.name, node = %x.plan.pool.nodes[up.node].id, failure = ?f, "pooled connection was closed; sending again on a fresh one");
-                    let addr = x.plan.pool.nodes[up.node].address;
-                    up.stream = upstream::open(addr, x.plan.pool.timeouts.connect)
-                        .await
-                        .map_err(|_| NodeFailure::Closed)?;
-                    up.pooled = false;
+                    up.reopen(x.plan.pool, f).await?;
                     x.attempt = Attempt::resend();
                 }
                 other => return other,
@@ -525,7 +520,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         next
     }
 
-    /// A request the policy refused: answered, and its one outcome recorded.
     /// Answer an ACME HTTP-01 validation with its key authorization, and close.
     async fn challenge_answer(
         &mut self,
@@ -542,42 +536,32 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         );
         self.send_and_close().await;
         outcome::record(&Outcome {
-            pool: None,
-            client: self.peer.ip(),
-            method: &self.log_method,
-            target: &self.log_target,
-            decision: None,
-            node: None,
             status: 200,
-            failure: None,
-            upgrade: req.upgrade,
-            tunnel: false,
-            bytes_in: req.len as u64,
-            bytes_out: self.written,
-            started,
-            protocol: super::access::Protocol::http1(req.minor),
+            ..self.answered_here(started, req)
         });
         Next::Close
     }
 
+    /// A request the policy refused: answered, and its one outcome recorded.
     async fn refused(&mut self, refusal: Refusal, started: Instant, req: &head::Request) -> Next {
         self.answer(refusal.answer()).await;
-        outcome::record(&Outcome {
-            pool: None,
-            client: self.peer.ip(),
-            method: &self.log_method,
-            target: &self.log_target,
-            decision: None,
-            node: None,
-            status: refusal.answer().status,
-            failure: Some(refusal.into()),
+        outcome::record(&self.answered_here(started, req).refused(refusal));
+        Next::Close
+    }
+
+    /// The outcome of a request tether answered itself, before routing.
+    fn answered_here<'a>(&'a self, started: Instant, req: &head::Request) -> Outcome<'a> {
+        Outcome {
             upgrade: req.upgrade,
-            tunnel: false,
             bytes_in: req.len as u64,
             bytes_out: self.written,
-            started,
-            protocol: super::access::Protocol::http1(req.minor),
-        });
-        Next::Close
+            ..Outcome::local(
+                self.peer.ip(),
+                &self.log_method,
+                &self.log_target,
+                started,
+                super::access::Protocol::http1(req.minor),
+            )
+        }
     }
 }

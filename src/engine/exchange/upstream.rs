@@ -10,6 +10,7 @@ use crate::runtime::failure::{Attempt, Failure, NodeFailure};
 use crate::runtime::node::LoadGuard;
 use crate::runtime::placement::Decision;
 use crate::runtime::policy::Plan;
+use crate::runtime::pool::Pool;
 use bytes::BytesMut;
 use std::io;
 use std::net::SocketAddr;
@@ -29,6 +30,20 @@ pub(in crate::engine) struct Upstream {
     /// Taken from the idle pool: the node may have closed it while it sat there.
     pub pooled: bool,
     pub guard: LoadGuard,
+}
+
+impl Upstream {
+    /// The retry rule allowed sending again: a fresh connection to the same node, in place of
+    /// a pooled one the node had closed while it sat idle.
+    pub async fn reopen(&mut self, pool: &Pool, why: NodeFailure) -> Result<(), NodeFailure> {
+        let node = &pool.nodes[self.node];
+        tracing::debug!(upstream = %pool.name, node = %node.id, failure = ?why, "pooled connection was closed; sending again on a fresh one");
+        self.stream = open(node.address, pool.timeouts.connect)
+            .await
+            .map_err(|_| NodeFailure::Closed)?;
+        self.pooled = false;
+        Ok(())
+    }
 }
 
 /// Step 2: a connection to the node the placement chooses, trying (and re-pinning to) another

@@ -215,12 +215,7 @@ impl Stream<'_> {
             x.attempt.response_bytes = !self.ubuf.is_empty();
             match result {
                 Err(Failure::Node(f)) if failure::may_resend(f, x.attempt, whole, idempotent) => {
-                    tracing::debug!(upstream = %x.plan.pool.name, node = %x.plan.pool.nodes[up.node].id, failure = ?f, "pooled connection was closed; sending again on a fresh one");
-                    let addr = x.plan.pool.nodes[up.node].address;
-                    up.stream = upstream::open(addr, x.plan.pool.timeouts.connect)
-                        .await
-                        .map_err(|_| NodeFailure::Closed)?;
-                    up.pooled = false;
+                    up.reopen(x.plan.pool, f).await?;
                     x.attempt = Attempt::resend();
                 }
                 other => break other?,
@@ -738,22 +733,21 @@ impl Stream<'_> {
     /// A request the policy refused: answered on the stream, and its one outcome recorded.
     async fn refused(&mut self, refusal: Refusal, view: &H2View<'_>, started: Instant) {
         self.answer(refusal.answer()).await;
-        outcome::record(&Outcome {
-            pool: None,
-            client: self.conn.peer.ip(),
-            method: view.method(),
-            target: view.target(),
-            decision: None,
-            node: None,
-            status: refusal.answer().status,
-            failure: Some(refusal.into()),
-            upgrade: view.upgrade(),
-            tunnel: false,
-            bytes_in: 0,
-            bytes_out: self.written,
+        let local = Outcome::local(
+            self.conn.peer.ip(),
+            view.method(),
+            view.target(),
             started,
-            protocol: Protocol::Http2,
-        });
+            Protocol::Http2,
+        );
+        outcome::record(
+            &Outcome {
+                upgrade: view.upgrade(),
+                bytes_out: self.written,
+                ..local
+            }
+            .refused(refusal),
+        );
     }
 
     /// A malformed stream: reset with PROTOCOL_ERROR (RFC 9113 §8.1.1), nothing forwarded,
@@ -764,23 +758,14 @@ impl Stream<'_> {
         if let Some(r) = self.respond.as_mut() {
             r.send_reset(h2::Reason::PROTOCOL_ERROR);
         }
-        let refusal = Refusal::BadRequest;
-        outcome::record(&Outcome {
-            pool: None,
-            client: self.conn.peer.ip(),
+        let local = Outcome::local(
+            self.conn.peer.ip(),
             method,
             target,
-            decision: None,
-            node: None,
-            status: refusal.answer().status,
-            failure: Some(refusal.into()),
-            upgrade: false,
-            tunnel: false,
-            bytes_in: 0,
-            bytes_out: 0,
             started,
-            protocol: Protocol::Http2,
-        });
+            Protocol::Http2,
+        );
+        outcome::record(&local.refused(Refusal::BadRequest));
     }
 
     /// tether's own answer (a refusal or a node failure) as the stream's response.

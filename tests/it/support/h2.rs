@@ -5,10 +5,8 @@
 
 use bytes::Bytes;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio_rustls::rustls::pki_types::ServerName;
-use tokio_rustls::rustls::{ClientConfig, RootCertStore};
+use tokio_rustls::rustls::RootCertStore;
 
 use super::tls::{Identity, TlsStream};
 
@@ -16,24 +14,9 @@ use super::tls::{Identity, TlsStream};
 pub async fn tls(addr: SocketAddr, trusted: &Identity) -> TlsStream {
     let mut roots = RootCertStore::empty();
     roots.add(trusted.der.clone()).unwrap();
-    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
-    let mut config = ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let stream = tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(ServerName::try_from("localhost").unwrap(), tcp)
-        .await
-        .unwrap();
-    assert_eq!(
-        stream.get_ref().1.alpn_protocol(),
-        Some(&b"h2"[..]),
-        "the server chose h2"
-    );
-    stream
+    let connector =
+        tokio_rustls::TlsConnector::from(super::tls::config(roots, &[b"h2", b"http/1.1"]));
+    super::tls::connect_agreeing(&connector, addr, b"h2").await
 }
 
 /// An `h2` client connection (its driver spawned).

@@ -42,26 +42,40 @@ impl Identity {
     }
 }
 
-/// A client trusting only `trusted`, offering HTTP/1.1 by ALPN as browsers do for WebSockets.
-pub fn client(trusted: &[&Identity]) -> tokio_rustls::TlsConnector {
-    let mut roots = RootCertStore::empty();
-    for id in trusted {
-        roots.add(id.der.clone()).unwrap();
-    }
+/// A client config trusting only `roots`, offering `alpn` (ring, as tether uses).
+pub fn config(roots: RootCertStore, alpn: &[&[u8]]) -> Arc<ClientConfig> {
     let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
     let mut config = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_root_certificates(roots)
         .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    tokio_rustls::TlsConnector::from(Arc::new(config))
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Arc::new(config)
+}
+
+/// A client trusting only `trusted`, offering HTTP/1.1 by ALPN as browsers do for WebSockets.
+pub fn client(trusted: &[&Identity]) -> tokio_rustls::TlsConnector {
+    let mut roots = RootCertStore::empty();
+    for id in trusted {
+        roots.add(id.der.clone()).unwrap();
+    }
+    tokio_rustls::TlsConnector::from(config(roots, &[b"http/1.1"]))
 }
 
 pub type TlsStream = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
 
 /// A new TCP connection and TLS handshake with `localhost` at `addr` (HTTP/1.1 agreed by ALPN).
 pub async fn connect(connector: &tokio_rustls::TlsConnector, addr: SocketAddr) -> TlsStream {
+    connect_agreeing(connector, addr, b"http/1.1").await
+}
+
+/// A new TCP connection and TLS handshake with `localhost` at `addr` that agreed on `alpn`.
+pub async fn connect_agreeing(
+    connector: &tokio_rustls::TlsConnector,
+    addr: SocketAddr,
+    alpn: &[u8],
+) -> TlsStream {
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     let stream = connector
         .connect(ServerName::try_from("localhost").unwrap(), tcp)
@@ -69,8 +83,9 @@ pub async fn connect(connector: &tokio_rustls::TlsConnector, addr: SocketAddr) -
         .unwrap();
     assert_eq!(
         stream.get_ref().1.alpn_protocol(),
-        Some(&b"http/1.1"[..]),
-        "ALPN offers HTTP/1.1"
+        Some(alpn),
+        "the server chose {}",
+        String::from_utf8_lossy(alpn)
     );
     stream
 }
