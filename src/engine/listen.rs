@@ -488,3 +488,46 @@ async fn answer_429<S: AsyncRead + AsyncWrite + Unpin>(mut s: S) {
     let _ = s.write_all(&out).await;
     let _ = s.shutdown().await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::Runtime;
+
+    /// Every accepted connection's task is allocated and its future moved into it, and a held
+    /// long-poll keeps it for as long as the node holds the answer: its size is a copy per
+    /// connection and memory per held request, so it is held to a bound here.
+    #[tokio::test]
+    async fn a_connection_task_stays_small() {
+        let text = "listen: [{ address: \"127.0.0.1:8080\" }]\nupstreams:\n  up:\n    affinity: { mode: none }\n    nodes: [{ id: a, address: \"127.0.0.1:1\" }]\n";
+        let config = crate::config::parse(std::path::Path::new("t.yaml"), text, &|_| None)
+            .expect("valid config");
+        let shared: &'static Shared = Box::leak(Box::new(arc_swap::ArcSwap::from_pointee(
+            Runtime::new(&config, None),
+        )));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (_client, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
+        let (stream, peer) = accepted.unwrap();
+        let (_tx, shutdown) = tokio::sync::watch::channel(None);
+        let options = Options {
+            proxy_protocol: false,
+            h2c: false,
+        };
+        let task = start(
+            stream,
+            peer,
+            None,
+            options,
+            shared,
+            Limits::default(),
+            shutdown,
+        );
+        let size = std::mem::size_of_val(&task);
+        eprintln!("connection task: {size} bytes");
+        assert!(size <= CONNECTION_FUTURE_MAX, "{size} bytes");
+    }
+
+    /// The bound of [`a_connection_task_stays_small`] (bytes, in the test build).
+    const CONNECTION_FUTURE_MAX: usize = 3072;
+}

@@ -304,3 +304,49 @@ async fn http_1_0_clients_get_no_100_continue() {
     assert!(text.starts_with("HTTP/1.1 200 "), "{text}");
     assert!(!text.contains("100 Continue"), "{text}");
 }
+
+/// A worker hands a finished connection's buffers to its next one: nothing the first client
+/// sent (here an unfinished request left behind a `Connection: close`) may reach the node as
+/// part of the next client's request. One worker, so the second connection gets the first's set.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_never_sees_bytes_an_earlier_one_left_behind() {
+    let nodes = support::nodes(1).await;
+    let proxy = Proxy::start_with_args(
+        &support::config(&nodes, "mode: none", ""),
+        &["--threads", "1"],
+    );
+    let mut a = TcpStream::connect(proxy.addr).await.unwrap();
+    a.write_all(
+        b"GET /echo?first HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n\
+          GET /leftover HTTP/1.1\r\nX-Left-Behind: by-the-first-client\r\n",
+    )
+    .await
+    .unwrap();
+    let mut buf = Vec::new();
+    let (status, _, _) = read_response(&mut a, &mut buf).await;
+    assert_eq!(status, 200);
+    // tether closes after the response: by then the connection's buffers are back on the worker.
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), a.read_to_end(&mut rest))
+        .await
+        .expect("tether closes the connection after `Connection: close`")
+        .unwrap();
+
+    for i in 0..3 {
+        let mut b = TcpStream::connect(proxy.addr).await.unwrap();
+        let req = format!("GET /echo?next={i} HTTP/1.1\r\nHost: t\r\n\r\n");
+        b.write_all(req.as_bytes()).await.unwrap();
+        let mut buf = Vec::new();
+        let (status, head, json) = read_response(&mut b, &mut buf).await;
+        assert_eq!(
+            status, 200,
+            "not the request this client sent: {head}\n{json}"
+        );
+        let j: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(j["path"], format!("/echo?next={i}"), "the node got: {j}");
+        assert!(
+            !json.contains("by-the-first-client"),
+            "an earlier client's bytes reached the node: {j}"
+        );
+    }
+}
