@@ -93,7 +93,9 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         served: 0,
     };
     let end = c.serve_requests(runtime).await;
-    // The buffers go to the worker's next connection; a tunnel keeps only its sockets.
+    // A tunnel keeps only its sockets. The buffers go to the worker's next connection, unless
+    // this one became a tunnel: then they are freed, so that a worker whose connections all
+    // become WebSockets holds no spares beside them.
     let Conn {
         client,
         cbuf,
@@ -105,16 +107,18 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         log_target,
         ..
     } = c;
-    Buffers {
-        cbuf,
-        ubuf,
-        fields,
-        ufields,
-        out,
-        log_method,
-        log_target,
+    if end.is_none() {
+        Buffers {
+            cbuf,
+            ubuf,
+            fields,
+            ufields,
+            out,
+            log_method,
+            log_target,
+        }
+        .give();
     }
-    .give();
     end.map(|handover| (*handover).with_client(client))
 }
 
