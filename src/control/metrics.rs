@@ -505,16 +505,11 @@ impl Collector for RuntimeCollector {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runtime::Runtime;
 
     #[test]
     fn runtime_counters_render_as_prometheus_families() {
         let text = "listen: [{ address: \"127.0.0.1:8080\" }]\nupstreams:\n  up:\n    affinity: { mode: none }\n    nodes: [{ id: a, address: \"127.0.0.1:1\" }]\n";
-        let config = crate::config::parse(std::path::Path::new("t.yaml"), text, &|_| None)
-            .expect("valid config");
-        let shared: &'static Shared = Box::leak(Box::new(arc_swap::ArcSwap::from_pointee(
-            Runtime::new(&config, None),
-        )));
+        let shared = crate::runtime::shared_for_test(text);
         let rt = shared.load();
         let node = &rt.pools[0].nodes[0];
         node.count_response(204);

@@ -40,23 +40,12 @@ pub(super) struct Conn<S> {
     pub tls: bool,
     /// The peer, or the client a PROXY protocol header named.
     pub peer: SocketAddr,
-    /// Bytes read from the client not yet consumed (pipelined requests stay here).
-    pub cbuf: BytesMut,
-    /// Bytes read from the node not yet consumed.
-    pub ubuf: BytesMut,
-    /// The request head's fields (ranges into `cbuf`).
-    pub fields: Vec<head::Field>,
-    /// The response head's fields (ranges into `ubuf`).
-    pub ufields: Vec<head::Field>,
-    /// The head being written (request to the node, response to the client).
-    pub out: Vec<u8>,
+    /// The buffers its exchanges reuse (handed on to the worker's next connection).
+    pub bufs: Buffers,
     pub limits: Limits,
     pub deadline: Deadline,
     pub shutdown: ShutdownSignal,
-    /// For the access log: the current request's method and target (kept only when the log
-    /// is on; the buffers are reused), and bytes of its body read and of its answer written.
-    pub log_method: Vec<u8>,
-    pub log_target: Vec<u8>,
+    /// Bytes of the current request's body read and of its answer written (access log).
     pub body_in: u64,
     pub written: u64,
     /// Requests this connection has carried.
@@ -73,21 +62,14 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     shutdown: ShutdownSignal,
     tls: bool,
 ) -> Option<Tunnel<S>> {
-    let spare = Buffers::take();
     let mut c = Conn {
         client,
         tls,
         peer,
-        cbuf: spare.cbuf,
-        ubuf: spare.ubuf,
-        fields: spare.fields,
-        ufields: spare.ufields,
-        out: spare.out,
+        bufs: Buffers::take(),
         limits,
         deadline: Deadline::new(),
         shutdown,
-        log_method: spare.log_method,
-        log_target: spare.log_target,
         body_in: 0,
         written: 0,
         served: 0,
@@ -96,28 +78,9 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     // A tunnel keeps only its sockets. The buffers go to the worker's next connection, unless
     // this one became a tunnel: then they are freed, so that a worker whose connections all
     // become WebSockets holds no spares beside them.
-    let Conn {
-        client,
-        cbuf,
-        ubuf,
-        fields,
-        ufields,
-        out,
-        log_method,
-        log_target,
-        ..
-    } = c;
+    let Conn { client, bufs, .. } = c;
     if end.is_none() {
-        Buffers {
-            cbuf,
-            ubuf,
-            fields,
-            ufields,
-            out,
-            log_method,
-            log_target,
-        }
-        .give();
+        bufs.give();
     }
     end.map(|handover| (*handover).with_client(client))
 }
@@ -131,14 +94,21 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
 /// cost at most a few hundred KiB. Each is emptied before reuse: no byte of one connection is
 /// ever readable from another (only what a later read writes is).
 #[derive(Default)]
-struct Buffers {
-    cbuf: BytesMut,
-    ubuf: BytesMut,
-    fields: Vec<head::Field>,
-    ufields: Vec<head::Field>,
-    out: Vec<u8>,
-    log_method: Vec<u8>,
-    log_target: Vec<u8>,
+pub(super) struct Buffers {
+    /// Bytes read from the client not yet consumed (pipelined requests stay here).
+    pub cbuf: BytesMut,
+    /// Bytes read from the node not yet consumed.
+    pub ubuf: BytesMut,
+    /// The request head's fields (ranges into `cbuf`).
+    pub fields: Vec<head::Field>,
+    /// The response head's fields (ranges into `ubuf`).
+    pub ufields: Vec<head::Field>,
+    /// The head being written (request to the node, response to the client).
+    pub out: Vec<u8>,
+    /// For the access log: the current request's method and target (kept only when the log
+    /// is on).
+    pub log_method: Vec<u8>,
+    pub log_target: Vec<u8>,
 }
 
 /// Spare buffer sets a worker keeps (a set holds about 16 KiB once used).
@@ -224,13 +194,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     async fn read_request(&mut self) -> Result<Option<head::Request>, Refusal> {
         let started = Instant::now();
         loop {
-            if !self.cbuf.is_empty() {
-                match head::parse_request(&self.cbuf, &mut self.fields) {
+            if !self.bufs.cbuf.is_empty() {
+                match head::parse_request(&self.bufs.cbuf, &mut self.bufs.fields) {
                     Ok(Some(req)) if req.target.len() > self.limits.max_uri_bytes => {
                         return Err(Refusal::UriTooLong)
                     }
                     Ok(Some(req)) => return Ok(Some(req)),
-                    Ok(None) if self.cbuf.len() >= self.limits.max_head_bytes => {
+                    Ok(None) if self.bufs.cbuf.len() >= self.limits.max_head_bytes => {
                         return Err(Refusal::HeadTooLarge)
                     }
                     Ok(None) => {}
@@ -242,7 +212,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             }
             // Between requests the keep-alive limit applies; inside a head, the (shorter) head
             // limit, counted from the head's first byte, so a slow trickle cannot hold a slot.
-            let idle = self.cbuf.is_empty();
+            let idle = self.bufs.cbuf.is_empty();
             // Only a connection that already served a request is idle keep-alive: a new one's
             // first request may be on its way (the client connected before the shutdown).
             let between_requests = idle && self.served > 0;
@@ -251,7 +221,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             } else {
                 self.limits.head_timeout.saturating_sub(started.elapsed())
             };
-            self.cbuf.reserve(READ_CHUNK);
+            self.bufs.cbuf.reserve(READ_CHUNK);
             // An idle keep-alive connection ends when a shutdown begins (after a binary upgrade
             // its client reconnects to the new process); a head being read is finished first.
             let mut shutdown = self.shutdown.clone();
@@ -263,7 +233,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             let read = async {
                 tokio::select! {
                     biased;
-                    r = self.client.read_buf(&mut self.cbuf) => Some(r),
+                    r = self.client.read_buf(&mut self.bufs.cbuf) => Some(r),
                     _ = stopping => None,
                 }
             };
@@ -271,7 +241,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 Some(None) => return Ok(None),
                 Some(Some(Ok(0) | Err(_))) => return Ok(None),
                 Some(Some(Ok(_))) => {}
-                None if self.cbuf.is_empty() => return Ok(None),
+                None if self.bufs.cbuf.is_empty() => return Ok(None),
                 None => return Err(Refusal::HeadTimeout),
             }
         }
@@ -290,13 +260,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         .await
     }
 
-    /// Write `self.out` to the client (see [`write_client`](Self::write_client)).
+    /// Write `self.bufs.out` to the client (see [`write_client`](Self::write_client)).
     pub async fn flush_out(&mut self) -> Result<(), Failure> {
-        self.written += self.out.len() as u64;
+        self.written += self.bufs.out.len() as u64;
         write_within(
             &mut self.deadline,
             &mut self.client,
-            &self.out,
+            &self.bufs.out,
             self.limits.write_timeout,
         )
         .await
@@ -304,12 +274,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
 
     /// Send `answer` and close: we may not know where the request ends.
     pub async fn answer(&mut self, answer: Answer) {
-        self.out.clear();
-        answer.render(&mut self.out);
+        self.bufs.out.clear();
+        answer.render(&mut self.bufs.out);
         self.send_and_close().await;
     }
 
-    /// Write `self.out` (a whole response that closes the connection), then close.
+    /// Write `self.bufs.out` (a whole response that closes the connection), then close.
     pub async fn send_and_close(&mut self) {
         if self.flush_out().await.is_ok() {
             let _ = self
@@ -326,7 +296,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         super::outcome::refused_head(
             refusal,
             self.peer.ip(),
-            self.cbuf.len() as u64,
+            self.bufs.cbuf.len() as u64,
             super::access::Protocol::Http11,
         );
         self.answer(refusal.answer()).await;
@@ -334,7 +304,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
 
     /// Consume `n` bytes at the front of the client buffer.
     pub fn consume_client(&mut self, n: usize) {
-        self.cbuf.advance(n.min(self.cbuf.len()));
+        self.bufs.cbuf.advance(n.min(self.bufs.cbuf.len()));
     }
 }
 

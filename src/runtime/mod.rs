@@ -59,6 +59,15 @@ pub struct Listening {
 /// Where the current snapshot lives: written by the control plane, read by every request.
 pub type Shared = ArcSwap<Runtime>;
 
+/// For unit tests: the process-lifetime snapshot of the config `yaml` (which must be valid),
+/// as `control` makes it for a running proxy.
+#[cfg(test)]
+pub fn shared_for_test(yaml: &str) -> &'static Shared {
+    let config = crate::config::parse(std::path::Path::new("t.yaml"), yaml, &|_| None)
+        .expect("valid config");
+    Box::leak(Box::new(ArcSwap::from_pointee(Runtime::new(&config, None))))
+}
+
 impl Runtime {
     /// Build from config; with `previous` (a reload), nodes keep their live state by id and
     /// pools their counters by name.

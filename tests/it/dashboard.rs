@@ -492,11 +492,7 @@ async fn every_metric_the_dashboard_names_is_in_a_live_tethers_metrics() {
         "listen:\n  - address: \"{listen}\"\nadmin:\n  address: \"{admin}\"\nupstreams:\n  realtime:\n    nodes:\n",
     );
     for n in &nodes {
-        yaml.push_str(&format!(
-            "      - {{ id: {}, address: \"{}\" }}\n",
-            n.id(),
-            n.addr()
-        ));
+        yaml.push_str(&support::node_line(n.id(), n.addr()));
     }
     yaml.push_str(&format!(
         "    affinity:\n      mode: cookie\n      cookie: {{ secret_env: TETHER_SECRET }}\n      engineio: true\n  found:\n    discover: {{ dns: found.test, port: {port}, refresh: 100ms, resolver: \"{}\" }}\n    affinity: {{ mode: ip_hash }}\nroutes:\n  - {{ path_prefix: /found/, upstream: found }}\n  - {{ path_prefix: /, upstream: realtime }}\n",

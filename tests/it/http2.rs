@@ -374,19 +374,14 @@ fn sio_and_demo(
         cert.listener(http2)
     );
     for n in sio {
-        y.push_str(&format!(
-            "      - {{ id: {}, address: \"127.0.0.1:{}\" }}\n",
+        y.push_str(&support::node_line(
             n.id(),
-            n.port()
+            format!("127.0.0.1:{}", n.port()),
         ));
     }
     y.push_str(&format!("    affinity:\n      mode: cookie\n      cookie: {{ secret_env: TETHER_SECRET }}\n  {other}:\n    nodes:\n"));
     for n in demo {
-        y.push_str(&format!(
-            "      - {{ id: {}, address: \"{}\" }}\n",
-            n.id(),
-            n.addr()
-        ));
+        y.push_str(&support::node_line(n.id(), n.addr()));
     }
     y.push_str(&format!("    affinity:\n      mode: cookie\n      cookie: {{ secret_env: TETHER_SECRET, name: tether_{other} }}\n"));
     y.push_str("routes:\n");

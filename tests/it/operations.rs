@@ -376,11 +376,7 @@ async fn reload_under_load_adds_and_removes_nodes_keeping_the_other_nodes_tunnel
     let kept: Vec<&Node> = nodes.iter().filter(|n| n.id() != "node-c").collect();
     let mut yaml = String::from("listen:\n  - address: \"{listen}\"\nadmin:\n  address: \"{admin}\"\nupstreams:\n  realtime:\n    nodes:\n");
     for n in kept.iter().copied().chain([&node_d]) {
-        yaml.push_str(&format!(
-            "      - {{ id: {}, address: \"{}\" }}\n",
-            n.id(),
-            n.addr()
-        ));
+        yaml.push_str(&support::node_line(n.id(), n.addr()));
     }
     yaml.push_str(&format!(
         "    affinity:\n      {}\n    {leave}\n",

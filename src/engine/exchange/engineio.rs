@@ -41,7 +41,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         read_handshake(
             &mut self.deadline,
             up,
-            &mut self.ubuf,
+            &mut self.bufs.ubuf,
             resp,
             version,
             x.plan.pool,

@@ -31,12 +31,12 @@ pub(super) struct ResponseHead<'a> {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
-    /// Rewrite the request head for the node into `self.out`: hop-by-hop fields dropped, the
+    /// Rewrite the request head for the node into `self.bufs.out`: hop-by-hop fields dropped, the
     /// client's forwarding claims replaced by ours, the upgrade kept only when asked for, the
     /// target in origin-form, and `strip` (ranges of the target) cut out of it.
     pub(super) fn write_request_head(&mut self, req: &head::Request, strip: &[Range<usize>]) {
-        let buf = &self.cbuf[..];
-        let out = &mut self.out;
+        let buf = &self.bufs.cbuf[..];
+        let out = &mut self.bufs.out;
         out.clear();
         out.extend_from_slice(&buf[req.method.clone()]);
         out.push(b' ');
@@ -71,7 +71,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             (_, Some(n)) => push_length(out, n),
             _ => {}
         }
-        for f in &self.fields {
+        for f in &self.bufs.fields {
             let keep = match f.kind {
                 Kind::HopByHop
                 | Kind::Nominated
@@ -89,7 +89,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             }
         }
         Forwarded {
-            prior: head::all(buf, &self.fields, Kind::XForwardedFor),
+            prior: head::all(buf, &self.bufs.fields, Kind::XForwardedFor),
             peer: self.peer.ip(),
             tls: self.tls,
             host,
@@ -101,9 +101,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         out.extend_from_slice(b"\r\n");
     }
 
-    /// Rewrite the response head for the client into `self.out`.
+    /// Rewrite the response head for the client into `self.bufs.out`.
     pub(super) fn write_response_head(&mut self, resp: &head::Response, how: &ResponseHead<'_>) {
-        render_response_head(&mut self.out, &self.ubuf, &self.ufields, resp, how);
+        render_response_head(
+            &mut self.bufs.out,
+            &self.bufs.ubuf,
+            &self.bufs.ufields,
+            resp,
+            how,
+        );
     }
 }
 
@@ -152,13 +158,13 @@ pub(super) fn render_response_head(
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
-    /// Rewrite an interim (1xx) response head for the client into `self.out`.
+    /// Rewrite an interim (1xx) response head for the client into `self.bufs.out`.
     pub(super) fn write_interim_head(&mut self, resp: &head::Response) {
-        let buf = &self.ubuf[..];
-        let out = &mut self.out;
+        let buf = &self.bufs.ubuf[..];
+        let out = &mut self.bufs.out;
         out.clear();
         push_status_line(out, resp, buf);
-        for f in &self.ufields {
+        for f in &self.bufs.ufields {
             if !matches!(f.kind, Kind::HopByHop | Kind::Nominated | Kind::Upgrade) {
                 push_field(out, f.name(buf), f.value(buf));
             }
@@ -176,12 +182,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     ) -> Result<(), Failure> {
         let send_timeout = x.plan.pool.timeouts.send;
         while !body.done() {
-            self.cbuf.reserve(READ_CHUNK);
+            self.bufs.cbuf.reserve(READ_CHUNK);
             match self
                 .deadline
                 .limit(
                     self.limits.body_timeout,
-                    self.client.read_buf(&mut self.cbuf),
+                    self.client.read_buf(&mut self.bufs.cbuf),
                 )
                 .await
             {
@@ -191,13 +197,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 // is gone, and nothing is written to it.
                 _ => return Err(Failure::ClientGone),
             }
-            self.out.clear();
+            self.bufs.out.clear();
             let claim = body
-                .claim(&self.cbuf, &mut self.out)
+                .claim(&self.bufs.cbuf, &mut self.bufs.out)
                 .map_err(|_| Refusal::BadRequest)?;
             let (n, data) = match claim {
-                Claim::Raw(n) => (n, &self.cbuf[..n]),
-                Claim::Rewritten(n) => (n, &self.out[..]),
+                Claim::Raw(n) => (n, &self.bufs.cbuf[..n]),
+                Claim::Rewritten(n) => (n, &self.bufs.out[..]),
             };
             self.body_in += n as u64;
             upstream::send(
@@ -208,12 +214,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 &mut x.attempt,
             )
             .await?;
-            self.cbuf.advance(n);
+            self.bufs.cbuf.advance(n);
         }
         Ok(())
     }
 
-    /// Step 5b's streaming body: the response head (already rendered into `self.out`, with
+    /// Step 5b's streaming body: the response head (already rendered into `self.bufs.out`, with
     /// the first body bytes appended here) to the client, then the rest of the body as it
     /// comes, each read written at once (so streams and server-sent events are not held back).
     /// A body that does not end cleanly is a failure after the head went out: the client sees
@@ -226,19 +232,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         plain: bool,
     ) -> Result<(), Failure> {
         let mut body = Body::new(resp.framing, plain, self.limits.max_head_bytes);
-        self.ubuf.advance(resp.len);
+        self.bufs.ubuf.advance(resp.len);
         // Broken framing in the bytes already here is still a 502: nothing has gone out yet.
-        let n = claim_into(&mut body, &self.ubuf, &mut self.out)
+        let n = claim_into(&mut body, &self.bufs.ubuf, &mut self.bufs.out)
             .map_err(|_| NodeFailure::BadResponse)?;
-        self.ubuf.advance(n);
+        self.bufs.ubuf.advance(n);
         self.flush_out().await?;
         x.sent = Some(resp.status);
         let read_timeout = x.plan.pool.timeouts.read;
         while !body.done() {
-            self.ubuf.reserve(READ_CHUNK);
+            self.bufs.ubuf.reserve(READ_CHUNK);
             match self
                 .deadline
-                .limit(read_timeout, up.stream.read_buf(&mut self.ubuf))
+                .limit(read_timeout, up.stream.read_buf(&mut self.bufs.ubuf))
                 .await
             {
                 // End of a close-delimited body is its normal end; any other EOF truncates it.
@@ -247,18 +253,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 Some(Ok(_)) => {}
                 None => return Err(NodeFailure::BodyTimeout.into()),
             }
-            self.out.clear();
+            self.bufs.out.clear();
             let claim = body
-                .claim(&self.ubuf, &mut self.out)
+                .claim(&self.bufs.ubuf, &mut self.bufs.out)
                 .map_err(|_| NodeFailure::BodyBroken)?;
             let (n, data) = match claim {
-                Claim::Raw(n) => (n, &self.ubuf[..n]),
-                Claim::Rewritten(n) => (n, &self.out[..]),
+                Claim::Raw(n) => (n, &self.bufs.ubuf[..n]),
+                Claim::Rewritten(n) => (n, &self.bufs.out[..]),
             };
             let limit = self.limits.write_timeout;
             self.written += data.len() as u64;
             write_within(&mut self.deadline, &mut self.client, data, limit).await?;
-            self.ubuf.advance(n);
+            self.bufs.ubuf.advance(n);
         }
         Ok(())
     }

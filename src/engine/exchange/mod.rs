@@ -174,8 +174,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         let started = Instant::now();
         self.remember(&req);
         let view = H1 {
-            buf: &self.cbuf,
-            fields: &self.fields,
+            buf: &self.bufs.cbuf,
+            fields: &self.bufs.fields,
             req: &req,
         };
         // An ACME HTTP-01 validation of an order in progress (plain listeners only: the CA
@@ -226,12 +226,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         self.body_in = 0;
         self.written = 0;
         if super::access::enabled() {
-            self.log_method.clear();
-            self.log_method
-                .extend_from_slice(&self.cbuf[req.method.clone()]);
-            self.log_target.clear();
-            self.log_target
-                .extend_from_slice(&self.cbuf[req.target.clone()]);
+            self.bufs.log_method.clear();
+            self.bufs
+                .log_method
+                .extend_from_slice(&self.bufs.cbuf[req.method.clone()]);
+            self.bufs.log_target.clear();
+            self.bufs
+                .log_target
+                .extend_from_slice(&self.bufs.cbuf[req.target.clone()]);
         }
     }
 
@@ -241,13 +243,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         x: &mut Exchange<'_>,
         up: &mut Upstream,
     ) -> Result<head::Response, Failure> {
-        let idempotent = failure::idempotent(&self.cbuf[x.req.method.clone()]);
+        let idempotent = failure::idempotent(&self.bufs.cbuf[x.req.method.clone()]);
         // The rewritten head and whatever body bytes are already here, in one write.
         self.write_request_head(&x.req, &x.plan.engineio.strip);
         self.consume_client(x.req.len);
         let mut body = Body::new(x.req.framing, false, self.limits.max_head_bytes);
-        let n =
-            claim_into(&mut body, &self.cbuf, &mut self.out).map_err(|_| Refusal::BadRequest)?;
+        let n = claim_into(&mut body, &self.bufs.cbuf, &mut self.bufs.out)
+            .map_err(|_| Refusal::BadRequest)?;
         self.consume_client(n);
         // The whole request is in `out`: it could be sent again.
         let whole = body.done();
@@ -257,7 +259,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 Ok(()) => self.read_head(x, up).await,
                 Err(f) => Err(f),
             };
-            x.attempt.response_bytes = !self.ubuf.is_empty();
+            x.attempt.response_bytes = !self.bufs.ubuf.is_empty();
             match result {
                 Err(Failure::Node(f)) if failure::may_resend(f, x.attempt, whole, idempotent) => {
                     up.reopen(x.plan.pool, f).await?;
@@ -279,7 +281,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         upstream::send(
             &mut self.deadline,
             &mut up.stream,
-            &self.out,
+            &self.bufs.out,
             limit,
             &mut x.attempt,
         )
@@ -302,14 +304,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         x: &mut Exchange<'_>,
         up: &mut Upstream,
     ) -> Result<head::Response, Failure> {
-        self.ubuf.clear();
+        self.bufs.ubuf.clear();
         let until = tokio::time::Instant::now() + x.plan.pool.timeouts.read;
         for _ in 0..=MAX_INTERIM {
             let resp = upstream::read_head(
                 &mut self.deadline,
                 &mut up.stream,
-                &mut self.ubuf,
-                &mut self.ufields,
+                &mut self.bufs.ubuf,
+                &mut self.bufs.ufields,
                 x.req.head,
                 until,
                 self.limits.max_head_bytes,
@@ -323,7 +325,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 self.write_interim_head(&resp);
                 self.flush_out().await?;
             }
-            self.ubuf.advance(resp.len);
+            self.bufs.ubuf.advance(resp.len);
         }
         Err(NodeFailure::BadResponse.into())
     }
@@ -346,7 +348,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             body_length: None,
         };
         self.write_response_head(resp, &how);
-        let websocket = websocket_of(&self.ubuf, &self.ufields)
+        let websocket = websocket_of(&self.bufs.ubuf, &self.bufs.ufields)
             .filter(|_| x.plan.websocket_upgrade)
             .map(|rsv| tunnel::WsSettings {
                 rsv,
@@ -356,13 +358,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         // Bytes each side sent after its head belong to the new protocol. A byte tunnel sends
         // them on here; a WebSocket tunnel reads them as its first frames (they are checked
         // like any other).
-        let early_down = &self.ubuf[resp.len..];
+        let early_down = &self.bufs.ubuf[resp.len..];
         // The node's greeting is usually whole frames: it goes out with the 101, counted.
         let greeting = websocket.and_then(|w| whole_frames(early_down, w.rsv));
         let early = match websocket {
-            Some(_) if greeting.is_none() || !self.cbuf.is_empty() => {
+            Some(_) if greeting.is_none() || !self.bufs.cbuf.is_empty() => {
                 Some(Box::new(tunnel::Early {
-                    up: self.cbuf.to_vec(),
+                    up: self.bufs.cbuf.to_vec(),
                     down: if greeting.is_some() {
                         Vec::new()
                     } else {
@@ -377,15 +379,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             _ => [0, 0],
         };
         if websocket.is_none() || greeting.is_some() {
-            self.out.extend_from_slice(early_down);
+            self.bufs.out.extend_from_slice(early_down);
         }
         self.flush_out().await?;
         x.sent = Some(101);
-        if websocket.is_none() && !self.cbuf.is_empty() {
+        if websocket.is_none() && !self.bufs.cbuf.is_empty() {
             upstream::send(
                 &mut self.deadline,
                 &mut up.stream,
-                &self.cbuf,
+                &self.bufs.cbuf,
                 pool.timeouts.send,
                 &mut x.attempt,
             )
@@ -393,15 +395,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         }
         // Of the access log's copies only the path goes along: a query may carry tokens.
         let path_end = self
+            .bufs
             .log_target
             .iter()
             .position(|&b| b == b'?')
-            .unwrap_or(self.log_target.len());
+            .unwrap_or(self.bufs.log_target.len());
         Ok(Next::Tunnel(Box::new(tunnel::Handover {
             node: up.stream,
             guard: up.guard,
             client_ip: x.plan.client_ip,
-            path: self.log_target[..path_end].into(),
+            path: self.bufs.log_target[..path_end].into(),
             started: x.started,
             settings: tunnel::Settings {
                 idle: pool.timeouts.tunnel_idle,
@@ -440,13 +443,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                     body_length: Some(t.body.len() as u64),
                 };
                 forward::render_response_head(
-                    &mut self.out,
+                    &mut self.bufs.out,
                     &t.node_head,
-                    &self.ufields,
+                    &self.bufs.ufields,
                     resp,
                     &how,
                 );
-                self.out.extend_from_slice(&t.body);
+                self.bufs.out.extend_from_slice(&t.body);
                 self.flush_out().await?;
                 x.sent = Some(resp.status);
                 keep
@@ -469,7 +472,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 keep
             }
         };
-        if resp.keep_alive && self.ubuf.is_empty() {
+        if resp.keep_alive && self.bufs.ubuf.is_empty() {
             let pool = x.plan.pool;
             pool::put(pool.nodes[up.node].address, up.stream, pool.timeouts.idle);
         }
@@ -504,8 +507,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         outcome::record(&Outcome {
             pool: Some(pool),
             client: x.plan.client_ip,
-            method: &self.log_method,
-            target: &self.log_target,
+            method: &self.bufs.log_method,
+            target: &self.bufs.log_target,
             decision: x.plan.placement.decision,
             node: x.node,
             status,
@@ -528,9 +531,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         req: &head::Request,
     ) -> Next {
         use std::io::Write as _;
-        self.out.clear();
+        self.bufs.out.clear();
         let _ = write!(
-            self.out,
+            self.bufs.out,
             "HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{answer}",
             answer.len()
         );
@@ -557,8 +560,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             bytes_out: self.written,
             ..Outcome::local(
                 self.peer.ip(),
-                &self.log_method,
-                &self.log_target,
+                &self.bufs.log_method,
+                &self.bufs.log_target,
                 started,
                 super::access::Protocol::http1(req.minor),
             )

@@ -55,17 +55,18 @@ pub async fn nodes_on_one_port(ids: &[&str]) -> (Vec<Node>, u16) {
     panic!("no port free on every 127.0.0.x address");
 }
 
+/// One entry of an upstream's `nodes:` list, indented as [`config`] writes it.
+pub fn node_line(id: impl std::fmt::Display, address: impl std::fmt::Display) -> String {
+    format!("      - {{ id: {id}, address: \"{address}\" }}\n")
+}
+
 /// A config with one upstream over `nodes`, listening on `{listen}`; `affinity` is the YAML body
 /// of the `affinity:` key (e.g. `"mode: ip_hash"`).
 pub fn config(nodes: &[Node], affinity: &str, extra_upstream: &str) -> String {
     let mut y =
         String::from("listen:\n  - address: \"{listen}\"\nupstreams:\n  realtime:\n    nodes:\n");
     for n in nodes {
-        y.push_str(&format!(
-            "      - {{ id: {}, address: \"{}\" }}\n",
-            n.id(),
-            n.addr()
-        ));
+        y.push_str(&node_line(n.id(), n.addr()));
     }
     y.push_str("    affinity:\n");
     for line in affinity.lines() {
